@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs everything the tests need on a fresh Debian machine (idempotent, fast when done):
+# Debian packages (rclone for interop, musl-tools + buildah/podman/runc for images),
+# the musl Rust target, and a Python venv at .venv with moto (S3 server), Helm's SDK and
+# the Kubernetes schema validator.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+want_pkgs=(rclone musl-tools buildah podman runc)
+missing=()
+for p in "${want_pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+rustup component add clippy rustfmt >/dev/null 2>&1 || true
+rustup target list --installed | grep -q x86_64-unknown-linux-musl || rustup target add x86_64-unknown-linux-musl
+
+if [ ! -x .venv/bin/moto_server ] || [ ! -f .venv/.deps-v1 ]; then
+  echo "setup: creating .venv (moto, helm-python-sdk, kubernetes-validate)"
+  python3 -m venv .venv
+  .venv/bin/pip install -q --disable-pip-version-check -r hack/requirements-test.txt
+  touch .venv/.deps-v1
+fi
+echo "setup: ok"
