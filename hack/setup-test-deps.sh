@@ -21,10 +21,10 @@ fi
 rustup component add clippy rustfmt >/dev/null 2>&1 || true
 rustup target list --installed | grep -q x86_64-unknown-linux-musl || rustup target add x86_64-unknown-linux-musl
 
-if [ ! -x .venv/bin/moto_server ] || [ ! -f .venv/.deps-v1 ]; then
+if [ ! -x .venv/bin/moto_server ] || [ ! -f .venv/.deps-v2 ]; then
   echo "setup: creating .venv (moto, helm-python-sdk, kubernetes-validate)"
   python3 -m venv .venv
   .venv/bin/pip install -q --disable-pip-version-check -r hack/requirements-test.txt
-  touch .venv/.deps-v1
+  touch .venv/.deps-v2
 fi
 echo "setup: ok"

@@ -1,5 +1,8 @@
 //! `ReplicationDestination`: the side that pulls the replicated data into a PVC and
 //! preserves each synchronized state (a VolumeSnapshot, or the PVC itself).
+// kube's `printcolumn(type_ = …)` repeats keys across columns, which clippy mistakes for
+// duplicated attributes.
+#![allow(clippy::duplicated_attributes)]
 
 use k8s_openapi::api::core::v1::TypedLocalObjectReference;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;

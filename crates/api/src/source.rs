@@ -1,4 +1,7 @@
 //! `ReplicationSource`: the side that pushes a point-in-time copy of a PVC to object storage.
+// kube's `printcolumn(type_ = …)` repeats keys across columns, which clippy mistakes for
+// duplicated attributes.
+#![allow(clippy::duplicated_attributes)]
 
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};

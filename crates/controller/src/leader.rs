@@ -1,0 +1,448 @@
+//! Leader election on a `coordination.k8s.io/v1` Lease, so that only one replica reconciles.
+//!
+//! The decision (acquire, renew or wait) is a pure function of the observed Lease, `now` and
+//! our identity ([`decide`]); the new Lease body is built by [`claimed`]. The I/O around them
+//! ([`LeaderElector`]) reads the Lease, writes it with optimistic concurrency (resourceVersion,
+//! so two candidates cannot both win) and reports loss of leadership to the caller, who steps
+//! down by exiting.
+
+use std::time::Duration;
+
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use kube::api::{ObjectMeta, PostParams};
+use kube::{Api, Client};
+use tracing::{debug, info, warn};
+
+use crate::http::{Health, LeaderState};
+
+/// Timing of the election.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LeaseTiming {
+    /// How long a Lease stays valid after its last renewal.
+    pub lease_duration: Duration,
+    /// How often the leader renews.
+    pub renew_every: Duration,
+    /// How often a candidate retries.
+    pub retry_every: Duration,
+}
+
+impl Default for LeaseTiming {
+    fn default() -> Self {
+        Self {
+            lease_duration: Duration::from_secs(15),
+            renew_every: Duration::from_secs(5),
+            retry_every: Duration::from_secs(2),
+        }
+    }
+}
+
+/// What to do with the Lease now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Nobody holds it, or the holder let it expire: take it.
+    Acquire,
+    /// We hold it: renew it.
+    Renew,
+    /// Someone else holds a valid Lease: look again after this long (its expiry at the latest).
+    Wait(Duration),
+}
+
+/// Decides what to do given the Lease as read (`None`: it does not exist).
+pub fn decide(
+    lease: Option<&Lease>,
+    now: Timestamp,
+    me: &str,
+    default_duration: Duration,
+) -> Decision {
+    let Some(spec) = lease.and_then(|l| l.spec.as_ref()) else {
+        return Decision::Acquire;
+    };
+    match spec.holder_identity.as_deref() {
+        None | Some("") => Decision::Acquire,
+        Some(h) if h == me => Decision::Renew,
+        Some(_) => {
+            let Some(last) = spec.renew_time.as_ref().or(spec.acquire_time.as_ref()) else {
+                // A holder that never renewed: treat its lease as expired.
+                return Decision::Acquire;
+            };
+            let duration = spec
+                .lease_duration_seconds
+                .filter(|s| *s > 0)
+                .map(|s| SignedDuration::from_secs(i64::from(s)))
+                .unwrap_or_else(|| {
+                    SignedDuration::try_from(default_duration).unwrap_or(SignedDuration::ZERO)
+                });
+            let expiry = last.0.saturating_add(duration).unwrap_or(last.0);
+            if now >= expiry {
+                Decision::Acquire
+            } else {
+                let left = now.duration_until(expiry);
+                Decision::Wait(Duration::try_from(left).unwrap_or(Duration::ZERO))
+            }
+        }
+    }
+}
+
+/// The Lease as we write it for `decision` (Acquire or Renew), keeping the read object's
+/// metadata (resourceVersion) so the write is rejected if someone wrote in between.
+pub fn claimed(
+    current: Option<&Lease>,
+    name: &str,
+    namespace: &str,
+    me: &str,
+    now: Timestamp,
+    timing: &LeaseTiming,
+    decision: Decision,
+) -> Lease {
+    let mut lease = current.cloned().unwrap_or_else(|| Lease {
+        metadata: ObjectMeta {
+            name: Some(name.to_string()),
+            namespace: Some(namespace.to_string()),
+            ..Default::default()
+        },
+        spec: None,
+    });
+    let old = lease.spec.take().unwrap_or_default();
+    let ours = old.holder_identity.as_deref() == Some(me);
+    let new_holder = decision == Decision::Acquire && !ours;
+    lease.spec = Some(LeaseSpec {
+        holder_identity: Some(me.to_string()),
+        lease_duration_seconds: Some(
+            i32::try_from(timing.lease_duration.as_secs()).unwrap_or(i32::MAX),
+        ),
+        acquire_time: if new_holder || old.acquire_time.is_none() {
+            Some(MicroTime(now))
+        } else {
+            old.acquire_time.clone()
+        },
+        renew_time: Some(MicroTime(now)),
+        lease_transitions: if new_holder && current.is_some() {
+            Some(old.lease_transitions.unwrap_or(0) + 1)
+        } else {
+            old.lease_transitions.or(Some(0))
+        },
+        ..old
+    });
+    lease
+}
+
+/// Errors of the election. Losing the Lease is an error: the process must step down.
+#[derive(Debug, thiserror::Error)]
+pub enum LeaseError {
+    #[error("reading Lease {namespace}/{name}: {source}")]
+    Read {
+        namespace: String,
+        name: String,
+        #[source]
+        source: Box<kube::Error>,
+    },
+    #[error("writing Lease {namespace}/{name}: {source}")]
+    Write {
+        namespace: String,
+        name: String,
+        #[source]
+        source: Box<kube::Error>,
+    },
+    #[error("lost leadership of Lease {namespace}/{name}")]
+    Lost { namespace: String, name: String },
+}
+
+/// Runs the election for one identity.
+pub struct LeaderElector {
+    api: Api<Lease>,
+    name: String,
+    namespace: String,
+    identity: String,
+    timing: LeaseTiming,
+}
+
+impl LeaderElector {
+    pub fn new(
+        client: Client,
+        namespace: &str,
+        name: &str,
+        identity: &str,
+        timing: LeaseTiming,
+    ) -> Self {
+        Self {
+            api: Api::namespaced(client, namespace),
+            name: name.to_string(),
+            namespace: namespace.to_string(),
+            identity: identity.to_string(),
+            timing,
+        }
+    }
+
+    /// One round: read, decide, write if needed. Returns whether we lead after it, or how
+    /// long to wait before the next round.
+    pub async fn try_once(&self, now: Timestamp) -> Result<Result<(), Duration>, LeaseError> {
+        let current = self
+            .api
+            .get_opt(&self.name)
+            .await
+            .map_err(|source| LeaseError::Read {
+                namespace: self.namespace.clone(),
+                name: self.name.clone(),
+                source: Box::new(source),
+            })?;
+        let decision = decide(
+            current.as_ref(),
+            now,
+            &self.identity,
+            self.timing.lease_duration,
+        );
+        if let Decision::Wait(d) = decision {
+            return Ok(Err(d));
+        }
+        let lease = claimed(
+            current.as_ref(),
+            &self.name,
+            &self.namespace,
+            &self.identity,
+            now,
+            &self.timing,
+            decision,
+        );
+        let written = match current {
+            None => self.api.create(&PostParams::default(), &lease).await,
+            Some(_) => {
+                self.api
+                    .replace(&self.name, &PostParams::default(), &lease)
+                    .await
+            }
+        };
+        match written {
+            Ok(_) => Ok(Ok(())),
+            // Another candidate wrote first (create raced or resourceVersion moved on).
+            Err(kube::Error::Api(s)) if s.code == 409 => Ok(Err(self.timing.retry_every)),
+            Err(source) => Err(LeaseError::Write {
+                namespace: self.namespace.clone(),
+                name: self.name.clone(),
+                source: Box::new(source),
+            }),
+        }
+    }
+
+    /// Tries until we lead. Returns false if `shutdown` fired first.
+    pub async fn acquire(
+        &self,
+        health: &Health,
+        mut shutdown: tokio::sync::watch::Receiver<bool>,
+    ) -> bool {
+        loop {
+            let wait = match self.try_once(Timestamp::now()).await {
+                Ok(Ok(())) => {
+                    info!(lease = %self.name, identity = %self.identity, "acquired leadership");
+                    health.set_leader(LeaderState::Leading);
+                    return true;
+                }
+                Ok(Err(wait)) => {
+                    health.set_leader(LeaderState::Standby);
+                    debug!(lease = %self.name, "another replica leads; standing by");
+                    wait.min(self.timing.retry_every)
+                        .max(Duration::from_millis(200))
+                }
+                Err(e) => {
+                    health.set_leader(LeaderState::Unhealthy);
+                    warn!(error = %e, "leader election round failed");
+                    self.timing.retry_every
+                }
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = shutdown.changed() => return false,
+            }
+        }
+    }
+
+    /// Renews until leadership is lost (returns the error) — it never returns otherwise.
+    /// Transient write failures are tolerated until the Lease would have expired.
+    pub async fn hold(&self) -> LeaseError {
+        let mut last_renewed = tokio::time::Instant::now();
+        loop {
+            tokio::time::sleep(self.timing.renew_every).await;
+            match self.try_once(Timestamp::now()).await {
+                Ok(Ok(())) => last_renewed = tokio::time::Instant::now(),
+                Ok(Err(_)) => {
+                    return LeaseError::Lost {
+                        namespace: self.namespace.clone(),
+                        name: self.name.clone(),
+                    };
+                }
+                Err(e) => {
+                    warn!(error = %e, "renewing the Lease failed");
+                    if last_renewed.elapsed() >= self.timing.lease_duration {
+                        return LeaseError::Lost {
+                            namespace: self.namespace.clone(),
+                            name: self.name.clone(),
+                        };
+                    }
+                }
+            }
+        }
+    }
+
+    /// Gives the Lease up on shutdown so a standby takes over without waiting for expiry.
+    pub async fn release(&self) {
+        let Ok(Some(mut lease)) = self.api.get_opt(&self.name).await else {
+            return;
+        };
+        let Some(spec) = lease.spec.as_mut() else {
+            return;
+        };
+        if spec.holder_identity.as_deref() != Some(self.identity.as_str()) {
+            return;
+        }
+        spec.holder_identity = None;
+        spec.renew_time = None;
+        if let Err(e) = self
+            .api
+            .replace(&self.name, &PostParams::default(), &lease)
+            .await
+        {
+            warn!(error = %e, "releasing the Lease failed; it will expire");
+        } else {
+            info!(lease = %self.name, "released leadership");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: i64) -> Timestamp {
+        Timestamp::from_second(1_700_000_000 + s).unwrap()
+    }
+
+    fn lease(holder: Option<&str>, renewed: Option<i64>, duration: Option<i32>) -> Lease {
+        Lease {
+            metadata: ObjectMeta {
+                name: Some("l".into()),
+                resource_version: Some("7".into()),
+                ..Default::default()
+            },
+            spec: Some(LeaseSpec {
+                holder_identity: holder.map(String::from),
+                renew_time: renewed.map(|s| MicroTime(at(s))),
+                acquire_time: renewed.map(|s| MicroTime(at(s))),
+                lease_duration_seconds: duration,
+                lease_transitions: Some(3),
+                ..Default::default()
+            }),
+        }
+    }
+
+    const D: Duration = Duration::from_secs(15);
+
+    #[test]
+    fn missing_or_unheld_lease_is_acquired() {
+        assert_eq!(decide(None, at(0), "me", D), Decision::Acquire);
+        assert_eq!(
+            decide(Some(&lease(None, Some(0), Some(15))), at(1), "me", D),
+            Decision::Acquire
+        );
+        assert_eq!(
+            decide(Some(&lease(Some(""), Some(0), Some(15))), at(1), "me", D),
+            Decision::Acquire
+        );
+    }
+
+    #[test]
+    fn own_lease_is_renewed_even_if_expired() {
+        assert_eq!(
+            decide(
+                Some(&lease(Some("me"), Some(0), Some(15))),
+                at(100),
+                "me",
+                D
+            ),
+            Decision::Renew
+        );
+    }
+
+    #[test]
+    fn valid_foreign_lease_means_wait_until_its_expiry() {
+        let l = lease(Some("other"), Some(0), Some(15));
+        assert_eq!(
+            decide(Some(&l), at(5), "me", D),
+            Decision::Wait(Duration::from_secs(10))
+        );
+    }
+
+    #[test]
+    fn expired_foreign_lease_is_taken_over() {
+        let l = lease(Some("other"), Some(0), Some(15));
+        assert_eq!(decide(Some(&l), at(15), "me", D), Decision::Acquire);
+        assert_eq!(decide(Some(&l), at(60), "me", D), Decision::Acquire);
+    }
+
+    #[test]
+    fn foreign_lease_without_duration_uses_ours() {
+        let l = lease(Some("other"), Some(0), None);
+        assert_eq!(
+            decide(Some(&l), at(14), "me", D),
+            Decision::Wait(Duration::from_secs(1))
+        );
+    }
+
+    #[test]
+    fn takeover_bumps_transitions_and_keeps_resource_version() {
+        let l = lease(Some("other"), Some(0), Some(15));
+        let new = claimed(
+            Some(&l),
+            "l",
+            "ns",
+            "me",
+            at(20),
+            &LeaseTiming::default(),
+            Decision::Acquire,
+        );
+        let spec = new.spec.unwrap();
+        assert_eq!(spec.holder_identity.as_deref(), Some("me"));
+        assert_eq!(spec.lease_transitions, Some(4));
+        assert_eq!(spec.acquire_time, Some(MicroTime(at(20))));
+        assert_eq!(spec.renew_time, Some(MicroTime(at(20))));
+        assert_eq!(spec.lease_duration_seconds, Some(15));
+        assert_eq!(new.metadata.resource_version.as_deref(), Some("7"));
+    }
+
+    #[test]
+    fn renewal_keeps_acquire_time_and_transitions() {
+        let l = lease(Some("me"), Some(0), Some(15));
+        let spec = claimed(
+            Some(&l),
+            "l",
+            "ns",
+            "me",
+            at(5),
+            &LeaseTiming::default(),
+            Decision::Renew,
+        )
+        .spec
+        .unwrap();
+        assert_eq!(spec.acquire_time, Some(MicroTime(at(0))));
+        assert_eq!(spec.renew_time, Some(MicroTime(at(5))));
+        assert_eq!(spec.lease_transitions, Some(3));
+    }
+
+    #[test]
+    fn first_lease_is_created_with_name_namespace_and_zero_transitions() {
+        let new = claimed(
+            None,
+            "scribe-leader",
+            "scribe-system",
+            "pod-a",
+            at(0),
+            &LeaseTiming::default(),
+            Decision::Acquire,
+        );
+        assert_eq!(new.metadata.name.as_deref(), Some("scribe-leader"));
+        assert_eq!(new.metadata.namespace.as_deref(), Some("scribe-system"));
+        let spec = new.spec.unwrap();
+        assert_eq!(spec.holder_identity.as_deref(), Some("pod-a"));
+        assert_eq!(spec.lease_transitions, Some(0));
+    }
+}

@@ -1,0 +1,21 @@
+//! Scribe controller: reconciles ReplicationSource / ReplicationDestination into
+//! point-in-time copies, PVCs, mover Jobs and VolumeSnapshots.
+//! Reconcile = observe → plan (pure, `plan/`) → apply → status.
+#![forbid(unsafe_code)]
+
+pub mod apply;
+pub mod context;
+pub mod controller;
+pub mod events;
+pub mod http;
+pub mod leader;
+pub mod metrics;
+pub mod observe;
+pub mod reconcile;
+pub mod status;
+pub mod builders;
+pub mod plan;
+pub mod snapshot;
+
+pub use context::ControllerConfig;
+pub use controller::{Error, run};

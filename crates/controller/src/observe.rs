@@ -1,0 +1,305 @@
+//! Observe (client required, read-only): everything the plan needs to know about one custom
+//! resource — its Secret, volumes, point-in-time copies, mover Job and the Job's finished pod
+//! (exit code and termination message, see [`mover_report`]), and a destination's snapshots.
+//! A missing object (404) is an observation (`None`), not an error.
+
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret};
+use kube::api::ListParams;
+use kube::{Api, Client, ResourceExt};
+use scribe_api::{
+    DestinationCopyMethod, ReplicationDestination, ReplicationSource, SourceCopyMethod,
+};
+
+use crate::builders::names::{self, Owner};
+use crate::plan::{MoverReport, ObservedDestination, ObservedSource};
+use crate::snapshot::VolumeSnapshot;
+
+/// Errors while reading the cluster.
+#[derive(Debug, thiserror::Error)]
+pub enum ObserveError {
+    #[error("reading {kind} {namespace}/{name}: {source}")]
+    Get {
+        kind: &'static str,
+        namespace: String,
+        name: String,
+        #[source]
+        source: Box<kube::Error>,
+    },
+    #[error("listing {kind} in {namespace} with selector {selector}: {source}")]
+    List {
+        kind: &'static str,
+        namespace: String,
+        selector: String,
+        #[source]
+        source: Box<kube::Error>,
+    },
+}
+
+impl ObserveError {
+    pub fn source_error(&self) -> &kube::Error {
+        match self {
+            ObserveError::Get { source, .. } | ObserveError::List { source, .. } => source.as_ref(),
+        }
+    }
+}
+
+async fn get<K>(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    kind: &'static str,
+) -> Result<Option<K>, ObserveError>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    Api::<K>::namespaced(client.clone(), ns)
+        .get_opt(name)
+        .await
+        .map_err(|source| ObserveError::Get {
+            kind,
+            namespace: ns.into(),
+            name: name.into(),
+            source: Box::new(source),
+        })
+}
+
+/// Reads the mover's outcome when its Job has finished.
+async fn observe_mover(
+    client: &Client,
+    ns: &str,
+    job: Option<&Job>,
+) -> Result<Option<MoverReport>, ObserveError> {
+    let Some(job) = job.filter(|j| job_finished(j)) else {
+        return Ok(None);
+    };
+    let selector = format!("job-name={}", job.name_any());
+    let pods = Api::<Pod>::namespaced(client.clone(), ns)
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .map_err(|source| ObserveError::List {
+            kind: "Pod",
+            namespace: ns.into(),
+            selector,
+            source: Box::new(source),
+        })?;
+    Ok(mover_report(&pods.items))
+}
+
+/// Observes a ReplicationSource.
+pub async fn observe_source(
+    client: &Client,
+    cr: &ReplicationSource,
+) -> Result<ObservedSource, ObserveError> {
+    let ns = cr.namespace().unwrap_or_default();
+    let name = cr.name_any();
+    let rclone = &cr.spec.rclone;
+    let secret = get::<Secret>(client, &ns, &rclone.rclone_config, "Secret").await?;
+    let source_pvc =
+        get::<PersistentVolumeClaim>(client, &ns, &cr.spec.source_pvc, "PersistentVolumeClaim")
+            .await?;
+    let snapshot = if rclone.copy_method == SourceCopyMethod::Snapshot {
+        get::<VolumeSnapshot>(
+            client,
+            &ns,
+            &names::source_pit_name(&name),
+            "VolumeSnapshot",
+        )
+        .await?
+    } else {
+        None
+    };
+    let pit_pvc = if matches!(
+        rclone.copy_method,
+        SourceCopyMethod::Snapshot | SourceCopyMethod::Clone
+    ) {
+        get::<PersistentVolumeClaim>(
+            client,
+            &ns,
+            &names::source_pit_name(&name),
+            "PersistentVolumeClaim",
+        )
+        .await?
+    } else {
+        None
+    };
+    let job = get::<Job>(client, &ns, &names::source_job_name(&name), "Job").await?;
+    let mover = observe_mover(client, &ns, job.as_ref()).await?;
+    Ok(ObservedSource {
+        cr: cr.clone(),
+        secret,
+        source_pvc,
+        snapshot,
+        pit_pvc,
+        job,
+        mover,
+    })
+}
+
+/// Observes a ReplicationDestination.
+pub async fn observe_destination(
+    client: &Client,
+    cr: &ReplicationDestination,
+) -> Result<ObservedDestination, ObserveError> {
+    let ns = cr.namespace().unwrap_or_default();
+    let name = cr.name_any();
+    let rclone = &cr.spec.rclone;
+    let secret = get::<Secret>(client, &ns, &rclone.rclone_config, "Secret").await?;
+    let pvc_name = rclone
+        .destination_pvc
+        .clone()
+        .unwrap_or_else(|| names::destination_pvc_name(&name));
+    let dest_pvc =
+        get::<PersistentVolumeClaim>(client, &ns, &pvc_name, "PersistentVolumeClaim").await?;
+    let job = get::<Job>(client, &ns, &names::destination_job_name(&name), "Job").await?;
+    let mover = observe_mover(client, &ns, job.as_ref()).await?;
+    // Snapshots matter with copyMethod Snapshot, or while the published image still is one
+    // (after a switch to None, so the plan can clean up).
+    let image_is_snapshot = cr
+        .status
+        .as_ref()
+        .and_then(|s| s.latest_image.as_ref())
+        .is_some_and(|i| i.kind == "VolumeSnapshot");
+    let snapshots = if rclone.copy_method == DestinationCopyMethod::Snapshot || image_is_snapshot {
+        // Owner name and kind: a source of the same name labels its PiT snapshot too.
+        let selector = Owner::of_destination(cr).selector();
+        let list = Api::<VolumeSnapshot>::namespaced(client.clone(), &ns)
+            .list(&ListParams::default().labels(&selector))
+            .await;
+        match list {
+            Ok(list) => list.items,
+            // The snapshot CRD is not installed: there can be no snapshots.
+            Err(kube::Error::Api(s)) if s.code == 404 => Vec::new(),
+            Err(source) => {
+                return Err(ObserveError::List {
+                    kind: "VolumeSnapshot",
+                    namespace: ns.clone(),
+                    selector,
+                    source: Box::new(source),
+                });
+            }
+        }
+    } else {
+        Vec::new()
+    };
+    Ok(ObservedDestination {
+        cr: cr.clone(),
+        secret,
+        dest_pvc,
+        job,
+        mover,
+        snapshots,
+    })
+}
+
+/// Whether a Job has finished (either way): its pods' termination messages are then final.
+pub fn job_finished(job: &Job) -> bool {
+    let Some(status) = job.status.as_ref() else {
+        return false;
+    };
+    let by_condition = status
+        .conditions
+        .iter()
+        .flatten()
+        .any(|c| (c.type_ == "Complete" || c.type_ == "Failed") && c.status == "True");
+    by_condition || status.succeeded.unwrap_or(0) > 0 || status.failed.unwrap_or(0) > 0
+}
+
+/// The outcome of the most recently finished mover container among a Job's pods.
+pub fn mover_report(pods: &[Pod]) -> Option<MoverReport> {
+    pods.iter()
+        .flat_map(|p| {
+            p.status
+                .iter()
+                .flat_map(|s| s.container_statuses.iter().flatten())
+        })
+        .filter_map(|cs| cs.state.as_ref()?.terminated.as_ref())
+        .max_by_key(|t| t.finished_at.as_ref().map(|f| f.0))
+        .map(|t| MoverReport {
+            exit_code: Some(t.exit_code),
+            message: t.message.clone().filter(|m| !m.trim().is_empty()),
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::batch::v1::{JobCondition, JobStatus};
+    use k8s_openapi::api::core::v1::{
+        ContainerState, ContainerStateTerminated, ContainerStatus, PodStatus,
+    };
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    use k8s_openapi::jiff::Timestamp;
+
+    use super::*;
+
+    fn pod(exit: i32, finished: i64, message: Option<&str>) -> Pod {
+        Pod {
+            status: Some(PodStatus {
+                container_statuses: Some(vec![ContainerStatus {
+                    name: "mover".into(),
+                    state: Some(ContainerState {
+                        terminated: Some(ContainerStateTerminated {
+                            exit_code: exit,
+                            finished_at: Some(Time(Timestamp::from_second(finished).unwrap())),
+                            message: message.map(String::from),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn report_comes_from_the_latest_finished_pod() {
+        let pods = [
+            pod(75, 100, Some("first")),
+            pod(0, 200, Some("{\"result\":\"Successful\"}")),
+            Pod::default(),
+        ];
+        let r = mover_report(&pods).unwrap();
+        assert_eq!(r.exit_code, Some(0));
+        assert_eq!(r.message.as_deref(), Some("{\"result\":\"Successful\"}"));
+    }
+
+    #[test]
+    fn blank_termination_message_is_absent_and_running_pods_give_no_report() {
+        assert_eq!(
+            mover_report(&[pod(78, 1, Some("  "))]).unwrap().message,
+            None
+        );
+        assert_eq!(mover_report(&[Pod::default()]), None);
+    }
+
+    #[test]
+    fn job_is_finished_by_condition_or_counts() {
+        let mut job = Job::default();
+        assert!(!job_finished(&job));
+        job.status = Some(JobStatus {
+            active: Some(1),
+            ..Default::default()
+        });
+        assert!(!job_finished(&job));
+        job.status = Some(JobStatus {
+            conditions: Some(vec![JobCondition {
+                type_: "Failed".into(),
+                status: "True".into(),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        });
+        assert!(job_finished(&job));
+        job.status = Some(JobStatus {
+            succeeded: Some(1),
+            ..Default::default()
+        });
+        assert!(job_finished(&job));
+    }
+}

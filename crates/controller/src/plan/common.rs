@@ -1,0 +1,400 @@
+//! The parts of the state machine both sides share: the status fields they have in common,
+//! the output being assembled (actions, events, metrics, requeue), starting an iteration,
+//! gating a new Job (paused, configuration error, backoff), recording a failed or a
+//! successful mover run, and the final Reconciled condition.
+
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, Time};
+use k8s_openapi::jiff::Timestamp;
+use scribe_api::constants::{
+    CONDITION_RECONCILED, CONDITION_SYNCHRONIZING, REASON_ERROR, REASON_PAUSED,
+    REASON_RECONCILE_COMPLETE,
+};
+use scribe_api::{MoverResult, MoverStatus, TriggerSpec};
+
+use super::conditions::{add, find, go_duration, set_condition, until};
+use super::mover::{FailureKind, backoff, classify, mover_logs, parse_summary};
+use super::trigger::TriggerState;
+use super::{Action, EventIntent, MetricIntent, MoverReport, ObjectKind};
+
+/// Poll interval while waiting on something a watch may not report (snapshots, binding).
+pub const POLL: Duration = Duration::from_secs(30);
+/// Poll interval while deleted objects go away.
+pub const CLEANUP_POLL: Duration = Duration::from_secs(5);
+
+/// The status fields both kinds share.
+#[derive(Clone, Debug, Default)]
+pub struct Common {
+    pub conditions: Vec<Condition>,
+    pub next_sync_time: Option<Time>,
+    pub last_sync_time: Option<Time>,
+    pub last_sync_start_time: Option<Time>,
+    pub last_sync_duration: Option<String>,
+    pub last_manual_sync: Option<String>,
+    pub latest_mover_status: Option<MoverStatus>,
+    pub consecutive_failures: Option<i32>,
+    pub next_retry_time: Option<Time>,
+    pub config_error_fingerprint: Option<String>,
+}
+
+/// A reconcile pass being planned.
+pub struct Ctx {
+    pub now: Timestamp,
+    pub generation: Option<i64>,
+    pub st: Common,
+    pub actions: Vec<Action>,
+    pub events: Vec<EventIntent>,
+    pub metrics: Vec<MetricIntent>,
+    pub requeue: Option<Duration>,
+    /// Set when Reconciled must be False; the message says what is wrong.
+    pub error: Option<String>,
+    previous_reconciled: Option<Condition>,
+}
+
+impl Ctx {
+    pub fn new(st: Common, generation: Option<i64>, now: Timestamp) -> Self {
+        let previous_reconciled = find(&st.conditions, CONDITION_RECONCILED).cloned();
+        Self {
+            now,
+            generation,
+            st,
+            actions: Vec::new(),
+            events: Vec::new(),
+            metrics: Vec::new(),
+            requeue: None,
+            error: None,
+            previous_reconciled,
+        }
+    }
+
+    pub fn requeue(&mut self, d: Duration) {
+        // At least a second: a zero requeue would spin the controller.
+        let d = d.max(Duration::from_secs(1));
+        self.requeue = Some(self.requeue.map_or(d, |r| r.min(d)));
+    }
+
+    pub fn event(&mut self, warning: bool, reason: &str, action: &str, note: impl Into<String>) {
+        self.events.push(EventIntent {
+            warning,
+            reason: reason.to_string(),
+            action: action.to_string(),
+            note: note.into(),
+        });
+    }
+
+    pub fn syncing(&mut self, status: bool, reason: &str, message: impl AsRef<str>) {
+        set_condition(
+            &mut self.st.conditions,
+            CONDITION_SYNCHRONIZING,
+            status,
+            reason,
+            message.as_ref(),
+            self.generation,
+            self.now,
+        );
+    }
+
+    pub fn fail(&mut self, message: impl Into<String>) {
+        self.error.get_or_insert(message.into());
+    }
+
+    /// Creates an object that was not observed, with a `Created` event.
+    pub fn create(&mut self, action: Action, kind: &str, name: &str) {
+        self.actions.push(action);
+        self.event(false, "Created", "Create", format!("created {kind} {name}"));
+    }
+
+    /// Deletes an observed object unless it is already being deleted.
+    pub fn delete(&mut self, kind: ObjectKind, meta: &ObjectMeta) {
+        if meta.deletion_timestamp.is_none() {
+            self.actions.push(Action::Delete {
+                kind,
+                name: meta.name.clone().unwrap_or_default(),
+            });
+        }
+    }
+
+    /// Starts a new iteration.
+    pub fn start_iteration(&mut self, trigger: &TriggerState) {
+        self.st.last_sync_start_time = Some(Time(self.now));
+        if trigger.missed_interval {
+            self.metrics.push(MetricIntent::MissedInterval);
+        }
+        let why = if trigger.manual_pending {
+            "manual trigger"
+        } else {
+            "schedule"
+        };
+        self.event(
+            false,
+            "SyncStarted",
+            "Synchronize",
+            format!("synchronization started ({why})"),
+        );
+    }
+
+    /// Whether a new mover Job may start now; if not, the conditions say why.
+    pub fn may_start_job(&mut self, paused: bool, fingerprint: &str) -> bool {
+        if paused {
+            self.syncing(
+                false,
+                REASON_PAUSED,
+                "paused (spec.paused): no new mover Job starts",
+            );
+            return false;
+        }
+        if let Some(recorded) = self.st.config_error_fingerprint.clone() {
+            if recorded == fingerprint {
+                let logs = self
+                    .st
+                    .latest_mover_status
+                    .as_ref()
+                    .and_then(|m| m.logs.clone())
+                    .unwrap_or_default();
+                let msg = format!(
+                    "the mover reported a configuration error (exit 78): {}; fix the spec or the rclone Secret to retry",
+                    summary_error(&logs)
+                );
+                self.syncing(false, REASON_ERROR, &msg);
+                self.fail(msg);
+                return false;
+            }
+            // The spec or the Secret changed since the error: try again.
+            self.st.config_error_fingerprint = None;
+        }
+        if let Some(retry) = self.st.next_retry_time.as_ref().map(|t| t.0)
+            && retry > self.now
+        {
+            let failures = self.st.consecutive_failures.unwrap_or(0);
+            self.syncing(
+                false,
+                REASON_ERROR,
+                format!("the mover failed {failures} time(s) in a row; retrying at {retry}"),
+            );
+            self.requeue(until(self.now, retry));
+            return false;
+        }
+        true
+    }
+
+    /// Records a failed mover Job (once: a Job already accounted for is only deleted).
+    pub fn job_failed(
+        &mut self,
+        job_meta: &ObjectMeta,
+        report: Option<&MoverReport>,
+        job_message: &str,
+        fingerprint: &str,
+    ) {
+        self.delete(ObjectKind::Job, job_meta);
+        let kind = classify(report);
+        let created = job_meta.creation_timestamp.as_ref().map(|t| t.0);
+        let counted = match kind {
+            FailureKind::Config => self.st.config_error_fingerprint.as_deref() == Some(fingerprint),
+            // A retry Job is created at or after nextRetryTime; an older one was counted.
+            FailureKind::Transient => match (self.st.next_retry_time.as_ref(), created) {
+                (Some(retry), Some(created)) => created < retry.0,
+                _ => false,
+            },
+        };
+        let job_name = job_meta.name.clone().unwrap_or_default();
+        if !counted {
+            let fallback = if job_message.is_empty() {
+                "mover Job failed".to_string()
+            } else {
+                job_message.to_string()
+            };
+            let logs = mover_logs(report, &fallback);
+            self.st.latest_mover_status = Some(MoverStatus {
+                result: Some(MoverResult::Failed),
+                logs: Some(logs.clone()),
+            });
+            self.metrics.push(MetricIntent::SyncFailed);
+            let code = report
+                .and_then(|r| r.exit_code)
+                .map_or("unknown".to_string(), |c| c.to_string());
+            self.event(
+                true,
+                "SyncFailed",
+                "Synchronize",
+                format!(
+                    "mover Job {job_name} failed (exit code {code}): {}",
+                    summary_error(&logs)
+                ),
+            );
+            match kind {
+                FailureKind::Config => {
+                    self.st.config_error_fingerprint = Some(fingerprint.to_string());
+                    self.event(
+                        true,
+                        "ConfigError",
+                        "Synchronize",
+                        format!("configuration error, not retrying until the spec or the rclone Secret changes: {}", summary_error(&logs)),
+                    );
+                }
+                FailureKind::Transient => {
+                    let failures = self.st.consecutive_failures.unwrap_or(0).saturating_add(1);
+                    self.st.consecutive_failures = Some(failures);
+                    self.st.next_retry_time = Some(Time(add(self.now, backoff(failures))));
+                }
+            }
+        }
+        // Report the (possibly just recorded) state.
+        let logs = self
+            .st
+            .latest_mover_status
+            .as_ref()
+            .and_then(|m| m.logs.clone())
+            .unwrap_or_default();
+        match kind {
+            FailureKind::Config => {
+                let msg = format!(
+                    "the mover reported a configuration error (exit 78): {}; fix the spec or the rclone Secret to retry",
+                    summary_error(&logs)
+                );
+                self.syncing(false, REASON_ERROR, &msg);
+                self.fail(msg);
+            }
+            FailureKind::Transient => {
+                let failures = self.st.consecutive_failures.unwrap_or(1);
+                let retry = self.st.next_retry_time.as_ref().map_or(self.now, |t| t.0);
+                self.syncing(
+                    false,
+                    REASON_ERROR,
+                    format!("mover Job {job_name} failed ({failures} in a row): {}; retrying at {retry}", summary_error(&logs)),
+                );
+                self.requeue(until(self.now, retry));
+            }
+        }
+    }
+
+    /// Records a successful iteration that finished at `finished`; the caller deletes objects.
+    pub fn completed(
+        &mut self,
+        finished: Timestamp,
+        report: Option<&MoverReport>,
+        trigger: Option<&TriggerSpec>,
+    ) {
+        let start = self
+            .st
+            .last_sync_start_time
+            .as_ref()
+            .map_or(finished, |t| t.0);
+        let duration = until(start, finished);
+        let logs = mover_logs(report, "mover finished successfully");
+        let summary = report
+            .and_then(|r| r.message.as_deref())
+            .and_then(parse_summary)
+            .map(|(s, _)| s);
+        let (files, bytes) = summary.map_or((0, 0), |s| (s.files_transferred, s.bytes_transferred));
+        self.st.last_sync_time = Some(Time(finished));
+        self.st.last_sync_duration = Some(go_duration(duration));
+        self.st.last_sync_start_time = None;
+        self.st.latest_mover_status = Some(MoverStatus {
+            result: Some(MoverResult::Successful),
+            logs: Some(logs),
+        });
+        self.st.consecutive_failures = None;
+        self.st.next_retry_time = None;
+        self.st.config_error_fingerprint = None;
+        if let Some(manual) = trigger
+            .and_then(|t| t.manual.clone())
+            .filter(|m| !m.is_empty())
+        {
+            self.st.last_manual_sync = Some(manual);
+        }
+        self.metrics.push(MetricIntent::SyncSucceeded {
+            duration,
+            bytes_transferred: bytes,
+            files_transferred: files,
+            finished_at: finished,
+        });
+        self.event(
+            false,
+            "SyncSucceeded",
+            "Synchronize",
+            format!(
+                "synchronized {files} file(s), {bytes} byte(s) transferred in {}",
+                go_duration(duration)
+            ),
+        );
+    }
+
+    /// Sets Reconciled (with a Warning event when a new error appears) and returns the parts.
+    pub fn finish(
+        mut self,
+    ) -> (
+        Common,
+        Vec<Action>,
+        Vec<EventIntent>,
+        Vec<MetricIntent>,
+        Option<Duration>,
+    ) {
+        match self.error.clone() {
+            Some(msg) => {
+                let changed = self
+                    .previous_reconciled
+                    .as_ref()
+                    .is_none_or(|c| c.status != "False" || c.message != msg);
+                // The mover failure already produced its own events; validation errors get one here.
+                let has_warning = self.events.iter().any(|e| e.warning);
+                if changed && !has_warning {
+                    self.event(true, "ConfigError", "Validate", msg.clone());
+                }
+                set_condition(
+                    &mut self.st.conditions,
+                    CONDITION_RECONCILED,
+                    false,
+                    REASON_ERROR,
+                    &msg,
+                    self.generation,
+                    self.now,
+                );
+            }
+            None => set_condition(
+                &mut self.st.conditions,
+                CONDITION_RECONCILED,
+                true,
+                REASON_RECONCILE_COMPLETE,
+                "Reconcile complete",
+                self.generation,
+                self.now,
+            ),
+        }
+        (
+            self.st,
+            self.actions,
+            self.events,
+            self.metrics,
+            self.requeue,
+        )
+    }
+}
+
+/// The error text of a summary JSON, else the text itself.
+pub fn summary_error(logs: &str) -> String {
+    parse_summary(logs)
+        .and_then(|(s, _)| s.error)
+        .unwrap_or_else(|| logs.to_string())
+}
+
+/// Whether an object found while no iteration is recorded belongs to a new one (its status
+/// write was lost) rather than being left over from the last completed one.
+pub fn adoptable(meta: &ObjectMeta, last_sync: Option<Timestamp>) -> bool {
+    match (last_sync, meta.creation_timestamp.as_ref()) {
+        (None, _) | (_, None) => true,
+        (Some(last), Some(created)) => created.0 > last,
+    }
+}
+
+/// Whether the trigger says to start; otherwise sets the waiting condition and requeue.
+pub fn wait_for_trigger(ctx: &mut Ctx, trigger: &TriggerState) -> bool {
+    if trigger.due {
+        return true;
+    }
+    ctx.syncing(false, trigger.waiting_reason, &trigger.waiting_message);
+    if let Some(wait) = trigger.wait {
+        ctx.requeue(wait);
+    }
+    false
+}

@@ -1,0 +1,154 @@
+//! The pure core of the controller: given a custom resource, the objects observed for it
+//! and `now`, decide what to do. No client, no clock, no I/O — the reconcilers in
+//! `reconcile/` observe, call [`plan_source`] / [`plan_destination`], apply the actions in
+//! order, then write the returned status (only when it changed).
+//!
+//! CONTRACT between the plan (owner: h4) and the runtime (owner: h5). Change only together.
+//!
+//! How the state machine stays restart-safe: `status.lastSyncStartTime` marks an open
+//! iteration (cleared on success). Objects observed without one are adopted when created after
+//! `lastSyncTime` (a status write was lost) and cleaned up otherwise; `Apply*` actions are only
+//! emitted for objects that were not observed, so a pass never rebuilds an existing Job. All
+//! times in the returned status are whole seconds (what the API server stores).
+
+use std::time::Duration;
+
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret};
+use k8s_openapi::jiff::Timestamp;
+use scribe_api::{
+    ReplicationDestination, ReplicationDestinationStatus, ReplicationSource,
+    ReplicationSourceStatus,
+};
+
+use crate::snapshot::VolumeSnapshot;
+
+mod common;
+pub mod conditions;
+mod destination;
+pub mod mover;
+pub mod schedule;
+mod source;
+pub mod trigger;
+pub mod validate;
+
+pub use destination::plan_destination;
+pub use source::plan_source;
+
+/// Settings the controller was started with that shape the objects it builds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Settings {
+    /// Image of the mover (`--mover-image`).
+    pub mover_image: String,
+    /// Pull policy of the mover image (`--mover-image-pull-policy`).
+    pub mover_image_pull_policy: String,
+}
+
+/// The mover's outcome as read from its pod's termination message (the summary JSON).
+#[derive(Clone, Debug, PartialEq)]
+pub struct MoverReport {
+    /// Exit code of the mover container (0 ok, 75 transient, 78 configuration, other: transient).
+    pub exit_code: Option<i32>,
+    /// The termination message (summary JSON) if any.
+    pub message: Option<String>,
+}
+
+/// Everything observed for one ReplicationSource.
+#[derive(Clone, Debug)]
+pub struct ObservedSource {
+    pub cr: ReplicationSource,
+    /// The Secret named by `spec.rclone.rcloneConfig`, if it exists.
+    pub secret: Option<Secret>,
+    /// `spec.sourcePVC`, if it exists.
+    pub source_pvc: Option<PersistentVolumeClaim>,
+    /// VolumeSnapshot `scribe-src-<name>` (copyMethod Snapshot).
+    pub snapshot: Option<VolumeSnapshot>,
+    /// PVC `scribe-src-<name>` (copyMethod Snapshot or Clone).
+    pub pit_pvc: Option<PersistentVolumeClaim>,
+    /// Job `scribe-rclone-src-<name>`.
+    pub job: Option<Job>,
+    /// Outcome read from the Job's finished pod, when the Job has finished.
+    pub mover: Option<MoverReport>,
+}
+
+/// Everything observed for one ReplicationDestination.
+#[derive(Clone, Debug)]
+pub struct ObservedDestination {
+    pub cr: ReplicationDestination,
+    pub secret: Option<Secret>,
+    /// The destination PVC (`destinationPVC` or `scribe-dest-<name>`).
+    pub dest_pvc: Option<PersistentVolumeClaim>,
+    /// Job `scribe-rclone-dst-<name>`.
+    pub job: Option<Job>,
+    pub mover: Option<MoverReport>,
+    /// VolumeSnapshots owned by this destination, any state: list with the label selector
+    /// `builders::names::Owner::of_destination(cr).selector()`. Only names
+    /// `scribe-dest-<name>-<YYYYMMDDHHMMSS>` are considered.
+    pub snapshots: Vec<VolumeSnapshot>,
+}
+
+/// Kinds of object the controller manages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ObjectKind {
+    Job,
+    PersistentVolumeClaim,
+    VolumeSnapshot,
+}
+
+/// One step for the runtime to carry out, in order. Every action is idempotent.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Action {
+    /// Server-side apply (field manager `scribe-controller`, force) of a complete object,
+    /// owner reference and labels already set by the builders.
+    ApplyVolumeSnapshot(Box<VolumeSnapshot>),
+    ApplyPvc(Box<PersistentVolumeClaim>),
+    ApplyJob(Box<Job>),
+    /// Delete by name in the CR's namespace (404 is success). Jobs are deleted with
+    /// propagationPolicy Background so their pods go too.
+    Delete {
+        kind: ObjectKind,
+        name: String,
+    },
+}
+
+/// An Event to publish about the CR.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EventIntent {
+    pub warning: bool,
+    /// CamelCase reason, e.g. `SyncStarted`, `SyncSucceeded`, `SyncFailed`, `ConfigError`, `Created`.
+    pub reason: String,
+    /// CamelCase action, e.g. `Synchronize`, `Validate`, `Create`.
+    pub action: String,
+    pub note: String,
+}
+
+/// Something for the metrics registry to record (labels name/namespace/role come from the CR).
+#[derive(Clone, Debug, PartialEq)]
+pub enum MetricIntent {
+    SyncSucceeded {
+        duration: Duration,
+        bytes_transferred: u64,
+        files_transferred: u64,
+        finished_at: Timestamp,
+    },
+    SyncFailed,
+    MissedInterval,
+    /// Whether the CR is a whole interval overdue without a completed sync (gauge value;
+    /// every plan ends with exactly one of these).
+    OutOfSync(bool),
+}
+
+/// What a reconcile pass must do.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Plan<S> {
+    pub actions: Vec<Action>,
+    /// The complete new status (conditions merged so transition times survive).
+    pub status: S,
+    pub events: Vec<EventIntent>,
+    pub metrics: Vec<MetricIntent>,
+    /// When to look again even if nothing changes (next schedule, backoff end, polling).
+    pub requeue_after: Option<Duration>,
+}
+
+pub type SourcePlan = Plan<ReplicationSourceStatus>;
+pub type DestinationPlan = Plan<ReplicationDestinationStatus>;

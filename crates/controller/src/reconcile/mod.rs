@@ -1,0 +1,191 @@
+//! The reconcile pipeline shared by both kinds:
+//! observe (client, read-only) → plan (pure, [`crate::context::Planner`]) → apply (client) →
+//! status (client, only when changed) → events and metrics (after the status, so a pass that
+//! failed to record its transition repeats it instead of counting it twice).
+//!
+//! A pass never waits for a Job or a snapshot: it returns and the watches on owned objects,
+//! or the plan's `requeue_after`, bring the next one. Errors are typed; [`error_policy`]
+//! logs them with structured fields and requeues with exponential backoff.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kube::runtime::controller::Action;
+use kube::{Resource, ResourceExt};
+use scribe_api::{
+    ReplicationDestination, ReplicationDestinationStatus, ReplicationSource,
+    ReplicationSourceStatus,
+};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tracing::{debug, error, warn};
+
+use crate::apply::{ApplyError, apply_actions};
+use crate::context::Context;
+use crate::events;
+use crate::metrics::{MetricKey, Role};
+use crate::observe::{ObserveError, observe_destination, observe_source};
+use crate::plan::Plan;
+use crate::status::{StatusError, write_status};
+
+/// Why a reconcile pass failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Observe(#[from] ObserveError),
+    #[error(transparent)]
+    Apply(#[from] ApplyError),
+    #[error(transparent)]
+    Status(#[from] StatusError),
+}
+
+impl Error {
+    fn kube_error(&self) -> Option<&kube::Error> {
+        match self {
+            Error::Observe(e) => Some(e.source_error()),
+            Error::Apply(e) => e.kube_error(),
+            Error::Status(StatusError::Patch { source, .. }) => Some(source.as_ref()),
+            Error::Status(StatusError::Encode { .. }) => None,
+        }
+    }
+
+    /// A small, fixed vocabulary for logs: never the error text.
+    pub fn category(&self) -> &'static str {
+        match self.kube_error() {
+            Some(kube::Error::Api(s)) => match s.code {
+                409 => "conflict",
+                429 => "throttled",
+                403 => "forbidden",
+                404 => "not-found",
+                400 | 422 => "invalid",
+                c if c >= 500 => "server",
+                _ => "api",
+            },
+            Some(_) => "transport",
+            None => "encode",
+        }
+    }
+
+    /// Whether trying again soon can help (conflicts, throttling, server and transport errors).
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self.category(),
+            "conflict" | "throttled" | "server" | "transport" | "not-found"
+        )
+    }
+}
+
+/// One of the two custom resource kinds, as the pipeline needs it.
+pub trait ReplicationKind:
+    Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+    + Clone
+    + DeserializeOwned
+    + Serialize
+    + std::fmt::Debug
+    + Send
+    + Sync
+    + 'static
+{
+    type Status: Serialize + PartialEq + Send + Sync + std::fmt::Debug;
+    const ROLE: Role;
+    fn current_status(&self) -> Option<&Self::Status>;
+    /// Observe, then plan with `ctx.planner` at `ctx.now()`.
+    fn observe_and_plan(
+        &self,
+        ctx: &Context,
+    ) -> impl Future<Output = Result<Plan<Self::Status>, ObserveError>> + Send;
+}
+
+impl ReplicationKind for ReplicationSource {
+    type Status = ReplicationSourceStatus;
+    const ROLE: Role = Role::Source;
+    fn current_status(&self) -> Option<&Self::Status> {
+        self.status.as_ref()
+    }
+    async fn observe_and_plan(&self, ctx: &Context) -> Result<Plan<Self::Status>, ObserveError> {
+        let obs = observe_source(&ctx.client, self).await?;
+        Ok(ctx.planner.plan_source(&obs, &ctx.settings, ctx.now()))
+    }
+}
+
+impl ReplicationKind for ReplicationDestination {
+    type Status = ReplicationDestinationStatus;
+    const ROLE: Role = Role::Destination;
+    fn current_status(&self) -> Option<&Self::Status> {
+        self.status.as_ref()
+    }
+    async fn observe_and_plan(&self, ctx: &Context) -> Result<Plan<Self::Status>, ObserveError> {
+        let obs = observe_destination(&ctx.client, self).await?;
+        Ok(ctx.planner.plan_destination(&obs, &ctx.settings, ctx.now()))
+    }
+}
+
+fn key_of<K: ReplicationKind>(cr: &K) -> MetricKey {
+    MetricKey::new(cr.namespace().unwrap_or_default(), cr.name_any(), K::ROLE)
+}
+
+/// One reconcile pass for either kind (the function given to the kube-runtime Controller).
+pub async fn reconcile<K: ReplicationKind>(cr: Arc<K>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let key = key_of(cr.as_ref());
+    if cr.meta().deletion_timestamp.is_some() {
+        // Owner references let the garbage collector remove what we created.
+        ctx.metrics.forget(&key);
+        return Ok(Action::await_change());
+    }
+    let result = pass(cr.as_ref(), &ctx, &key).await;
+    ctx.metrics.reconciled(&key, result.is_ok());
+    if result.is_ok() {
+        ctx.succeeded(&key);
+    }
+    result
+}
+
+async fn pass<K: ReplicationKind>(cr: &K, ctx: &Context, key: &MetricKey) -> Result<Action, Error> {
+    let plan = cr.observe_and_plan(ctx).await?;
+    apply_actions(&ctx.client, &key.namespace, &plan.actions).await?;
+    let wrote = write_status(&ctx.client, cr, cr.current_status(), &plan.status).await?;
+    events::publish(&ctx.recorder, &cr.object_ref(&()), &plan.events).await;
+    for m in &plan.metrics {
+        ctx.metrics.record(key, m);
+    }
+    debug!(
+        namespace = %key.namespace,
+        name = %key.name,
+        role = key.role.as_str(),
+        actions = plan.actions.len(),
+        status_written = wrote,
+        requeue_after_secs = plan.requeue_after.map(|d| d.as_secs()),
+        "reconciled"
+    );
+    Ok(requeue(plan.requeue_after))
+}
+
+/// The controller action for a plan's requeue time.
+pub fn requeue(after: Option<Duration>) -> Action {
+    match after {
+        Some(d) => Action::requeue(d),
+        None => Action::await_change(),
+    }
+}
+
+/// How long to wait after a pass failed with a permanent error (bad RBAC, invalid object):
+/// long enough not to spam, short enough to notice a fix.
+pub const PERMANENT_ERROR_REQUEUE: Duration = Duration::from_secs(300);
+
+/// What the Controller does after a failed pass: log with structured fields, requeue with
+/// backoff (retryable) or after [`PERMANENT_ERROR_REQUEUE`].
+pub fn error_policy<K: ReplicationKind>(cr: Arc<K>, err: &Error, ctx: Arc<Context>) -> Action {
+    let key = key_of(cr.as_ref());
+    let delay = if err.is_retryable() {
+        ctx.failed(&key)
+    } else {
+        PERMANENT_ERROR_REQUEUE
+    };
+    if err.is_retryable() {
+        warn!(namespace = %key.namespace, name = %key.name, role = key.role.as_str(), category = err.category(), retry_in_secs = delay.as_secs(), error = %err, "reconcile failed; retrying");
+    } else {
+        error!(namespace = %key.namespace, name = %key.name, role = key.role.as_str(), category = err.category(), retry_in_secs = delay.as_secs(), error = %err, "reconcile failed");
+    }
+    Action::requeue(delay)
+}

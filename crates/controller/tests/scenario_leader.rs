@@ -1,0 +1,126 @@
+//! Leader election rounds against a scripted API server: the Lease requests made when the
+//! Lease is missing, held by another replica, expired, or raced for.
+
+mod support;
+
+use std::time::Duration;
+
+use http::Method;
+use k8s_openapi::jiff::Timestamp;
+use scribe_controller::leader::{LeaderElector, LeaseTiming};
+use serde_json::json;
+use support::mock_api;
+
+const LEASES: &str = "/apis/coordination.k8s.io/v1/namespaces/scribe-system/leases";
+const LEASE: &str = "/apis/coordination.k8s.io/v1/namespaces/scribe-system/leases/scribe-leader";
+
+fn now() -> Timestamp {
+    "2024-05-01T10:00:00Z".parse().unwrap()
+}
+
+fn lease(holder: &str, renewed: &str, transitions: i32) -> serde_json::Value {
+    json!({
+        "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+        "metadata": {"name": "scribe-leader", "namespace": "scribe-system", "resourceVersion": "41"},
+        "spec": {"holderIdentity": holder, "leaseDurationSeconds": 15, "renewTime": renewed,
+                 "acquireTime": renewed, "leaseTransitions": transitions}
+    })
+}
+
+fn elector(client: kube::Client) -> LeaderElector {
+    LeaderElector::new(
+        client,
+        "scribe-system",
+        "scribe-leader",
+        "pod-a",
+        LeaseTiming::default(),
+    )
+}
+
+#[tokio::test]
+async fn missing_lease_is_created_with_our_identity() {
+    let (client, mut api) = mock_api();
+    let e = elector(client);
+    let round = tokio::spawn(async move { e.try_once(now()).await.map_err(|e| e.to_string()) });
+    api.expect(Method::GET, LEASE).await.not_found();
+    let create = api.expect(Method::POST, LEASES).await;
+    assert_eq!(create.body["spec"]["holderIdentity"], "pod-a");
+    assert_eq!(create.body["spec"]["leaseDurationSeconds"], 15);
+    assert_eq!(create.body["metadata"]["name"], "scribe-leader");
+    create.created();
+    assert_eq!(round.await.unwrap().unwrap(), Ok(()));
+    api.done().await;
+}
+
+#[tokio::test]
+async fn valid_foreign_lease_is_left_alone_until_it_expires() {
+    let (client, mut api) = mock_api();
+    let e = elector(client);
+    let round = tokio::spawn(async move { e.try_once(now()).await.map_err(|e| e.to_string()) });
+    api.expect(Method::GET, LEASE)
+        .await
+        .ok(lease("pod-b", "2024-05-01T09:59:55.000000Z", 2));
+    assert_eq!(round.await.unwrap().unwrap(), Err(Duration::from_secs(10)));
+    api.done().await;
+}
+
+#[tokio::test]
+async fn expired_foreign_lease_is_taken_over_with_optimistic_concurrency() {
+    let (client, mut api) = mock_api();
+    let e = elector(client);
+    let round = tokio::spawn(async move { e.try_once(now()).await.map_err(|e| e.to_string()) });
+    api.expect(Method::GET, LEASE)
+        .await
+        .ok(lease("pod-b", "2024-05-01T09:59:00.000000Z", 2));
+    let put = api.expect(Method::PUT, LEASE).await;
+    assert_eq!(put.body["metadata"]["resourceVersion"], "41");
+    assert_eq!(put.body["spec"]["holderIdentity"], "pod-a");
+    assert_eq!(put.body["spec"]["leaseTransitions"], 3);
+    put.echo();
+    assert_eq!(round.await.unwrap().unwrap(), Ok(()));
+    api.done().await;
+}
+
+#[tokio::test]
+async fn losing_the_race_for_the_lease_means_standing_by() {
+    let (client, mut api) = mock_api();
+    let e = elector(client);
+    let round = tokio::spawn(async move { e.try_once(now()).await.map_err(|e| e.to_string()) });
+    api.expect(Method::GET, LEASE)
+        .await
+        .ok(lease("pod-b", "2024-05-01T09:59:00.000000Z", 2));
+    api.expect(Method::PUT, LEASE).await.fail(409, "Conflict");
+    assert_eq!(
+        round.await.unwrap().unwrap(),
+        Err(LeaseTiming::default().retry_every)
+    );
+    api.done().await;
+}
+
+#[tokio::test]
+async fn own_lease_is_renewed_and_server_errors_are_reported() {
+    let (client, mut api) = mock_api();
+    let e = elector(client);
+    let round = tokio::spawn(async move {
+        let first = e.try_once(now()).await.map_err(|e| e.to_string());
+        let second = e.try_once(now()).await.map_err(|e| e.to_string());
+        (first, second)
+    });
+    api.expect(Method::GET, LEASE)
+        .await
+        .ok(lease("pod-a", "2024-05-01T09:59:55.000000Z", 0));
+    let put = api.expect(Method::PUT, LEASE).await;
+    assert_eq!(put.body["spec"]["renewTime"], "2024-05-01T10:00:00.000000Z");
+    put.echo();
+    api.expect(Method::GET, LEASE)
+        .await
+        .fail(500, "InternalError");
+    let (first, second) = round.await.unwrap();
+    assert_eq!(first.unwrap(), Ok(()));
+    let err = second.unwrap_err();
+    assert!(
+        err.contains("reading Lease scribe-system/scribe-leader"),
+        "{err}"
+    );
+    api.done().await;
+}
