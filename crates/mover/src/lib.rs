@@ -1,0 +1,46 @@
+//! Scribe mover: syncs a mounted directory to and from S3-compatible storage,
+//! driven by an rclone.conf section. Pipeline: a streaming merge of the local walk,
+//! the previous manifest and the remote listing → hash → transfer → verify → commit
+//! (source, see `source` and `plan`); manifest → diff → download → verify → apply
+//! (destination).
+//!
+//! What the remote holds (see `manifest`, `source`, `destination`):
+//! - every regular file as an object at `<prefix>/<path>` (rclone's `mtime` metadata;
+//!   `md5chksum` for multipart uploads); the second and later links of a hardlinked
+//!   inode are objects too (server-side copies) and are hardlinks in the manifest;
+//! - symlinks, empty directories, modes, owners and nanosecond mtimes only in the
+//!   manifest `<prefix>/.scribe/manifest.jsonl` (no `.rclonelink` objects);
+//! - the manifest is written last, atomically (one put, or a multipart upload for a
+//!   large one, streamed as it is produced): it is the commit point.
+//!
+//! The destination downloads into `<root>/.scribe-staging` (same filesystem, so the
+//! final rename is atomic), commits only a fully verified pass, and trusts a local
+//! file whose size and nanosecond mtime equal the manifest's (as rclone does; a
+//! touched file is re-hashed, never re-downloaded; `--checksum` re-hashes all).
+#![forbid(unsafe_code)]
+
+pub mod backend;
+pub mod cli;
+pub mod config;
+pub mod remote;
+
+pub mod destination;
+pub mod diff;
+pub mod error;
+pub mod hash;
+pub mod listing;
+pub mod localfs;
+pub mod manifest;
+pub mod options;
+pub mod paths;
+pub mod plan;
+pub mod progress;
+pub mod restore;
+pub mod scan;
+pub mod source;
+pub mod summary;
+pub mod transfer;
+
+pub use error::SyncError;
+pub use options::SyncOptions;
+pub use summary::{Direction, Summary};

@@ -1,0 +1,168 @@
+//! Listing the remote's data objects (not Scribe's own) in path byte order: whole
+//! (the destination, for a bucket written by plain rclone) or as a stream for the
+//! source's merge. S3 lists keys in UTF-8 byte order (so does `InMemory`), so a
+//! listing is streamed as it arrives — and checked: a store that breaks the order
+//! makes the source redo its merge with a sorted listing. `LocalFileSystem`
+//! (`type = local`) walks directories in whatever order the OS gives, so its
+//! listing is collected and sorted first, and is held in memory.
+
+use futures::{StreamExt, TryStreamExt};
+use object_store::ObjectMeta;
+use tokio::sync::mpsc;
+
+use crate::diff::RemoteObject;
+use crate::error::SyncError;
+use crate::paths::{is_scribe_internal, path_cmp, rel_for};
+use crate::remote::Remote;
+
+/// Why a streamed listing stopped.
+#[derive(Debug)]
+pub enum ListError {
+    /// The store returned a key before the previous one: it does not list in order.
+    Unsorted {
+        after: String,
+        key: String,
+    },
+    Failed(SyncError),
+}
+
+/// Whether to stream the store's listing as it comes: every store but the local
+/// filesystem, which is known not to list in order.
+pub fn lists_in_order(remote: &Remote) -> bool {
+    !remote.store.to_string().starts_with("LocalFileSystem")
+}
+
+fn to_object(remote: &Remote, m: ObjectMeta) -> Option<RemoteObject> {
+    let rel = rel_for(&remote.prefix, &m.location)?;
+    (!is_scribe_internal(rel)).then(|| RemoteObject {
+        path: rel.to_string(),
+        size: m.size,
+        etag: m.e_tag,
+    })
+}
+
+/// Lists the data objects under the prefix, sorted by path (held in memory).
+pub async fn list_objects(remote: &Remote) -> Result<Vec<RemoteObject>, SyncError> {
+    let prefix = (!remote.prefix.as_ref().is_empty()).then_some(&remote.prefix);
+    let metas: Vec<_> = remote
+        .store
+        .list(prefix)
+        .try_collect()
+        .await
+        .map_err(|e| SyncError::store("listing", &remote.prefix, e))?;
+    let mut out: Vec<RemoteObject> = metas
+        .into_iter()
+        .filter_map(|m| to_object(remote, m))
+        .collect();
+    out.sort_by(|a, b| path_cmp(&a.path, &b.path));
+    Ok(out)
+}
+
+/// Starts listing into a channel of `capacity`, in path order: streamed as the store
+/// returns it, or (`sort`) collected and sorted first. An error is the last item.
+pub fn spawn_listing(
+    remote: &Remote,
+    sort: bool,
+    capacity: usize,
+) -> mpsc::Receiver<Result<RemoteObject, ListError>> {
+    let (tx, rx) = mpsc::channel(capacity);
+    let remote = remote.clone();
+    tokio::spawn(async move {
+        if sort {
+            match list_objects(&remote).await {
+                Ok(all) => {
+                    for o in all {
+                        if tx.send(Ok(o)).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(ListError::Failed(e))).await;
+                }
+            }
+            return;
+        }
+        let prefix = (!remote.prefix.as_ref().is_empty()).then_some(&remote.prefix);
+        let mut listing = remote.store.list(prefix);
+        let mut last: Option<String> = None;
+        while let Some(m) = listing.next().await {
+            let item = match m {
+                Err(e) => Err(ListError::Failed(SyncError::store(
+                    "listing",
+                    &remote.prefix,
+                    e,
+                ))),
+                Ok(m) => match to_object(&remote, m) {
+                    None => continue,
+                    Some(o) => match &last {
+                        Some(l) if path_cmp(l, &o.path) != std::cmp::Ordering::Less => {
+                            Err(ListError::Unsorted {
+                                after: l.clone(),
+                                key: o.path,
+                            })
+                        }
+                        _ => {
+                            last = Some(o.path.clone());
+                            Ok(o)
+                        }
+                    },
+                },
+            };
+            let stop = item.is_err();
+            if tx.send(item).await.is_err() || stop {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use object_store::memory::InMemory;
+    use object_store::path::Path;
+    use object_store::{ObjectStoreExt, PutPayload};
+
+    use super::*;
+    use crate::remote::UploadOptions;
+
+    #[tokio::test]
+    async fn streamed_listing_is_in_byte_order_without_scribe_objects() {
+        let store = Arc::new(InMemory::new());
+        for k in [
+            "p/a/x",
+            "p/a.b",
+            "p/.scribe/manifest.jsonl",
+            "p/a",
+            "q/other",
+        ] {
+            store
+                .put(&Path::from(k), PutPayload::from_static(b"1"))
+                .await
+                .unwrap();
+        }
+        let remote = Remote {
+            store,
+            prefix: Path::from("p"),
+            upload: UploadOptions::default(),
+            description: "test".into(),
+        };
+        assert!(lists_in_order(&remote));
+        let mut rx = spawn_listing(&remote, false, 2);
+        let mut got = Vec::new();
+        while let Some(o) = rx.recv().await {
+            got.push(o.map_err(|e| format!("{e:?}")).unwrap().path);
+        }
+        assert_eq!(got, ["a", "a.b", "a/x"]);
+        let sorted: Vec<String> = list_objects(&remote)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|o| o.path)
+            .collect();
+        assert_eq!(sorted, got);
+    }
+}

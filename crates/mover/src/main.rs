@@ -1,0 +1,151 @@
+//! `scribe-mover`: parse the command line once, open the remote, run one sync,
+//! print `SCRIBE_SUMMARY {json}` on stdout, write the same JSON to the termination
+//! log, and exit 0 / 1 / 75 / 78 (see `cli`).
+#![forbid(unsafe_code)]
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::Parser;
+use scribe_mover::cli::{Args, Config, EXIT_CONFIG, EXIT_INTERNAL, EXIT_OK, LogFormat, RunError};
+use scribe_mover::config::Env;
+use scribe_mover::{Direction, Summary, backend, destination, source};
+use tracing::error;
+
+fn main() -> ExitCode {
+    let args = match Args::try_parse() {
+        Ok(a) => a,
+        Err(e)
+            if matches!(
+                e.kind(),
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion
+            ) =>
+        {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            let _ = e.print();
+            let direction = match std::env::var("DIRECTION").as_deref() {
+                Ok("destination") => Direction::Destination,
+                _ => Direction::Source,
+            };
+            let msg = e
+                .to_string()
+                .lines()
+                .next()
+                .unwrap_or("invalid command line")
+                .to_string();
+            finish(&Summary::failed(direction, 0.0, msg));
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    init_tracing(args.log_format);
+    let started = Instant::now();
+    let direction_hint = args.direction.unwrap_or(Direction::Source);
+    let config = match Config::try_from(args) {
+        Ok(c) => c,
+        Err(e) => return fail(direction_hint, started, RunError::from(e)),
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            error!(error = %e, "cannot start the async runtime");
+            return fail_internal(config.direction, started, format!("starting runtime: {e}"));
+        }
+    };
+    let direction = config.direction;
+    // Run in a task so a panic becomes exit 1 with a summary instead of an abort.
+    let outcome = runtime.block_on(async move { tokio::spawn(run(config)).await });
+    match outcome {
+        Ok(Ok(summary)) => {
+            finish(&summary);
+            ExitCode::from(EXIT_OK)
+        }
+        Ok(Err(e)) => fail(direction, started, e),
+        Err(join) => fail_internal(direction, started, format!("mover panicked: {join}")),
+    }
+}
+
+async fn run(config: Config) -> Result<Summary, RunError> {
+    let env = Env::from_process();
+    let remote = backend::open(&config.open, &env).await?;
+    let summary = match config.direction {
+        Direction::Source => source::sync(&remote, &config.mount_path, &config.sync).await?,
+        Direction::Destination => {
+            destination::sync(&remote, &config.mount_path, &config.sync).await?
+        }
+    };
+    Ok(summary)
+}
+
+fn fail(direction: Direction, started: Instant, e: RunError) -> ExitCode {
+    let code = e.exit_code();
+    error!(error = %e, exit_code = code, "sync failed");
+    finish(&Summary::failed(
+        direction,
+        started.elapsed().as_secs_f64(),
+        e.to_string(),
+    ));
+    ExitCode::from(code)
+}
+
+fn fail_internal(direction: Direction, started: Instant, msg: String) -> ExitCode {
+    error!(error = %msg, "sync failed");
+    finish(&Summary::failed(
+        direction,
+        started.elapsed().as_secs_f64(),
+        msg,
+    ));
+    ExitCode::from(EXIT_INTERNAL)
+}
+
+/// Prints the summary line and writes the termination log.
+fn finish(summary: &Summary) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{}", summary.line());
+    let _ = out.flush();
+    if let Some(path) = termination_log() {
+        // Kubernetes keeps at most 4 KiB of the termination message.
+        if let Err(e) = std::fs::write(&path, summary.to_json()) {
+            eprintln!(
+                "warning: cannot write termination log {}: {e}",
+                path.display()
+            );
+        }
+    }
+}
+
+/// TERMINATION_LOG if set (empty disables), else /dev/termination-log when it is writable.
+fn termination_log() -> Option<PathBuf> {
+    match std::env::var_os("TERMINATION_LOG") {
+        Some(p) if p.is_empty() => None,
+        Some(p) => Some(PathBuf::from(p)),
+        None => {
+            let p = PathBuf::from("/dev/termination-log");
+            std::fs::OpenOptions::new()
+                .append(true)
+                .open(&p)
+                .ok()
+                .map(|_| p)
+        }
+    }
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SCRIBE_LOG_LEVEL")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

@@ -1,0 +1,308 @@
+//! The manifest: Scribe's record of one committed sync, stored as JSON Lines at
+//! `<prefix>/.scribe/manifest.jsonl` (a header line, then one entry per line in
+//! byte order of path). Written last by the source, atomically (one put, or a
+//! multipart upload visible only once complete) — it is the commit point — and
+//! streamed both ways by the source (see [`stream`]); read whole by the destination,
+//! which trusts nothing in it until [`Manifest::parse`] has validated every path.
+
+use bytes::Bytes;
+use object_store::ObjectStoreExt;
+use serde::{Deserialize, Serialize};
+
+use crate::error::SyncError;
+use crate::paths::{check_relative, manifest_key, path_cmp};
+use crate::remote::Remote;
+
+pub const FORMAT: &str = "scribe-manifest";
+pub const VERSION: u32 = 1;
+
+/// Type of a manifest entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EntryKind {
+    File,
+    Dir,
+    Symlink,
+    /// A second or later path of a hardlinked inode; `target` is the first path.
+    /// Its content is also stored as an object (a server-side copy), so rclone sees a file.
+    Hardlink,
+}
+
+impl EntryKind {
+    /// Whether the entry has a data object at `<prefix>/<path>`.
+    pub fn has_object(self) -> bool {
+        matches!(self, Self::File | Self::Hardlink)
+    }
+}
+
+/// One path of the synced tree.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Entry {
+    pub path: String,
+    #[serde(rename = "type")]
+    pub kind: EntryKind,
+    #[serde(default)]
+    pub size: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub md5: Option<String>,
+    /// Permission bits (`st_mode & 0o7777`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gid: Option<u32>,
+    pub mtime_sec: i64,
+    #[serde(default)]
+    pub mtime_nsec: u32,
+    /// Symlink target, or the first path of a hardlink's inode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// ETag of the data object as uploaded (files and hardlinks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etag: Option<String>,
+    /// Source-side change detection: inode and ctime when hashed, so an unchanged
+    /// file is not re-hashed next time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ino: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ctime_sec: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ctime_nsec: Option<u32>,
+}
+
+impl Entry {
+    /// A bare entry (used by tests and by listings of rclone-written buckets).
+    pub fn new(path: impl Into<String>, kind: EntryKind) -> Self {
+        Self {
+            path: path.into(),
+            kind,
+            size: 0,
+            sha256: None,
+            md5: None,
+            mode: None,
+            uid: None,
+            gid: None,
+            mtime_sec: 0,
+            mtime_nsec: 0,
+            target: None,
+            etag: None,
+            ino: None,
+            ctime_sec: None,
+            ctime_nsec: None,
+        }
+    }
+}
+
+/// Metadata of the synced directory itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RootMeta {
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub mtime_sec: i64,
+    pub mtime_nsec: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Header {
+    format: String,
+    version: u32,
+    created_at: String,
+    entries: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    root: Option<RootMeta>,
+}
+
+/// A whole manifest: entries sorted by path bytes, unique, every path safe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Manifest {
+    /// RFC 3339 time the source committed it.
+    pub created_at: String,
+    pub root: Option<RootMeta>,
+    pub entries: Vec<Entry>,
+}
+
+impl Manifest {
+    /// JSON Lines bytes: header, then one entry per line.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = header_line(&self.created_at, self.entries.len(), self.root.as_ref());
+        out.reserve(self.entries.len() * 200);
+        for e in &self.entries {
+            serde_json::to_writer(&mut out, e).expect("entry serializes");
+            out.push(b'\n');
+        }
+        out
+    }
+
+    /// Parses and validates (paths safe, sorted, unique, kinds consistent). `key`
+    /// only names the manifest in errors.
+    pub fn parse(key: &str, bytes: &[u8]) -> Result<Self, SyncError> {
+        let bad = |line: usize, reason: String| SyncError::ManifestInvalid {
+            key: key.to_string(),
+            line,
+            reason,
+        };
+        let text = std::str::from_utf8(bytes).map_err(|e| bad(0, format!("not UTF-8: {e}")))?;
+        let mut lines = text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty());
+        let (_, first) = lines
+            .next()
+            .ok_or_else(|| bad(1, "empty manifest".into()))?;
+        let header: Header =
+            serde_json::from_str(first).map_err(|e| bad(1, format!("header: {e}")))?;
+        if header.format != FORMAT {
+            return Err(bad(
+                1,
+                format!("format is {:?}, expected {FORMAT:?}", header.format),
+            ));
+        }
+        if header.version != VERSION {
+            return Err(bad(
+                1,
+                format!(
+                    "version {} is not supported (this mover reads {VERSION})",
+                    header.version
+                ),
+            ));
+        }
+        let mut entries: Vec<Entry> = Vec::with_capacity(header.entries.min(1 << 20));
+        for (i, line) in lines {
+            let n = i + 1;
+            let e: Entry = serde_json::from_str(line).map_err(|err| bad(n, err.to_string()))?;
+            check_relative(&format!("manifest {key} line {n}"), &e.path)?;
+            if let Some(prev) = entries.last()
+                && path_cmp(&prev.path, &e.path) != std::cmp::Ordering::Less
+            {
+                return Err(bad(
+                    n,
+                    format!(
+                        "path {:?} is not after {:?} (unsorted or duplicate)",
+                        e.path, prev.path
+                    ),
+                ));
+            }
+            match e.kind {
+                EntryKind::File if e.sha256.is_none() && e.md5.is_none() => {
+                    return Err(bad(n, format!("file {:?} has no sha256", e.path)));
+                }
+                EntryKind::Symlink if e.target.as_deref().is_none_or(str::is_empty) => {
+                    return Err(bad(n, format!("symlink {:?} has no target", e.path)));
+                }
+                EntryKind::Hardlink => {
+                    let t = e.target.as_deref().unwrap_or("");
+                    check_relative(&format!("manifest {key} line {n} hardlink target"), t)?;
+                    let ok = entries
+                        .binary_search_by(|p| path_cmp(&p.path, t))
+                        .is_ok_and(|i| entries[i].kind == EntryKind::File);
+                    if !ok {
+                        return Err(bad(
+                            n,
+                            format!(
+                                "hardlink {:?} targets {t:?}, which is not an earlier file entry",
+                                e.path
+                            ),
+                        ));
+                    }
+                }
+                _ => {}
+            }
+            let parent = crate::localfs::parent_rel(&e.path);
+            if !parent.is_empty()
+                && let Ok(i) = entries.binary_search_by(|p| path_cmp(&p.path, parent))
+                && entries[i].kind != EntryKind::Dir
+            {
+                return Err(bad(
+                    n,
+                    format!(
+                        "{:?} is inside {parent:?}, which is not a directory",
+                        e.path
+                    ),
+                ));
+            }
+            if let Some(sha) = &e.sha256
+                && (sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()))
+            {
+                return Err(bad(
+                    n,
+                    format!("sha256 of {:?} is not 64 hex digits", e.path),
+                ));
+            }
+            entries.push(e);
+        }
+        if entries.len() != header.entries {
+            return Err(bad(
+                0,
+                format!(
+                    "header says {} entries, found {}",
+                    header.entries,
+                    entries.len()
+                ),
+            ));
+        }
+        Ok(Self {
+            created_at: header.created_at,
+            root: header.root,
+            entries,
+        })
+    }
+}
+
+/// Reads the manifest of a remote; `None` when there is none (first sync, or a
+/// bucket written by plain rclone). Returns the ETag with it.
+pub async fn read(remote: &Remote) -> Result<Option<(Manifest, Option<String>)>, SyncError> {
+    let key = manifest_key(&remote.prefix);
+    let got = match remote.store.get(&key).await {
+        Ok(g) => g,
+        Err(object_store::Error::NotFound { .. }) => return Ok(None),
+        Err(e) => return Err(SyncError::store("reading manifest", &key, e)),
+    };
+    let etag = got.meta.e_tag.clone();
+    let bytes = got
+        .bytes()
+        .await
+        .map_err(|e| SyncError::store("reading manifest", &key, e))?;
+    if !remote.upload.etag_is_not_md5 {
+        let mut digest = stream::BodyDigest::default();
+        digest.update(&bytes);
+        digest.check(key.as_ref(), etag.as_deref())?;
+    }
+    Ok(Some((Manifest::parse(key.as_ref(), &bytes)?, etag)))
+}
+
+/// The header line (with its newline) of a manifest of `entries` entries.
+pub fn header_line(created_at: &str, entries: usize, root: Option<&RootMeta>) -> Vec<u8> {
+    let header = Header {
+        format: FORMAT.to_string(),
+        version: VERSION,
+        created_at: created_at.to_string(),
+        entries,
+        root: root.cloned(),
+    };
+    // Serializing plain structs of strings and integers cannot fail.
+    let mut out = serde_json::to_vec(&header).expect("header serializes");
+    out.push(b'\n');
+    out
+}
+
+/// Writes a whole in-memory manifest with one atomic operation (see `stream`).
+pub async fn write(remote: &Remote, manifest: &Manifest) -> Result<(), SyncError> {
+    let bytes = Bytes::from(manifest.to_bytes());
+    let chunks: Vec<Result<Bytes, SyncError>> = bytes
+        .chunks(stream::PART)
+        .map(|c| Ok(bytes.slice_ref(c)))
+        .collect();
+    stream::upload_chunks(remote, futures::stream::iter(chunks)).await
+}
+
+pub mod stream;
+
+#[cfg(test)]
+mod tests;

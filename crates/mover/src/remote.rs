@@ -1,0 +1,79 @@
+//! The storage seam shared by every part of the mover: an opened remote (an
+//! `ObjectStore` plus the key prefix inside it and the upload options that came
+//! from rclone.conf), and the error category every mover error maps to.
+//!
+//! `config` + `backend` produce a [`Remote`]; `source` / `destination` consume it.
+//! Tests build a `Remote` directly around `InMemory` or `LocalFileSystem`.
+
+use std::sync::Arc;
+
+use object_store::ObjectStore;
+use object_store::path::Path;
+
+/// How a failure should be treated by whoever runs the mover (the controller reads
+/// the exit code): retrying a configuration error cannot help, a transient one may.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCategory {
+    /// Bad flags, bad rclone.conf, missing section, wrong credentials, missing bucket,
+    /// access denied (remote, or a source file the mover may not read: fix
+    /// `moverSecurityContext`), unsafe manifest: a human has to change something.
+    Config,
+    /// Network trouble, 5xx / SlowDown, a truncated body, a source changing under us,
+    /// a destination verification mismatch that outlived its retries: retry later.
+    Transient,
+}
+
+/// Upload tuning and per-object settings taken from the rclone.conf section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadOptions {
+    /// Files of this size or larger are uploaded with multipart (rclone `upload_cutoff`, default 200 MiB).
+    pub upload_cutoff: u64,
+    /// Part size for multipart uploads (rclone `chunk_size`, default 5 MiB; raised so a
+    /// file needs at most 10,000 parts).
+    pub chunk_size: u64,
+    /// Parts of one file uploaded at once (rclone `upload_concurrency`, default 4).
+    pub upload_concurrency: usize,
+    /// `storage_class` (sent as x-amz-storage-class), if any.
+    pub storage_class: Option<String>,
+    /// True when the backend's ETags are not plain MD5s (SSE-KMS, SSE-C), so upload
+    /// verification must rely on size and the `md5chksum` metadata instead.
+    pub etag_is_not_md5: bool,
+}
+
+impl Default for UploadOptions {
+    fn default() -> Self {
+        Self {
+            upload_cutoff: 200 * 1024 * 1024,
+            chunk_size: 5 * 1024 * 1024,
+            upload_concurrency: 4,
+            storage_class: None,
+            etag_is_not_md5: false,
+        }
+    }
+}
+
+/// An opened remote: where the data lives and how to write it.
+#[derive(Clone)]
+pub struct Remote {
+    /// The object store, already scoped to the bucket (for `type = local`, rooted at
+    /// the remote path itself).
+    pub store: Arc<dyn ObjectStore>,
+    /// Key prefix inside the store (the part of `bucket/prefix` after the bucket);
+    /// empty for the bucket root. Data objects live at `<prefix>/<relative path>`,
+    /// the manifest under `<prefix>/.scribe/`.
+    pub prefix: Path,
+    pub upload: UploadOptions,
+    /// Human-readable description for logs, with no secret in it, e.g.
+    /// `s3 section "aws-s3-bucket" bucket "scribe-test-bucket" prefix "db" at https://s3.amazonaws.com`.
+    pub description: String,
+}
+
+impl std::fmt::Debug for Remote {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Remote")
+            .field("prefix", &self.prefix)
+            .field("upload", &self.upload)
+            .field("description", &self.description)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,524 @@
+//! Source direction: merge → hash → transfer → verify → commit → delete.
+//!
+//! The merge (see `plan`) streams three sorted inputs at once — the local walk
+//! (`scan::Walk`), the previous manifest read line by line from the store, and the
+//! remote listing — and writes every unchanged entry straight to a scratch file in
+//! `TMPDIR` (unlinked at once), keeping in memory only the work: files to hash or
+//! transfer and objects to delete. After the transfers the new manifest is the
+//! scratch file merged with the work items, uploaded in parts as it is produced. So
+//! memory grows with the changes, not with the number of unchanged files (what
+//! still scales with the tree: the names of the widest directory being walked, the
+//! first path of each multiply-linked inode, and a listing from a store that does
+//! not list in order, see `listing`).
+//!
+//! The manifest written at the end is the commit point; remote objects no longer in
+//! the source are deleted only after it is committed, and nothing is deleted or
+//! committed if any earlier step failed.
+
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::{StreamExt, TryStreamExt, stream};
+use object_store::ObjectStoreExt;
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+use crate::diff::{RemoteObject, Step, copy_sources, plan_transfers};
+use crate::error::{SyncError, join_error};
+use crate::hash::hash_file;
+use crate::listing::{ListError, lists_in_order, spawn_listing};
+use crate::localfs::{LocalMeta, is_mount_point};
+use crate::manifest::stream::{scratch_file, spawn_reader, write_merged};
+use crate::manifest::{Entry, RootMeta};
+use crate::options::SyncOptions;
+use crate::paths::{key_for, path_cmp};
+use crate::plan::{MergeOptions, Pass, Work, finish, merge_pass};
+use crate::progress::{Progress, spawn_reporter};
+use crate::remote::Remote;
+use crate::scan::Walk;
+use crate::summary::{Direction, Summary};
+use crate::transfer::{Uploader, Written};
+
+pub use crate::listing::list_objects;
+
+/// Items buffered between a producer (manifest reader, listing) and the merge.
+const CHANNEL: usize = 1024;
+
+/// Syncs `local` to `remote`; see the module doc for the order of steps.
+pub async fn sync(remote: &Remote, local: &Path, opts: &SyncOptions) -> Result<Summary, SyncError> {
+    let started = Instant::now();
+    if !local.is_dir() {
+        return Err(SyncError::LocalRootMissing {
+            path: local.to_path_buf(),
+        });
+    }
+    let progress = Arc::new(Progress::default());
+    let _reporter = spawn_reporter(Arc::clone(&progress), opts.progress_interval);
+    info!(remote = %remote.description, local = %local.display(), "source sync starting");
+
+    progress.phase("scanning", 0, 0);
+    let mut use_prev = true;
+    let mut sort_listing = !lists_in_order(remote);
+    let merged = loop {
+        match merge(remote, local, opts, use_prev, sort_listing).await {
+            Ok(m) => break m,
+            Err(MergeError::PrevInvalid(e)) if use_prev => {
+                warn!(error = %e, "ignoring the previous manifest; every file will be hashed and checked");
+                use_prev = false;
+            }
+            Err(MergeError::Unsorted { after, key }) if !sort_listing => {
+                warn!(after = %after, key = %key, "the store does not list keys in byte order; listing again and sorting");
+                sort_listing = true;
+            }
+            Err(MergeError::PrevInvalid(e) | MergeError::Failed(e)) => return Err(e),
+            Err(MergeError::Unsorted { after, key }) => {
+                return Err(SyncError::Internal(format!(
+                    "sorted listing out of order: {key} after {after}"
+                )));
+            }
+        }
+    };
+    let Merged {
+        mut pass,
+        body,
+        root: root_meta,
+        skipped,
+    } = merged;
+    if pass.entries == 0
+        && (pass.prev_entries > 0 || pass.remote_objects > 0)
+        && !opts.allow_empty_source
+    {
+        return Err(SyncError::EmptySource {
+            path: local.to_path_buf(),
+            mount_note: if is_mount_point(local) {
+                ""
+            } else {
+                " (and is not a mount point)"
+            },
+            remote: remote.description.clone(),
+        });
+    }
+
+    hash_work(&mut pass.work, local, opts, &progress).await?;
+    let transfers = finish(&mut pass.work)?;
+    info!(
+        entries = pass.entries,
+        unchanged = pass.settled,
+        work = pass.work.len(),
+        reused = pass.reused,
+        skipped,
+        "merged and hashed"
+    );
+
+    let mut summary = Summary::new(Direction::Source);
+    summary.files_checked = pass.files_checked;
+    summary.bytes_checked = pass.bytes_checked;
+
+    let sources = if use_prev && pass.prev_entries > 0 && transfers.iter().any(|t| t.2 > 0) {
+        match find_copy_sources(remote, &transfers, sort_listing).await {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(error = %e, "could not look for server-side copy sources; uploading instead");
+                HashMap::new()
+            }
+        }
+    } else {
+        HashMap::new()
+    };
+    let steps = plan_transfers(&transfers, &sources);
+    let deletes = std::mem::take(&mut pass.deletes);
+    info!(
+        transfers = steps.len(),
+        deletes = deletes.len(),
+        unchanged = pass.entries - transfers.len(),
+        "diff done"
+    );
+
+    if opts.dry_run {
+        summary.files_transferred = steps.len() as u64;
+        summary.bytes_transferred = transfers.iter().map(|t| t.2).sum();
+        summary.files_deleted = deletes.len() as u64;
+        summary.duration_seconds = started.elapsed().as_secs_f64();
+        info!("dry run: nothing written");
+        return Ok(summary);
+    }
+
+    let uploader = Uploader::new(
+        remote.clone(),
+        local.to_path_buf(),
+        opts.memory_budget,
+        Arc::clone(&progress),
+    );
+    progress.phase(
+        "transferring",
+        steps.len() as u64,
+        transfers.iter().map(|t| t.2).sum(),
+    );
+    let written = {
+        let by_path: HashMap<&str, &Entry> = pass
+            .work
+            .iter()
+            .filter(|w| w.transfer)
+            .map(|w| (w.entry.path.as_str(), &w.entry))
+            .collect();
+        run_steps(&uploader, &steps, &by_path, opts.transfers, &progress).await?
+    };
+    for (path, w) in written {
+        summary.files_transferred += 1;
+        summary.bytes_transferred += w.bytes_sent;
+        let i = pass
+            .work
+            .binary_search_by(|x| path_cmp(&x.entry.path, &path))
+            .map_err(|_| SyncError::Internal(format!("wrote an unplanned path {path}")))?;
+        pass.work[i].entry.etag = w.etag;
+    }
+
+    let root = RootMeta {
+        mode: root_meta.mode,
+        uid: root_meta.uid,
+        gid: root_meta.gid,
+        mtime_sec: root_meta.mtime_sec,
+        mtime_nsec: root_meta.mtime_nsec,
+    };
+    let entries = pass.entries;
+    let created_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let work: Vec<Entry> = pass.work.into_iter().map(|w| w.entry).collect();
+    write_merged(remote, body, work, entries, &created_at, root).await?;
+    info!(entries, "manifest committed");
+
+    progress.phase("deleting", deletes.len() as u64, 0);
+    summary.files_deleted = delete_objects(remote, &deletes, opts.transfers, &progress).await?;
+    summary.duration_seconds = started.elapsed().as_secs_f64();
+    info!(
+        files_transferred = summary.files_transferred,
+        bytes_transferred = summary.bytes_transferred,
+        files_deleted = summary.files_deleted,
+        "source sync done"
+    );
+    Ok(summary)
+}
+
+/// Why a merge pass did not complete.
+enum MergeError {
+    /// The previous manifest is unreadable as a manifest: redo without it.
+    PrevInvalid(SyncError),
+    /// The listing came out of order: redo with a sorted listing.
+    Unsorted {
+        after: String,
+        key: String,
+    },
+    Failed(SyncError),
+}
+
+/// A completed merge pass.
+struct Merged {
+    pass: Pass,
+    /// The settled entries as JSON lines, in path order (an unlinked scratch file).
+    body: File,
+    root: LocalMeta,
+    skipped: usize,
+}
+
+/// One merge pass: the walk runs on a blocking thread, fed by the manifest reader
+/// and the listing through bounded channels.
+async fn merge(
+    remote: &Remote,
+    local: &Path,
+    opts: &SyncOptions,
+    use_prev: bool,
+    sort_listing: bool,
+) -> Result<Merged, MergeError> {
+    let prev_rx = use_prev.then(|| spawn_reader(remote, CHANNEL));
+    let list_rx = spawn_listing(remote, sort_listing, CHANNEL);
+    let root = local.to_path_buf();
+    let mopts = MergeOptions {
+        checksum: opts.checksum,
+        scan_started: chrono::Utc::now().timestamp(),
+    };
+    tokio::task::spawn_blocking(move || merge_blocking(&root, prev_rx, list_rx, mopts))
+        .await
+        .map_err(|e| MergeError::Failed(join_error(e)))?
+}
+
+/// Items of a channel until its first error, which is kept in `slot`.
+fn until_error<'a, T, E>(
+    mut rx: Option<mpsc::Receiver<Result<T, E>>>,
+    slot: &'a RefCell<Option<E>>,
+) -> impl Iterator<Item = T> + 'a
+where
+    T: 'a,
+    E: 'a,
+{
+    std::iter::from_fn(move || rx.as_mut()?.blocking_recv()).map_while(move |r| match r {
+        Ok(v) => Some(v),
+        Err(e) => {
+            *slot.borrow_mut() = Some(e);
+            None
+        }
+    })
+}
+
+fn merge_blocking(
+    root: &Path,
+    prev_rx: Option<mpsc::Receiver<Result<Entry, SyncError>>>,
+    list_rx: mpsc::Receiver<Result<RemoteObject, ListError>>,
+    mopts: MergeOptions,
+) -> Result<Merged, MergeError> {
+    let mut walk = Walk::new(root, true).map_err(MergeError::Failed)?;
+    let body = scratch_file().map_err(MergeError::Failed)?;
+    let walk_err = RefCell::new(None);
+    let prev_err = RefCell::new(None);
+    let list_err = RefCell::new(None);
+    let result = {
+        let mut out = BufWriter::new(&body);
+        let mut sink = |e: &Entry| -> Result<(), SyncError> {
+            serde_json::to_writer(&mut out, e)
+                .map_err(|err| SyncError::io("writing", "manifest scratch file", err.into()))?;
+            out.write_all(b"\n")
+                .map_err(|err| SyncError::io("writing", "manifest scratch file", err))
+        };
+        let local = walk.by_ref().map_while(|r| match r {
+            Ok(v) => Some(v),
+            Err(e) => {
+                *walk_err.borrow_mut() = Some(e);
+                None
+            }
+        });
+        let pass = merge_pass(
+            local,
+            until_error(prev_rx, &prev_err),
+            until_error(Some(list_rx), &list_err),
+            mopts,
+            &mut sink,
+        );
+        pass.and_then(|p| {
+            out.flush()
+                .map_err(|err| SyncError::io("writing", "manifest scratch file", err))?;
+            Ok(p)
+        })
+    };
+    if let Some(e) = walk_err.into_inner() {
+        return Err(MergeError::Failed(e));
+    }
+    match list_err.into_inner() {
+        Some(ListError::Unsorted { after, key }) => {
+            return Err(MergeError::Unsorted { after, key });
+        }
+        Some(ListError::Failed(e)) => return Err(MergeError::Failed(e)),
+        None => {}
+    }
+    match prev_err.into_inner() {
+        Some(e @ (SyncError::ManifestInvalid { .. } | SyncError::UnsafePath { .. })) => {
+            return Err(MergeError::PrevInvalid(e));
+        }
+        Some(e) => return Err(MergeError::Failed(e)),
+        None => {}
+    }
+    let pass = result.map_err(MergeError::Failed)?;
+    Ok(Merged {
+        pass,
+        body,
+        root: *walk.root_meta(),
+        skipped: walk.skipped(),
+    })
+}
+
+/// Hashes every work file still without digests (bounded parallelism).
+async fn hash_work(
+    work: &mut [Work],
+    root: &Path,
+    opts: &SyncOptions,
+    progress: &Arc<Progress>,
+) -> Result<(), SyncError> {
+    let todo: Vec<(usize, PathBuf)> = work
+        .iter()
+        .enumerate()
+        .filter(|(_, w)| w.needs_hash())
+        .map(|(i, w)| (i, root.join(&w.entry.path)))
+        .collect();
+    progress.phase(
+        "hashing",
+        todo.len() as u64,
+        todo.iter().map(|(i, _)| work[*i].entry.size).sum(),
+    );
+    let results: Vec<(usize, crate::hash::Digests)> = stream::iter(todo)
+        .map(|(i, path)| {
+            let progress = Arc::clone(progress);
+            async move {
+                let d = tokio::task::spawn_blocking(move || hash_file(&path))
+                    .await
+                    .map_err(join_error)??;
+                progress.add_bytes(d.size);
+                progress.file_done();
+                Ok::<_, SyncError>((i, d))
+            }
+        })
+        .buffer_unordered(opts.hash_threads.max(1))
+        .try_collect()
+        .await?;
+    for (i, d) in results {
+        let e = &mut work[i].entry;
+        if d.size != e.size {
+            // Size moved between walk and hash: the file is being written to.
+            return Err(SyncError::SourceChanged {
+                path: e.path.clone(),
+            });
+        }
+        e.sha256 = Some(d.sha256);
+        e.md5 = Some(d.md5);
+    }
+    Ok(())
+}
+
+/// Second streaming pass over the previous manifest and the listing, only when
+/// something must be written: which existing objects hold wanted content.
+async fn find_copy_sources(
+    remote: &Remote,
+    transfers: &[(String, String, u64)],
+    sort_listing: bool,
+) -> Result<HashMap<String, String>, SyncError> {
+    let wanted: Vec<String> = transfers
+        .iter()
+        .filter(|t| t.2 > 0)
+        .map(|t| t.1.clone())
+        .collect();
+    let overwritten: Vec<String> = transfers.iter().map(|t| t.0.clone()).collect();
+    let prev_rx = spawn_reader(remote, CHANNEL);
+    let list_rx = spawn_listing(remote, sort_listing, CHANNEL);
+    tokio::task::spawn_blocking(move || {
+        let wanted: HashSet<&str> = wanted.iter().map(String::as_str).collect();
+        let overwritten: HashSet<&str> = overwritten.iter().map(String::as_str).collect();
+        let prev_err = RefCell::new(None);
+        let list_err = RefCell::new(None);
+        let found = copy_sources(
+            until_error(Some(prev_rx), &prev_err),
+            until_error(Some(list_rx), &list_err),
+            &wanted,
+            &overwritten,
+        );
+        if let Some(e) = prev_err.into_inner() {
+            return Err(e);
+        }
+        match list_err.into_inner() {
+            Some(ListError::Failed(e)) => Err(e),
+            Some(ListError::Unsorted { after, key }) => Err(SyncError::Internal(format!(
+                "listing out of order: {key} after {after}"
+            ))),
+            None => Ok(found),
+        }
+    })
+    .await
+    .map_err(join_error)?
+}
+
+/// Runs the planned writes phase by phase (pre-existing copies, uploads, copies of
+/// uploads), each phase concurrently; any failure fails the whole run.
+async fn run_steps(
+    uploader: &Uploader,
+    steps: &[Step],
+    by_path: &HashMap<&str, &Entry>,
+    transfers: usize,
+    progress: &Progress,
+) -> Result<Vec<(String, Written)>, SyncError> {
+    let mut done = Vec::with_capacity(steps.len());
+    for phase in 0..3 {
+        let batch: Vec<Step> = steps
+            .iter()
+            .filter(|s| phase_of(s) == phase)
+            .cloned()
+            .collect();
+        let results: Vec<Result<(String, Written), SyncError>> = stream::iter(batch)
+            .map(|s: Step| run_step(uploader, s, by_path, progress))
+            .buffer_unordered(transfers.max(1))
+            .collect()
+            .await;
+        let total = results.len();
+        let mut errors = Vec::new();
+        for r in results {
+            match r {
+                Ok(v) => done.push(v),
+                Err(e) => {
+                    warn!(error = %e, "transfer failed");
+                    errors.push(e);
+                }
+            }
+        }
+        if !errors.is_empty() {
+            let failed = errors.len();
+            let first = errors.into_iter().next().expect("non-empty");
+            return Err(SyncError::Transfers {
+                failed,
+                total,
+                first: Box::new(first),
+            });
+        }
+    }
+    Ok(done)
+}
+
+fn phase_of(s: &Step) -> u8 {
+    match s {
+        Step::CopyExisting { .. } => 0,
+        Step::Upload { .. } => 1,
+        Step::CopyUploaded { .. } => 2,
+    }
+}
+
+async fn run_step(
+    uploader: &Uploader,
+    s: Step,
+    by_path: &HashMap<&str, &Entry>,
+    progress: &Progress,
+) -> Result<(String, Written), SyncError> {
+    let (to, from) = match s {
+        Step::Upload { path } => (path, None),
+        Step::CopyExisting { from, to } | Step::CopyUploaded { from, to } => (to, Some(from)),
+    };
+    let e = by_path
+        .get(to.as_str())
+        .ok_or_else(|| SyncError::Internal(format!("planned a write for unknown path {to}")))?;
+    let w = match from {
+        None => uploader.upload(e).await?,
+        Some(f) => uploader.copy(&f, e).await?,
+    };
+    progress.file_done();
+    Ok((to, w))
+}
+
+/// Deletes objects concurrently; returns how many were deleted.
+async fn delete_objects(
+    remote: &Remote,
+    paths: &[String],
+    transfers: usize,
+    progress: &Progress,
+) -> Result<u64, SyncError> {
+    let results: Vec<Result<(), SyncError>> = stream::iter(paths.to_vec())
+        .map(|p: String| async move {
+            let key = key_for(&remote.prefix, &p)?;
+            match remote.store.delete(&key).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {
+                    progress.file_done();
+                    Ok(())
+                }
+                Err(e) => Err(SyncError::store("deleting", &key, e)),
+            }
+        })
+        .buffer_unordered(transfers.max(1))
+        .collect()
+        .await;
+    let total = results.len();
+    let mut errs: Vec<SyncError> = results.into_iter().filter_map(Result::err).collect();
+    if errs.is_empty() {
+        return Ok(total as u64);
+    }
+    Err(SyncError::Transfers {
+        failed: errs.len(),
+        total,
+        first: Box::new(errs.remove(0)),
+    })
+}

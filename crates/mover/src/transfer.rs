@@ -1,0 +1,393 @@
+//! Writing data objects: uploads streamed from disk, server-side copies, and the
+//! verification of each (size, and the ETag against the MD5 computed while reading,
+//! unless the backend's ETags are not MD5s). Objects carry rclone's `mtime` metadata
+//! and, for multipart uploads, `md5chksum` (so rclone and `rclone check` can still
+//! compare content of a multipart object).
+//!
+//! No file is ever held in memory whole beyond one part. The rule: the part size is
+//! `chunk_size` (at least 5 MiB, raised so a file needs at most 10,000 parts); a file
+//! of at most one part is one single put (read into memory: at most one part), and
+//! any larger file — or any file of `upload_cutoff` or more, when the cutoff is the
+//! smaller — is a multipart upload reading one part at a time, at most
+//! `upload_concurrency` parts in flight. A global memory budget (a semaphore in MiB,
+//! `SyncOptions::memory_budget`) caps the file data held by all concurrent uploads.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use md5::{Digest as _, Md5};
+use object_store::path::Path as Key;
+use object_store::{
+    Attribute, AttributeValue, Attributes, ObjectStore, ObjectStoreExt, PutMultipartOptions,
+    PutOptions, PutPayload,
+};
+use tokio::sync::Semaphore;
+use tracing::warn;
+
+use crate::error::{SyncError, join_error};
+use crate::hash::{
+    DualHasher, etag_md5, format_rclone_mtime, is_multipart_etag, md5chksum, multipart_etag,
+    normalize_etag,
+};
+use crate::localfs::open_nofollow;
+use crate::manifest::Entry;
+use crate::paths::key_for;
+use crate::progress::Progress;
+use crate::remote::{Remote, UploadOptions};
+
+const MIB: u64 = 1024 * 1024;
+/// S3's limit on parts per upload.
+const MAX_PARTS: u64 = 10_000;
+
+/// Shared state of the uploads of one run.
+pub struct Uploader {
+    remote: Remote,
+    root: PathBuf,
+    /// Cleared the first time the store says it cannot store attributes (e.g. a plain
+    /// local filesystem store), so later uploads go without them.
+    attributes_supported: AtomicBool,
+    /// Memory budget in MiB units for file data held by uploads.
+    budget: Arc<Semaphore>,
+    budget_mib: u32,
+    progress: Arc<Progress>,
+}
+
+/// The verified result of writing one object.
+#[derive(Debug, Clone)]
+pub struct Written {
+    pub etag: Option<String>,
+    /// Bytes sent over the network (0 for a server-side copy).
+    pub bytes_sent: u64,
+}
+
+impl Uploader {
+    pub fn new(remote: Remote, root: PathBuf, memory_budget: u64, progress: Arc<Progress>) -> Self {
+        let budget_mib = (memory_budget / MIB).clamp(16, u32::MAX as u64 / 2) as u32;
+        Self {
+            remote,
+            root,
+            attributes_supported: AtomicBool::new(true),
+            budget: Arc::new(Semaphore::new(budget_mib as usize)),
+            budget_mib,
+            progress,
+        }
+    }
+
+    fn attributes(&self, e: &Entry, multipart: bool) -> Attributes {
+        let mut a = Attributes::new();
+        a.insert(
+            Attribute::Metadata("mtime".into()),
+            AttributeValue::from(format_rclone_mtime(e.mtime_sec, e.mtime_nsec)),
+        );
+        if multipart && let Some(v) = e.md5.as_deref().and_then(md5chksum) {
+            a.insert(
+                Attribute::Metadata("md5chksum".into()),
+                AttributeValue::from(v),
+            );
+        }
+        if let Some(class) = &self.remote.upload.storage_class {
+            a.insert(Attribute::StorageClass, AttributeValue::from(class.clone()));
+        }
+        a
+    }
+
+    fn with_attributes(&self) -> bool {
+        self.attributes_supported.load(Ordering::Relaxed)
+    }
+
+    fn attributes_unsupported(&self, key: &Key) {
+        if self.attributes_supported.swap(false, Ordering::Relaxed) {
+            warn!(key = %key, "the store cannot keep object metadata; uploading without rclone's mtime/md5chksum");
+        }
+    }
+
+    async fn permits(&self, mib: u64) -> Result<tokio::sync::SemaphorePermit<'_>, SyncError> {
+        let n = mib.clamp(1, self.budget_mib as u64) as u32;
+        self.budget
+            .acquire_many(n)
+            .await
+            .map_err(|e| SyncError::Internal(format!("memory budget closed: {e}")))
+    }
+
+    /// Uploads the local file of `e` (whose sha256/md5 the scan computed) and verifies it.
+    pub async fn upload(&self, e: &Entry) -> Result<Written, SyncError> {
+        let key = key_for(&self.remote.prefix, &e.path)?;
+        let opts = &self.remote.upload;
+        let (expected_etag, sent) = if is_multipart(e.size, opts) {
+            self.upload_multipart(&key, e).await?
+        } else {
+            self.upload_single(&key, e).await?
+        };
+        let etag = self.verify(&key, e.size, Some(&expected_etag)).await?;
+        Ok(Written {
+            etag,
+            bytes_sent: sent,
+        })
+    }
+
+    async fn upload_single(&self, key: &Key, e: &Entry) -> Result<(String, u64), SyncError> {
+        let _permit = self.permits(e.size.div_ceil(MIB)).await?;
+        let path = self.root.join(&e.path);
+        let want = e.size;
+        let (data, digests) = tokio::task::spawn_blocking(move || {
+            use std::io::Read;
+            let mut f = open_nofollow(&path)
+                .map_err(|err| SyncError::io("opening for upload", &path, err))?;
+            let mut data = Vec::with_capacity(want as usize);
+            // Read one byte past the expected size so growth is noticed.
+            (&mut f)
+                .take(want + 1)
+                .read_to_end(&mut data)
+                .map_err(|err| SyncError::io("reading for upload", &path, err))?;
+            let mut h = DualHasher::default();
+            h.update(&data);
+            Ok::<_, SyncError>((data, h.finish()))
+        })
+        .await
+        .map_err(join_error)??;
+        if Some(&digests.sha256) != e.sha256.as_ref() || digests.size != e.size {
+            return Err(SyncError::SourceChanged {
+                path: e.path.clone(),
+            });
+        }
+        let payload = PutPayload::from(bytes::Bytes::from(data));
+        let mut attempt_attrs = self.with_attributes();
+        loop {
+            let opts = PutOptions {
+                attributes: if attempt_attrs {
+                    self.attributes(e, false)
+                } else {
+                    Attributes::new()
+                },
+                ..Default::default()
+            };
+            match self.remote.store.put_opts(key, payload.clone(), opts).await {
+                Ok(_) => break,
+                Err(object_store::Error::NotImplemented { .. }) if attempt_attrs => {
+                    self.attributes_unsupported(key);
+                    attempt_attrs = false;
+                }
+                Err(err) => return Err(SyncError::store("uploading", key, err)),
+            }
+        }
+        self.progress.add_bytes(e.size);
+        Ok((digests.md5, e.size))
+    }
+
+    async fn upload_multipart(&self, key: &Key, e: &Entry) -> Result<(String, u64), SyncError> {
+        let opts = &self.remote.upload;
+        let chunk = part_size(e.size, opts);
+        let concurrency = opts.upload_concurrency.max(1);
+        let _permit = self
+            .permits((chunk * concurrency as u64).div_ceil(MIB))
+            .await?;
+        let path = self.root.join(&e.path);
+        let file = Arc::new(
+            open_nofollow(&path).map_err(|err| SyncError::io("opening for upload", &path, err))?,
+        );
+
+        let mut upload = {
+            let mut attempt_attrs = self.with_attributes();
+            loop {
+                let o = PutMultipartOptions {
+                    attributes: if attempt_attrs {
+                        self.attributes(e, true)
+                    } else {
+                        Attributes::new()
+                    },
+                    ..Default::default()
+                };
+                match self.remote.store.put_multipart_opts(key, o).await {
+                    Ok(u) => break u,
+                    Err(object_store::Error::NotImplemented { .. }) if attempt_attrs => {
+                        self.attributes_unsupported(key);
+                        attempt_attrs = false;
+                    }
+                    Err(err) => {
+                        return Err(SyncError::store("starting multipart upload", key, err));
+                    }
+                }
+            }
+        };
+        let result: Result<(DualHasher, Vec<[u8; 16]>), SyncError> = async {
+            let mut hasher = DualHasher::default();
+            let mut part_md5s = Vec::new();
+            let mut in_flight: FuturesUnordered<object_store::UploadPart> = FuturesUnordered::new();
+            let mut offset = 0u64;
+            while offset < e.size {
+                // Wait for a free slot before reading, so at most `concurrency` parts
+                // (what the budget permit covers) are in memory at once.
+                while in_flight.len() >= concurrency {
+                    if let Some(r) = in_flight.next().await {
+                        r.map_err(|err| SyncError::store("uploading part", key, err))?;
+                    }
+                }
+                let len = chunk.min(e.size - offset);
+                let f = Arc::clone(&file);
+                let p = path.clone();
+                let (buf, h) = tokio::task::spawn_blocking(move || {
+                    let mut buf = vec![0u8; len as usize];
+                    f.read_exact_at(&mut buf, offset)
+                        .map_err(|err| SyncError::io("reading for upload", &p, err))?;
+                    let mut h = hasher;
+                    h.update(&buf);
+                    Ok::<_, SyncError>((buf, h))
+                })
+                .await
+                .map_err(join_error)??;
+                hasher = h;
+                part_md5s.push(Md5::digest(&buf).into());
+                in_flight.push(upload.put_part(PutPayload::from(bytes::Bytes::from(buf))));
+                self.progress.add_bytes(len);
+                offset += len;
+            }
+            while let Some(r) = in_flight.next().await {
+                r.map_err(|err| SyncError::store("uploading part", key, err))?;
+            }
+            Ok((hasher, part_md5s))
+        }
+        .await;
+        let (hasher, part_md5s) = match result {
+            Ok(v) => v,
+            Err(err) => {
+                let _ = upload.abort().await;
+                return Err(err);
+            }
+        };
+        // A file that grew past its scanned size, or whose bytes changed, must not be committed.
+        let grew = file_len(&file) != Some(e.size);
+        let d = hasher.finish();
+        if grew || Some(&d.sha256) != e.sha256.as_ref() {
+            let _ = upload.abort().await;
+            return Err(SyncError::SourceChanged {
+                path: e.path.clone(),
+            });
+        }
+        upload
+            .complete()
+            .await
+            .map_err(|err| SyncError::store("completing multipart upload", key, err))?;
+        Ok((multipart_etag(&part_md5s), e.size))
+    }
+
+    /// Server-side copy of an object holding the same content, then verification.
+    pub async fn copy(&self, from: &str, e: &Entry) -> Result<Written, SyncError> {
+        let from_key = key_for(&self.remote.prefix, from)?;
+        let key = key_for(&self.remote.prefix, &e.path)?;
+        self.remote
+            .store
+            .copy(&from_key, &key)
+            .await
+            .map_err(|err| SyncError::store("copying", &key, err))?;
+        let expected = e.md5.clone();
+        let etag = self.verify(&key, e.size, expected.as_ref()).await?;
+        Ok(Written {
+            etag,
+            bytes_sent: 0,
+        })
+    }
+
+    /// Checks the stored object's size, and its ETag when it is an MD5-shaped one the
+    /// backend vouches for; returns the ETag.
+    async fn verify(
+        &self,
+        key: &Key,
+        size: u64,
+        expected: Option<&String>,
+    ) -> Result<Option<String>, SyncError> {
+        let meta = self
+            .remote
+            .store
+            .head(key)
+            .await
+            .map_err(|err| SyncError::store("verifying upload of", key, err))?;
+        if meta.size != size {
+            return Err(SyncError::VerifyUpload {
+                key: key.to_string(),
+                reason: format!("stored size {} differs from the file's {size}", meta.size),
+            });
+        }
+        if !self.remote.upload.etag_is_not_md5
+            && let (Some(etag), Some(want)) = (meta.e_tag.as_deref(), expected)
+        {
+            let plain = etag_md5(etag);
+            let matches = if let Some(m) = plain {
+                // A copy of a multipart object may come back with a plain ETag; the
+                // expected value is then the content MD5, which the caller passes.
+                want.eq_ignore_ascii_case(&m) || is_multipart_etag(want)
+            } else if is_multipart_etag(etag) {
+                !is_multipart_etag(want) || normalize_etag(etag).eq_ignore_ascii_case(want)
+            } else {
+                true
+            };
+            if !matches {
+                return Err(SyncError::VerifyUpload {
+                    key: key.to_string(),
+                    reason: format!("ETag {etag} does not match the MD5 {want} of the bytes sent"),
+                });
+            }
+        }
+        Ok(meta.e_tag)
+    }
+}
+
+/// Part size of a multipart upload of `size` bytes: `chunk_size`, at least S3's 5 MiB
+/// minimum, raised so the file needs at most 10,000 parts.
+pub fn part_size(size: u64, opts: &UploadOptions) -> u64 {
+    opts.chunk_size.max(5 * MIB).max(size.div_ceil(MAX_PARTS))
+}
+
+/// Whether a file of `size` bytes is uploaded in parts: when it is larger than one
+/// part (so no upload buffers more than a part), or reaches `upload_cutoff`.
+pub fn is_multipart(size: u64, opts: &UploadOptions) -> bool {
+    size > 0 && (size > part_size(size, opts) || size >= opts.upload_cutoff)
+}
+
+fn file_len(f: &File) -> Option<u64> {
+    f.metadata().ok().map(|m| m.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(cutoff: u64, chunk: u64) -> UploadOptions {
+        UploadOptions {
+            upload_cutoff: cutoff,
+            chunk_size: chunk,
+            ..UploadOptions::default()
+        }
+    }
+
+    #[test]
+    fn files_larger_than_one_part_go_multipart_even_below_the_cutoff() {
+        let o = opts(200 * MIB, 5 * MIB);
+        assert!(!is_multipart(0, &o), "empty files are a single put");
+        assert!(
+            !is_multipart(5 * MIB, &o),
+            "exactly one part is a single put"
+        );
+        assert!(is_multipart(5 * MIB + 1, &o), "more than one part");
+        assert!(is_multipart(150 * MIB, &o), "below the 200 MiB cutoff");
+    }
+
+    #[test]
+    fn a_smaller_cutoff_still_forces_multipart_and_parts_are_at_least_5_mib() {
+        let o = opts(MIB, 64 * MIB);
+        assert!(is_multipart(2 * MIB, &o), "cutoff below the part size");
+        assert!(!is_multipart(MIB - 1, &o));
+        let tiny = opts(200 * MIB, MIB);
+        assert_eq!(part_size(10 * MIB, &tiny), 5 * MIB, "S3's minimum part");
+        assert!(!is_multipart(5 * MIB, &tiny));
+        let huge = 100_000 * MIB;
+        assert!(
+            huge.div_ceil(part_size(huge, &tiny)) <= MAX_PARTS,
+            "at most 10,000 parts"
+        );
+    }
+}

@@ -1,0 +1,201 @@
+//! Interoperability with real rclone (Debian's 1.60) through the same S3 bucket
+//! on moto, both ways, using the real `scribe-mover` binary: what the mover uploads
+//! is what rclone downloads and checks (content, MD5 even of multipart objects,
+//! mtimes), and what `rclone sync` uploads (no manifest) the mover restores.
+
+mod conformance;
+mod support;
+
+use std::path::Path;
+
+use conformance::tree::{bytes, set_mtime, write};
+use support::Moto;
+use support::mover::{Job, assert_same_files, files};
+use support::rclone::rclone;
+
+/// rclone carries an mtime as a decimal float string, so its nanoseconds come
+/// back rounded to a fraction of a microsecond.
+const RCLONE_MTIME_TOLERANCE_NS: i128 = 1_000;
+
+/// The 12 MiB file is over the section's 5 MiB upload_cutoff / chunk_size: three parts.
+const SECTION_EXTRA: &str = "upload_cutoff = 5M\nchunk_size = 5M";
+
+/// Regular files only (rclone copies no symlinks), with nanosecond mtimes, odd
+/// names, an empty file and one multipart-sized file.
+fn interop_tree(root: &Path) {
+    let files: [(&str, Vec<u8>); 7] = [
+        ("top.txt", b"top level".to_vec()),
+        ("dir/b.bin", bytes(1, 100_000)),
+        ("dir/sub/deeper/c", b"c".to_vec()),
+        (
+            "unicodé/日本語 ファイル.txt",
+            "こんにちは".as_bytes().to_vec(),
+        ),
+        ("with space/a  b .txt", b"spaces".to_vec()),
+        ("empty", Vec::new()),
+        ("large/twelve-mib.bin", bytes(7, 12 * 1024 * 1024 + 5)),
+    ];
+    for (i, (rel, content)) in files.iter().enumerate() {
+        write(root, rel, content);
+        set_mtime(
+            root,
+            rel,
+            1_600_000_000 + i as i64 * 1000,
+            123_456_789 + i as u32,
+        );
+    }
+}
+
+fn rclone_ok(config: &Path, args: &[&str]) -> String {
+    let out = rclone(config, args, &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        out.status.success(),
+        "rclone {args:?} failed ({}):\n{stderr}",
+        out.status
+    );
+    stderr + &String::from_utf8_lossy(&out.stdout)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tree_uploaded_by_the_mover_is_fetched_and_checked_by_rclone() {
+    let moto = Moto::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("rclone.conf");
+    std::fs::write(&conf, moto.rclone_section("moto", SECTION_EXTRA)).unwrap();
+    let (src, fetched) = (dir.path().join("src"), dir.path().join("fetched"));
+    interop_tree(&src);
+
+    let run = Job::new(&conf, "moto", "interop/replica", &src)
+        .source()
+        .await;
+    run.assert_ok();
+    assert_eq!(run.count("filesTransferred"), 7, "{}", run.summary);
+
+    let remote = "moto:interop/replica";
+    let exclude = "/.scribe/**";
+    rclone_ok(
+        &conf,
+        &[
+            "copy",
+            remote,
+            fetched.to_str().unwrap(),
+            "--exclude",
+            exclude,
+        ],
+    );
+    assert_same_files(&files(&src), &files(&fetched), RCLONE_MTIME_TOLERANCE_NS);
+
+    // Size and MD5 of every object, the multipart one through its md5chksum metadata.
+    let report = rclone_ok(
+        &conf,
+        &["check", src.to_str().unwrap(), remote, "--exclude", exclude],
+    );
+    assert!(report.contains("0 differences found"), "{report}");
+    assert!(report.contains("7 matching files"), "{report}");
+    assert!(
+        !report.contains("could not be checked"),
+        "every hash must be checkable: {report}"
+    );
+    let listing = rclone_ok(
+        &conf,
+        &[
+            "lsjson",
+            "--hash",
+            "--hash-type",
+            "MD5",
+            &format!("{remote}/large"),
+        ],
+    );
+    let large: serde_json::Value = serde_json::from_str(
+        listing
+            .lines()
+            .skip_while(|l| !l.starts_with('['))
+            .collect::<Vec<_>>()
+            .join("\n")
+            .as_str(),
+    )
+    .unwrap_or_else(|e| panic!("{e}: {listing}"));
+    use md5::{Digest, Md5};
+    let want = hex::encode(Md5::digest(
+        std::fs::read(src.join("large/twelve-mib.bin")).unwrap(),
+    ));
+    assert_eq!(large[0]["Hashes"]["md5"], want.as_str(), "{listing}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tree_uploaded_by_rclone_is_restored_by_the_mover() {
+    let moto = Moto::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("rclone.conf");
+    std::fs::write(&conf, moto.rclone_section("moto", SECTION_EXTRA)).unwrap();
+    let (src, dst) = (dir.path().join("src"), dir.path().join("dst"));
+    interop_tree(&src);
+    // Buckets are made by the mover's bucket check; rclone would make it too.
+    rclone_ok(&conf, &["mkdir", "moto:from-rclone"]);
+    rclone_ok(
+        &conf,
+        &["sync", src.to_str().unwrap(), "moto:from-rclone/data"],
+    );
+    write(&dst, "not-in-bucket", b"to be deleted");
+
+    let restore = Job::new(&conf, "moto", "from-rclone/data", &dst);
+    let run = restore.destination().await;
+    run.assert_ok();
+    assert_eq!(
+        (run.count("filesTransferred"), run.count("filesDeleted")),
+        (7, 1),
+        "{}",
+        run.summary
+    );
+    assert_same_files(&files(&src), &files(&dst), RCLONE_MTIME_TOLERANCE_NS);
+
+    // The restored mtimes are exactly what the bucket says: nothing to do next time.
+    let again = restore.destination().await;
+    again.assert_ok();
+    assert_eq!(again.count("filesTransferred"), 0, "{}", again.summary);
+    assert_same_files(&files(&src), &files(&dst), RCLONE_MTIME_TOLERANCE_NS);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storage_class_of_the_section_is_set_on_every_object() {
+    let moto = Moto::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("rclone.conf");
+    let extra = format!("{SECTION_EXTRA}\nstorage_class = STANDARD_IA");
+    std::fs::write(&conf, moto.rclone_section("moto", &extra)).unwrap();
+    let src = dir.path().join("src");
+    interop_tree(&src);
+    Job::new(&conf, "moto", "classy/p", &src)
+        .source()
+        .await
+        .assert_ok();
+    // rclone reads the storage class back as the object's tier.
+    let out = rclone(
+        &conf,
+        &[
+            "lsf",
+            "-R",
+            "--files-only",
+            "--format",
+            "pT",
+            "--exclude",
+            "/.scribe/**",
+            "moto:classy/p",
+        ],
+        &[],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listing = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(listing.lines().count(), 7, "{listing}");
+    for line in listing.lines() {
+        assert!(
+            line.ends_with(";STANDARD_IA"),
+            "{line} (multipart included)"
+        );
+    }
+}
