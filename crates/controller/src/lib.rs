@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod apply;
+pub mod builders;
 pub mod context;
 pub mod controller;
 pub mod events;
@@ -11,11 +12,10 @@ pub mod http;
 pub mod leader;
 pub mod metrics;
 pub mod observe;
-pub mod reconcile;
-pub mod status;
-pub mod builders;
 pub mod plan;
+pub mod reconcile;
 pub mod snapshot;
+pub mod status;
 
 pub use context::ControllerConfig;
 pub use controller::{Error, run};
