@@ -24,7 +24,7 @@ use crate::common::{DestinationCopyMethod, MoverOptions, MoverStatus, TriggerSpe
     category = "scribe",
     printcolumn(
         name = "Last sync",
-        type_ = "date",
+        type_ = "string",
         format = "date-time",
         json_path = ".status.lastSyncTime"
     ),
@@ -35,7 +35,7 @@ use crate::common::{DestinationCopyMethod, MoverOptions, MoverStatus, TriggerSpe
     ),
     printcolumn(
         name = "Next sync",
-        type_ = "date",
+        type_ = "string",
         format = "date-time",
         json_path = ".status.nextSyncTime"
     ),

@@ -11,6 +11,9 @@ use serde::{Deserialize, Serialize};
 use crate::common::{MoverOptions, MoverStatus, SourceCopyMethod, TriggerSpec};
 
 /// Desired state of a ReplicationSource.
+///
+/// Time columns are strings (as VolSync prints them): kubectl renders `date` columns as ages,
+/// which turns a future `nextSyncTime` into `<invalid>`.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "scribe.backube",
@@ -23,7 +26,7 @@ use crate::common::{MoverOptions, MoverStatus, SourceCopyMethod, TriggerSpec};
     printcolumn(name = "Source", type_ = "string", json_path = ".spec.sourcePVC"),
     printcolumn(
         name = "Last sync",
-        type_ = "date",
+        type_ = "string",
         format = "date-time",
         json_path = ".status.lastSyncTime"
     ),
@@ -34,7 +37,7 @@ use crate::common::{MoverOptions, MoverStatus, SourceCopyMethod, TriggerSpec};
     ),
     printcolumn(
         name = "Next sync",
-        type_ = "date",
+        type_ = "string",
         format = "date-time",
         json_path = ".status.nextSyncTime"
     ),

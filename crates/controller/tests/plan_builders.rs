@@ -1,5 +1,6 @@
 //! Builder tests: the mover Job's environment, volumes and security; owner references and
-//! labels; and the seed document's example CRs deserializing unchanged.
+//! labels; point-in-time PVCs' data sources and size; and the seed document's example CRs
+//! deserializing unchanged.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -14,6 +15,7 @@ use scribe_api::{
 };
 use scribe_controller::builders::job::{Direction, MoverJobParams, build_mover_job};
 use scribe_controller::builders::names::Owner;
+use scribe_controller::builders::pvc::{DataSource, PvcParams, build_pvc, requested_storage};
 use scribe_controller::plan::Settings;
 
 fn owner() -> Owner {
@@ -336,6 +338,48 @@ fn owner_from_a_cr_uses_its_uid_and_kind() {
     assert_eq!(
         owner.selector(),
         "app.kubernetes.io/created-by=scribe,scribe.backube/owner-kind=ReplicationSource,scribe.backube/owner-name=database-source"
+    );
+}
+
+#[test]
+fn pvc_from_snapshot_has_snapshot_data_source_and_requested_size() {
+    let owner = owner();
+    let pvc = build_pvc(&PvcParams {
+        name: "scribe-src-db",
+        owner: &owner,
+        access_modes: vec!["ReadWriteOnce".into()],
+        capacity: Quantity("5Gi".into()),
+        storage_class_name: Some("fast".into()),
+        data_source: Some(DataSource::Snapshot("scribe-src-db".into())),
+    });
+    let spec = pvc.spec.as_ref().expect("spec");
+    let ds = spec.data_source.as_ref().expect("data source");
+    assert_eq!(ds.api_group.as_deref(), Some("snapshot.storage.k8s.io"));
+    assert_eq!(ds.kind, "VolumeSnapshot");
+    assert_eq!(requested_storage(&pvc), Some(Quantity("5Gi".into())));
+    assert_eq!(spec.storage_class_name.as_deref(), Some("fast"));
+    assert_eq!(
+        pvc.metadata.owner_references.as_ref().expect("owner")[0].uid,
+        "uid-1"
+    );
+    assert_eq!(pvc.metadata.namespace.as_deref(), Some("ns"));
+}
+
+#[test]
+fn cloned_pvc_references_the_source_pvc_in_the_core_group() {
+    let owner = owner();
+    let pvc = build_pvc(&PvcParams {
+        name: "scribe-src-db",
+        owner: &owner,
+        access_modes: vec!["ReadWriteOnce".into()],
+        capacity: Quantity("1Gi".into()),
+        storage_class_name: None,
+        data_source: Some(DataSource::Pvc("data".into())),
+    });
+    let ds = pvc.spec.and_then(|s| s.data_source).expect("data source");
+    assert_eq!(
+        (ds.api_group, ds.kind.as_str(), ds.name.as_str()),
+        (None, "PersistentVolumeClaim", "data")
     );
 }
 

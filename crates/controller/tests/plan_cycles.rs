@@ -12,8 +12,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use scribe_api::{ReplicationDestination, ReplicationSource};
 use scribe_controller::plan::{
-    Action, MetricIntent, MoverReport, ObjectKind, ObservedDestination, ObservedSource, Settings,
-    plan_destination, plan_source,
+    Action, MetricIntent, MoverReport, ObjectKind, ObservedDestination, ObservedSource, Plan,
+    Settings, plan_destination, plan_source,
 };
 use scribe_controller::snapshot::{VolumeSnapshot, VolumeSnapshotStatus};
 
@@ -79,6 +79,26 @@ impl World {
                 },
             }
         }
+    }
+
+    /// Counts the plan's completed syncs and applies its actions.
+    fn carry_out<S>(&mut self, plan: &Plan<S>) {
+        self.successes += plan
+            .metrics
+            .iter()
+            .filter(|m| matches!(m, MetricIntent::SyncSucceeded { .. }))
+            .count();
+        self.apply(&plan.actions);
+    }
+
+    /// Time moves to the plan's requeue (between 1 s and 10 min), then the cluster moves on.
+    fn advance(&mut self, requeue_after: Option<Duration>) {
+        let step = requeue_after
+            .unwrap_or(Duration::from_secs(600))
+            .as_secs()
+            .clamp(1, 600);
+        self.now += i64::try_from(step).expect("small step");
+        self.evolve();
     }
 
     /// The cluster moves on: snapshots become ready, Jobs finish after JOB_RUNTIME seconds.
@@ -197,22 +217,11 @@ fn run_source(
             mover: world.job_done(),
         };
         let plan = plan_source(&obs, &settings(), ts(world.now));
-        world.successes += plan
-            .metrics
-            .iter()
-            .filter(|m| matches!(m, MetricIntent::SyncSucceeded { .. }))
-            .count();
-        world.apply(&plan.actions);
+        world.carry_out(&plan);
         if !lose_status(pass) {
             cr.status = Some(plan.status);
         }
-        let step = plan
-            .requeue_after
-            .unwrap_or(Duration::from_secs(600))
-            .as_secs()
-            .clamp(1, 600);
-        world.now += i64::try_from(step).expect("small step");
-        world.evolve();
+        world.advance(plan.requeue_after);
     }
     (world, cr)
 }
@@ -306,12 +315,7 @@ fn destination_keeps_one_image_and_publishes_only_ready_snapshots() {
             .iter()
             .filter(|a| matches!(a, Action::ApplyPvc(_)))
             .count();
-        world.successes += plan
-            .metrics
-            .iter()
-            .filter(|m| matches!(m, MetricIntent::SyncSucceeded { .. }))
-            .count();
-        world.apply(&plan.actions);
+        world.carry_out(&plan);
         if let Some(image) = plan.status.latest_image.as_ref() {
             let snap = world
                 .snapshots
@@ -328,13 +332,7 @@ fn destination_keeps_one_image_and_publishes_only_ready_snapshots() {
             );
         }
         cr.status = Some(plan.status);
-        let step = plan
-            .requeue_after
-            .unwrap_or(Duration::from_secs(600))
-            .as_secs()
-            .clamp(1, 600);
-        world.now += i64::try_from(step).expect("small step");
-        world.evolve();
+        world.advance(plan.requeue_after);
     }
     assert!(
         (12..=13).contains(&world.successes),

@@ -9,7 +9,8 @@ use http::Method;
 use k8s_openapi::jiff::Timestamp;
 use scribe_controller::leader::{LeaderElector, LeaseTiming};
 use serde_json::json;
-use support::mock_api;
+use support::{ApiServer, mock_api};
+use tokio::task::JoinHandle;
 
 const LEASES: &str = "/apis/coordination.k8s.io/v1/namespaces/scribe-system/leases";
 const LEASE: &str = "/apis/coordination.k8s.io/v1/namespaces/scribe-system/leases/scribe-leader";
@@ -37,11 +38,20 @@ fn elector(client: kube::Client) -> LeaderElector {
     )
 }
 
-#[tokio::test]
-async fn missing_lease_is_created_with_our_identity() {
-    let (client, mut api) = mock_api();
+/// What one round returns: Ok (leader) or Err(when to try again), or the error's text.
+type Round = JoinHandle<Result<Result<(), Duration>, String>>;
+
+/// One election round of "pod-a" at `now()` running against a new scripted server.
+fn one_round() -> (Round, ApiServer) {
+    let (client, api) = mock_api();
     let e = elector(client);
     let round = tokio::spawn(async move { e.try_once(now()).await.map_err(|e| e.to_string()) });
+    (round, api)
+}
+
+#[tokio::test]
+async fn missing_lease_is_created_with_our_identity() {
+    let (round, mut api) = one_round();
     api.expect(Method::GET, LEASE).await.not_found();
     let create = api.expect(Method::POST, LEASES).await;
     assert_eq!(create.body["spec"]["holderIdentity"], "pod-a");
@@ -54,9 +64,7 @@ async fn missing_lease_is_created_with_our_identity() {
 
 #[tokio::test]
 async fn valid_foreign_lease_is_left_alone_until_it_expires() {
-    let (client, mut api) = mock_api();
-    let e = elector(client);
-    let round = tokio::spawn(async move { e.try_once(now()).await.map_err(|e| e.to_string()) });
+    let (round, mut api) = one_round();
     api.expect(Method::GET, LEASE)
         .await
         .ok(lease("pod-b", "2024-05-01T09:59:55.000000Z", 2));
@@ -66,9 +74,7 @@ async fn valid_foreign_lease_is_left_alone_until_it_expires() {
 
 #[tokio::test]
 async fn expired_foreign_lease_is_taken_over_with_optimistic_concurrency() {
-    let (client, mut api) = mock_api();
-    let e = elector(client);
-    let round = tokio::spawn(async move { e.try_once(now()).await.map_err(|e| e.to_string()) });
+    let (round, mut api) = one_round();
     api.expect(Method::GET, LEASE)
         .await
         .ok(lease("pod-b", "2024-05-01T09:59:00.000000Z", 2));
@@ -83,9 +89,7 @@ async fn expired_foreign_lease_is_taken_over_with_optimistic_concurrency() {
 
 #[tokio::test]
 async fn losing_the_race_for_the_lease_means_standing_by() {
-    let (client, mut api) = mock_api();
-    let e = elector(client);
-    let round = tokio::spawn(async move { e.try_once(now()).await.map_err(|e| e.to_string()) });
+    let (round, mut api) = one_round();
     api.expect(Method::GET, LEASE)
         .await
         .ok(lease("pod-b", "2024-05-01T09:59:00.000000Z", 2));

@@ -12,45 +12,23 @@ use http::Method;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::TypedLocalObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use k8s_openapi::jiff::Timestamp;
 use kube::api::ObjectMeta;
 use kube::runtime::controller::Action as CtrlAction;
 use scribe_api::{
     ReplicationDestination, ReplicationDestinationStatus, ReplicationSource,
     ReplicationSourceStatus,
 };
-use scribe_controller::context::Context;
-use scribe_controller::metrics::Metrics;
-use scribe_controller::plan::{Action, EventIntent, MetricIntent, ObjectKind, Plan, Settings};
+use scribe_controller::plan::{Action, EventIntent, MetricIntent, ObjectKind, Plan};
 use scribe_controller::reconcile::{error_policy, reconcile};
 use scribe_controller::snapshot::{VolumeSnapshot, VolumeSnapshotSource, VolumeSnapshotSpec};
 use serde_json::json;
 use support::fixtures::paths::*;
 use support::fixtures::*;
+use support::passes::{
+    assert_metric, assert_source_sync_counted, expect_finished_destination_reads,
+    expect_finished_source_reads, expect_fresh_source_reads, now, setup,
+};
 use support::scripted::Scripted;
-use support::{ApiServer, mock_api};
-
-fn now() -> Timestamp {
-    "2024-05-01T10:00:10Z".parse().unwrap()
-}
-
-fn setup(planner: Arc<Scripted>) -> (Arc<Context>, Arc<Metrics>, ApiServer) {
-    let (client, server) = mock_api();
-    let metrics = Arc::new(Metrics::new());
-    let settings = Settings {
-        mover_image: "mover:test".into(),
-        mover_image_pull_policy: "IfNotPresent".into(),
-    };
-    let ctx = Context::new(
-        client,
-        settings,
-        planner,
-        metrics.clone(),
-        Some("test-pod".into()),
-    )
-    .with_clock(Arc::new(now));
-    (Arc::new(ctx), metrics, server)
-}
 
 fn condition(type_: &str, status: &str, reason: &str) -> Condition {
     Condition {
@@ -112,11 +90,7 @@ async fn source_first_snapshot_sync_reads_everything_then_applies_snapshot_write
     let (ctx, _, mut api) = setup(planner.clone());
 
     let task = tokio::spawn(reconcile(Arc::new(source("Snapshot")), ctx.clone()));
-    api.expect(Method::GET, SECRET).await.ok(secret());
-    api.expect(Method::GET, SRC_PVC).await.ok(pvc("data"));
-    api.expect(Method::GET, PIT_SNAP).await.not_found();
-    api.expect(Method::GET, PIT_PVC).await.not_found();
-    api.expect(Method::GET, SRC_JOB).await.not_found();
+    expect_fresh_source_reads(&mut api, true).await;
     let apply = api.expect(Method::PATCH, PIT_SNAP).await;
     apply.assert_apply();
     assert_eq!(apply.body["apiVersion"], "snapshot.storage.k8s.io/v1");
@@ -199,26 +173,7 @@ async fn source_finished_job_hands_mover_report_to_plan_then_deletes_writes_stat
     let (ctx, metrics, mut api) = setup(planner.clone());
 
     let task = tokio::spawn(reconcile(Arc::new(source("Snapshot")), ctx.clone()));
-    api.expect(Method::GET, SECRET).await.ok(secret());
-    api.expect(Method::GET, SRC_PVC).await.ok(pvc("data"));
-    api.expect(Method::GET, PIT_SNAP).await.ok(ready_snapshot(
-        "scribe-src-db",
-        "data",
-        "ReplicationSource",
-        "2024-05-01T10:00:00Z",
-    ));
-    api.expect(Method::GET, PIT_PVC)
-        .await
-        .ok(pvc("scribe-src-db"));
-    api.expect(Method::GET, SRC_JOB)
-        .await
-        .ok(finished_job("scribe-rclone-src-db", true));
-    let pods = api.expect(Method::GET, PODS).await;
-    assert_eq!(
-        pods.query("labelSelector"),
-        Some("job-name=scribe-rclone-src-db")
-    );
-    pods.ok(pods_terminated("scribe-rclone-src-db", 0, SUMMARY_OK));
+    expect_finished_source_reads(&mut api).await;
     let del = api.expect(Method::DELETE, SRC_JOB).await;
     assert_eq!(del.body["propagationPolicy"], "Background");
     del.ok(status_success());
@@ -253,15 +208,11 @@ async fn source_finished_job_hands_mover_report_to_plan_then_deletes_writes_stat
             .ready_to_use
             == Some(true)
     );
-    let text = metrics.render();
-    assert!(
-        text.contains(r#"scribe_sync_success_total{name="db",namespace="apps",role="source"} 1"#),
-        "{text}"
+    assert_source_sync_counted(&metrics);
+    assert_metric(
+        &metrics,
+        r#"scribe_reconcile_total{name="db",namespace="apps",role="source"} 1"#,
     );
-    assert!(text.contains(
-        r#"scribe_bytes_transferred_total{name="db",namespace="apps",role="source"} 200"#
-    ));
-    assert!(text.contains(r#"scribe_reconcile_total{name="db",namespace="apps",role="source"} 1"#));
 }
 
 #[tokio::test]
@@ -347,10 +298,9 @@ async fn apply_conflict_fails_the_pass_before_status_and_requeues_with_backoff()
     );
     drop(ctx);
     api.done().await;
-    assert!(
-        metrics.render().contains(
-            r#"scribe_reconcile_errors_total{name="db",namespace="apps",role="source"} 1"#
-        )
+    assert_metric(
+        &metrics,
+        r#"scribe_reconcile_errors_total{name="db",namespace="apps",role="source"} 1"#,
     );
 }
 
@@ -506,32 +456,8 @@ async fn destination_snapshot_publish_lists_owned_snapshots_then_rotates_latest_
     let (ctx, metrics, mut api) = setup(planner.clone());
 
     let task = tokio::spawn(reconcile(Arc::new(cr), ctx.clone()));
-    api.expect(Method::GET, SECRET).await.ok(secret());
-    api.expect(Method::GET, DST_PVC)
-        .await
-        .ok(pvc("scribe-dest-db"));
-    api.expect(Method::GET, DST_JOB)
-        .await
-        .ok(finished_job("scribe-rclone-dst-db", true));
-    let pods = api.expect(Method::GET, PODS).await;
-    assert_eq!(
-        pods.query("labelSelector"),
-        Some("job-name=scribe-rclone-dst-db")
-    );
-    pods.ok(pods_terminated("scribe-rclone-dst-db", 0, SUMMARY_OK));
-    let ls = api.expect(Method::GET, SNAPS).await;
-    let selector = ls.query("labelSelector").unwrap().to_string();
-    assert!(
-        selector.contains("scribe.backube/owner-name=db"),
-        "{selector}"
-    );
-    assert!(
-        selector.contains("scribe.backube/owner-kind=ReplicationDestination"),
-        "{selector}"
-    );
-    ls.ok(list(
-        "VolumeSnapshotList",
-        "snapshot.storage.k8s.io/v1",
+    expect_finished_destination_reads(
+        &mut api,
         vec![
             ready_snapshot(
                 old,
@@ -546,7 +472,8 @@ async fn destination_snapshot_publish_lists_owned_snapshots_then_rotates_latest_
                 "2024-05-01T10:00:08Z",
             ),
         ],
-    ));
+    )
+    .await;
     api.expect(Method::DELETE, &format!("{SNAPS}/{old}"))
         .await
         .ok(status_success());
@@ -563,10 +490,9 @@ async fn destination_snapshot_publish_lists_owned_snapshots_then_rotates_latest_
     let seen = planner.seen_destination.lock().unwrap();
     assert_eq!(seen[0].snapshots.len(), 2);
     assert_eq!(seen[0].mover.as_ref().unwrap().exit_code, Some(0));
-    assert!(
-        metrics.render().contains(
-            r#"scribe_volume_out_of_sync{name="db",namespace="apps",role="destination"} 0"#
-        )
+    assert_metric(
+        &metrics,
+        r#"scribe_volume_out_of_sync{name="db",namespace="apps",role="destination"} 0"#,
     );
 }
 

@@ -6,39 +6,17 @@ mod support;
 use std::sync::Arc;
 
 use http::Method;
-use k8s_openapi::jiff::Timestamp;
 use kube::runtime::controller::Action as CtrlAction;
 use scribe_api::ReplicationSource;
-use scribe_controller::context::{Context, RealPlanner};
-use scribe_controller::metrics::Metrics;
-use scribe_controller::plan::Settings;
+use scribe_controller::context::RealPlanner;
 use scribe_controller::reconcile::reconcile;
 use serde_json::{Value, json};
 use support::fixtures::paths::*;
 use support::fixtures::*;
-use support::{ApiServer, mock_api};
-
-fn now() -> Timestamp {
-    "2024-05-01T10:00:10Z".parse().unwrap()
-}
-
-fn setup() -> (Arc<Context>, Arc<Metrics>, ApiServer) {
-    let (client, server) = mock_api();
-    let metrics = Arc::new(Metrics::new());
-    let settings = Settings {
-        mover_image: "quay.io/scribe/mover:test".into(),
-        mover_image_pull_policy: "IfNotPresent".into(),
-    };
-    let ctx = Context::new(
-        client,
-        settings,
-        Arc::new(RealPlanner),
-        metrics.clone(),
-        Some("test-pod".into()),
-    )
-    .with_clock(Arc::new(now));
-    (Arc::new(ctx), metrics, server)
-}
+use support::passes::{
+    assert_metric, assert_source_sync_counted, expect_deletes, expect_finished_source_reads,
+    expect_fresh_source_reads, finish_pass, setup,
+};
 
 /// A source that syncs continuously (no trigger), so the first pass starts at once.
 fn continuous_source(copy_method: &str) -> Value {
@@ -56,15 +34,11 @@ fn condition<'a>(status: &'a Value, type_: &str) -> &'a Value {
 
 #[tokio::test]
 async fn first_snapshot_sync_creates_the_owned_snapshot_and_records_the_start() {
-    let (ctx, _, mut api) = setup();
+    let (ctx, _, mut api) = setup(Arc::new(RealPlanner));
     let cr: ReplicationSource = serde_json::from_value(continuous_source("Snapshot")).unwrap();
     let task = tokio::spawn(reconcile(Arc::new(cr), ctx.clone()));
 
-    api.expect(Method::GET, SECRET).await.ok(secret());
-    api.expect(Method::GET, SRC_PVC).await.ok(pvc("data"));
-    api.expect(Method::GET, PIT_SNAP).await.not_found();
-    api.expect(Method::GET, PIT_PVC).await.not_found();
-    api.expect(Method::GET, SRC_JOB).await.not_found();
+    expect_fresh_source_reads(&mut api, true).await;
 
     let apply = api.expect(Method::PATCH, PIT_SNAP).await;
     apply.assert_apply();
@@ -95,7 +69,7 @@ async fn first_snapshot_sync_creates_the_owned_snapshot_and_records_the_start() 
     );
     st.ok(continuous_source("Snapshot"));
 
-    let (result, events) = api.events_until(task).await;
+    let (result, events) = finish_pass(api, ctx, task).await;
     let action = result.unwrap();
     assert_ne!(
         action,
@@ -103,54 +77,20 @@ async fn first_snapshot_sync_creates_the_owned_snapshot_and_records_the_start() 
         "waiting for the snapshot must poll"
     );
     assert!(events.iter().all(|e| e["regarding"]["name"] == "db"));
-    drop(ctx);
-    api.done().await;
 }
 
 #[tokio::test]
 async fn succeeded_job_records_the_sync_deletes_job_and_pit_copies_and_counts_it() {
-    let (ctx, metrics, mut api) = setup();
+    let (ctx, metrics, mut api) = setup(Arc::new(RealPlanner));
     let mut j = continuous_source("Snapshot");
     j["status"] = json!({"lastSyncStartTime": "2024-05-01T10:00:00Z"});
     let cr: ReplicationSource = serde_json::from_value(j).unwrap();
     let task = tokio::spawn(reconcile(Arc::new(cr), ctx.clone()));
 
-    api.expect(Method::GET, SECRET).await.ok(secret());
-    api.expect(Method::GET, SRC_PVC).await.ok(pvc("data"));
-    api.expect(Method::GET, PIT_SNAP).await.ok(ready_snapshot(
-        "scribe-src-db",
-        "data",
-        "ReplicationSource",
-        "2024-05-01T10:00:00Z",
-    ));
-    api.expect(Method::GET, PIT_PVC)
-        .await
-        .ok(pvc("scribe-src-db"));
-    api.expect(Method::GET, SRC_JOB)
-        .await
-        .ok(finished_job("scribe-rclone-src-db", true));
-    let pods = api.expect(Method::GET, PODS).await;
-    assert_eq!(
-        pods.query("labelSelector"),
-        Some("job-name=scribe-rclone-src-db")
-    );
-    pods.ok(pods_terminated("scribe-rclone-src-db", 0, SUMMARY_OK));
+    expect_finished_source_reads(&mut api).await;
 
     // Deletes, in any order the plan chose, each with Background propagation for the Job.
-    let mut deleted = Vec::new();
-    let st = loop {
-        let req = api.next().await;
-        if req.method == Method::DELETE {
-            if req.path == SRC_JOB {
-                assert_eq!(req.body["propagationPolicy"], "Background");
-            }
-            deleted.push(req.path.clone());
-            req.ok(status_success());
-        } else {
-            break req;
-        }
-    };
-    deleted.sort();
+    let (deleted, st) = expect_deletes(&mut api, SRC_JOB).await;
     let mut want = vec![
         SRC_JOB.to_string(),
         PIT_PVC.to_string(),
@@ -169,34 +109,18 @@ async fn succeeded_job_records_the_sync_deletes_job_and_pit_copies_and_counts_it
     );
     st.ok(continuous_source("Snapshot"));
 
-    let (result, _) = api.events_until(task).await;
+    let (result, _) = finish_pass(api, ctx, task).await;
     result.unwrap();
-    drop(ctx);
-    api.done().await;
-    let text = metrics.render();
-    assert!(
-        text.contains(r#"scribe_sync_success_total{name="db",namespace="apps",role="source"} 1"#),
-        "{text}"
-    );
-    assert!(
-        text.contains(
-            r#"scribe_bytes_transferred_total{name="db",namespace="apps",role="source"} 200"#
-        ),
-        "{text}"
-    );
+    assert_source_sync_counted(&metrics);
 }
 
 #[tokio::test]
 async fn missing_secret_reports_reconciled_false_with_a_warning_and_creates_no_job() {
-    let (ctx, _, mut api) = setup();
+    let (ctx, _, mut api) = setup(Arc::new(RealPlanner));
     let cr: ReplicationSource = serde_json::from_value(continuous_source("Snapshot")).unwrap();
     let task = tokio::spawn(reconcile(Arc::new(cr), ctx.clone()));
 
-    api.expect(Method::GET, SECRET).await.not_found();
-    api.expect(Method::GET, SRC_PVC).await.ok(pvc("data"));
-    api.expect(Method::GET, PIT_SNAP).await.not_found();
-    api.expect(Method::GET, PIT_PVC).await.not_found();
-    api.expect(Method::GET, SRC_JOB).await.not_found();
+    expect_fresh_source_reads(&mut api, false).await;
     let st = api.expect(Method::PATCH, SRC_STATUS).await;
     let status = &st.body["status"];
     assert_eq!(
@@ -214,23 +138,17 @@ async fn missing_secret_reports_reconciled_false_with_a_warning_and_creates_no_j
     st.ok(continuous_source("Snapshot"));
 
     // Only Events may follow: no Job, PVC or snapshot request.
-    let (result, events) = api.events_until(task).await;
+    let (result, events) = finish_pass(api, ctx, task).await;
     result.unwrap();
     assert!(events.iter().any(|e| e["type"] == "Warning"), "{events:?}");
-    drop(ctx);
-    api.done().await;
 }
 
 #[tokio::test]
 async fn api_conflict_on_the_snapshot_apply_fails_the_pass_without_a_status_write() {
-    let (ctx, _, mut api) = setup();
+    let (ctx, _, mut api) = setup(Arc::new(RealPlanner));
     let cr: ReplicationSource = serde_json::from_value(continuous_source("Snapshot")).unwrap();
     let task = tokio::spawn(reconcile(Arc::new(cr), ctx.clone()));
-    api.expect(Method::GET, SECRET).await.ok(secret());
-    api.expect(Method::GET, SRC_PVC).await.ok(pvc("data"));
-    api.expect(Method::GET, PIT_SNAP).await.not_found();
-    api.expect(Method::GET, PIT_PVC).await.not_found();
-    api.expect(Method::GET, SRC_JOB).await.not_found();
+    expect_fresh_source_reads(&mut api, true).await;
     api.expect(Method::PATCH, PIT_SNAP)
         .await
         .fail(409, "Conflict");
@@ -242,14 +160,10 @@ async fn api_conflict_on_the_snapshot_apply_fails_the_pass_without_a_status_writ
 
 #[tokio::test]
 async fn failed_status_write_fails_the_pass_and_publishes_no_event() {
-    let (ctx, metrics, mut api) = setup();
+    let (ctx, metrics, mut api) = setup(Arc::new(RealPlanner));
     let cr: ReplicationSource = serde_json::from_value(continuous_source("Snapshot")).unwrap();
     let task = tokio::spawn(reconcile(Arc::new(cr), ctx.clone()));
-    api.expect(Method::GET, SECRET).await.ok(secret());
-    api.expect(Method::GET, SRC_PVC).await.ok(pvc("data"));
-    api.expect(Method::GET, PIT_SNAP).await.not_found();
-    api.expect(Method::GET, PIT_PVC).await.not_found();
-    api.expect(Method::GET, SRC_JOB).await.not_found();
+    expect_fresh_source_reads(&mut api, true).await;
     api.expect(Method::PATCH, PIT_SNAP).await.echo();
     api.expect(Method::PATCH, SRC_STATUS)
         .await
@@ -264,9 +178,8 @@ async fn failed_status_write_fails_the_pass_and_publishes_no_event() {
     // Events and metrics describe a recorded transition: the next pass repeats it instead.
     drop(ctx);
     api.done().await;
-    assert!(
-        metrics.render().contains(
-            r#"scribe_reconcile_errors_total{name="db",namespace="apps",role="source"} 1"#
-        )
+    assert_metric(
+        &metrics,
+        r#"scribe_reconcile_errors_total{name="db",namespace="apps",role="source"} 1"#,
     );
 }

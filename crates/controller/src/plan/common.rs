@@ -1,7 +1,8 @@
 //! The parts of the state machine both sides share: the status fields they have in common,
 //! the output being assembled (actions, events, metrics, requeue), starting an iteration,
 //! gating a new Job (paused, configuration error, backoff), recording a failed or a
-//! successful mover run, and the final Reconciled condition.
+//! successful mover run, and the final Reconciled condition. The steps built on these are in
+//! `steps`.
 
 use std::time::Duration;
 
@@ -11,7 +12,9 @@ use scribe_api::constants::{
     CONDITION_RECONCILED, CONDITION_SYNCHRONIZING, REASON_ERROR, REASON_PAUSED,
     REASON_RECONCILE_COMPLETE,
 };
-use scribe_api::{MoverResult, MoverStatus, TriggerSpec};
+use scribe_api::{
+    MoverResult, MoverStatus, ReplicationDestinationStatus, ReplicationSourceStatus, TriggerSpec,
+};
 
 use super::conditions::{add, find, go_duration, set_condition, until};
 use super::mover::{FailureKind, backoff, classify, mover_logs, parse_summary};
@@ -37,6 +40,50 @@ pub struct Common {
     pub next_retry_time: Option<Time>,
     pub config_error_fingerprint: Option<String>,
 }
+
+/// A kind's status: the [`Common`] fields plus its own.
+pub trait StatusParts {
+    fn common(&self) -> Common;
+    /// The status with the shared fields replaced and the kind's own kept.
+    fn with_common(self, c: Common) -> Self;
+}
+
+macro_rules! status_parts {
+    ($($status:ty),*) => {$(
+        impl StatusParts for $status {
+            fn common(&self) -> Common {
+                Common {
+                    conditions: self.conditions.clone(),
+                    next_sync_time: self.next_sync_time.clone(),
+                    last_sync_time: self.last_sync_time.clone(),
+                    last_sync_start_time: self.last_sync_start_time.clone(),
+                    last_sync_duration: self.last_sync_duration.clone(),
+                    last_manual_sync: self.last_manual_sync.clone(),
+                    latest_mover_status: self.latest_mover_status.clone(),
+                    consecutive_failures: self.consecutive_failures,
+                    next_retry_time: self.next_retry_time.clone(),
+                    config_error_fingerprint: self.config_error_fingerprint.clone(),
+                }
+            }
+
+            fn with_common(mut self, c: Common) -> Self {
+                self.conditions = c.conditions;
+                self.next_sync_time = c.next_sync_time;
+                self.last_sync_time = c.last_sync_time;
+                self.last_sync_start_time = c.last_sync_start_time;
+                self.last_sync_duration = c.last_sync_duration;
+                self.last_manual_sync = c.last_manual_sync;
+                self.latest_mover_status = c.latest_mover_status;
+                self.consecutive_failures = c.consecutive_failures;
+                self.next_retry_time = c.next_retry_time;
+                self.config_error_fingerprint = c.config_error_fingerprint;
+                self
+            }
+        }
+    )*};
+}
+
+status_parts!(ReplicationSourceStatus, ReplicationDestinationStatus);
 
 /// A reconcile pass being planned.
 pub struct Ctx {
@@ -116,7 +163,7 @@ impl Ctx {
     }
 
     /// Starts a new iteration.
-    pub fn start_iteration(&mut self, trigger: &TriggerState) {
+    pub(super) fn start_iteration(&mut self, trigger: &TriggerState) {
         self.st.last_sync_start_time = Some(Time(self.now));
         if trigger.missed_interval {
             self.metrics.push(MetricIntent::MissedInterval);
@@ -135,7 +182,7 @@ impl Ctx {
     }
 
     /// Whether a new mover Job may start now; if not, the conditions say why.
-    pub fn may_start_job(&mut self, paused: bool, fingerprint: &str) -> bool {
+    pub(super) fn may_start_job(&mut self, paused: bool, fingerprint: &str) -> bool {
         if paused {
             self.syncing(
                 false,
@@ -146,18 +193,7 @@ impl Ctx {
         }
         if let Some(recorded) = self.st.config_error_fingerprint.clone() {
             if recorded == fingerprint {
-                let logs = self
-                    .st
-                    .latest_mover_status
-                    .as_ref()
-                    .and_then(|m| m.logs.clone())
-                    .unwrap_or_default();
-                let msg = format!(
-                    "the mover reported a configuration error (exit 78): {}; fix the spec or the rclone Secret to retry",
-                    summary_error(&logs)
-                );
-                self.syncing(false, REASON_ERROR, &msg);
-                self.fail(msg);
+                self.report_config_error();
                 return false;
             }
             // The spec or the Secret changed since the error: try again.
@@ -176,6 +212,25 @@ impl Ctx {
             return false;
         }
         true
+    }
+
+    /// The logs of the last recorded mover run.
+    fn latest_logs(&self) -> String {
+        self.st
+            .latest_mover_status
+            .as_ref()
+            .and_then(|m| m.logs.clone())
+            .unwrap_or_default()
+    }
+
+    /// Says that the recorded configuration error blocks new Jobs until something changes.
+    fn report_config_error(&mut self) {
+        let msg = format!(
+            "the mover reported a configuration error (exit 78): {}; fix the spec or the rclone Secret to retry",
+            summary_error(&self.latest_logs())
+        );
+        self.syncing(false, REASON_ERROR, &msg);
+        self.fail(msg);
     }
 
     /// Records a failed mover Job (once: a Job already accounted for is only deleted).
@@ -240,22 +295,10 @@ impl Ctx {
             }
         }
         // Report the (possibly just recorded) state.
-        let logs = self
-            .st
-            .latest_mover_status
-            .as_ref()
-            .and_then(|m| m.logs.clone())
-            .unwrap_or_default();
         match kind {
-            FailureKind::Config => {
-                let msg = format!(
-                    "the mover reported a configuration error (exit 78): {}; fix the spec or the rclone Secret to retry",
-                    summary_error(&logs)
-                );
-                self.syncing(false, REASON_ERROR, &msg);
-                self.fail(msg);
-            }
+            FailureKind::Config => self.report_config_error(),
             FailureKind::Transient => {
+                let logs = self.latest_logs();
                 let failures = self.st.consecutive_failures.unwrap_or(1);
                 let retry = self.st.next_retry_time.as_ref().map_or(self.now, |t| t.0);
                 self.syncing(
@@ -385,16 +428,4 @@ pub fn adoptable(meta: &ObjectMeta, last_sync: Option<Timestamp>) -> bool {
         (None, _) | (_, None) => true,
         (Some(last), Some(created)) => created.0 > last,
     }
-}
-
-/// Whether the trigger says to start; otherwise sets the waiting condition and requeue.
-pub fn wait_for_trigger(ctx: &mut Ctx, trigger: &TriggerState) -> bool {
-    if trigger.due {
-        return true;
-    }
-    ctx.syncing(false, trigger.waiting_reason, &trigger.waiting_message);
-    if let Some(wait) = trigger.wait {
-        ctx.requeue(wait);
-    }
-    false
 }

@@ -9,26 +9,23 @@
 //! synced, image pending", and no new Job can start while it exists (no torn snapshot).
 
 use k8s_openapi::api::core::v1::TypedLocalObjectReference;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::jiff::Timestamp;
-use scribe_api::constants::{
-    LABEL_DO_NOT_DELETE, REASON_CLEANING_UP, REASON_ERROR, REASON_PAUSED, REASON_SYNC_IN_PROGRESS,
-};
+use scribe_api::constants::{LABEL_DO_NOT_DELETE, REASON_SYNC_IN_PROGRESS};
 use scribe_api::{DestinationCopyMethod, ReplicationDestinationStatus};
 
-use super::common::{CLEANUP_POLL, Common, Ctx, POLL, adoptable, wait_for_trigger};
+use super::common::{CLEANUP_POLL, Ctx, StatusParts};
 use super::conditions::truncate;
-use super::mover::{JobPhase, config_fingerprint, job_phase};
-use super::trigger::evaluate;
+use super::mover::config_fingerprint;
+use super::steps::{snapshot_error, snapshot_ready};
 use super::validate::{RcloneSecret, ValidationError, check_custom_ca, check_rclone_secret};
-use super::{Action, DestinationPlan, MetricIntent, ObjectKind, ObservedDestination, Settings};
-use crate::builders::job::{Direction, MoverJobParams, build_mover_job};
+use super::{DestinationPlan, MetricIntent, ObjectKind, ObservedDestination, Settings};
+use crate::builders::job::{Direction, MoverJobParams};
 use crate::builders::names::{
     Owner, destination_job_name, destination_pvc_name, destination_snapshot_name,
     destination_snapshot_prefix,
 };
 use crate::builders::pvc::{PvcParams, build_pvc};
-use crate::builders::volume_snapshot::build_volume_snapshot;
 use crate::snapshot::VolumeSnapshot;
 
 const SNAPSHOT_API_GROUP: &str = "snapshot.storage.k8s.io";
@@ -41,7 +38,7 @@ pub fn plan_destination(
 ) -> DestinationPlan {
     let now = truncate(now);
     let status = obs.cr.status.clone().unwrap_or_default();
-    let mut ctx = Ctx::new(split(&status), obs.cr.metadata.generation, now);
+    let mut ctx = Ctx::new(status.common(), obs.cr.metadata.generation, now);
     let mut latest_image = status.latest_image.clone();
     run(&mut ctx, obs, settings, &mut latest_image);
     let last = ctx.st.last_sync_time.as_ref().map(|t| t.0);
@@ -49,34 +46,22 @@ pub fn plan_destination(
         .metrics
         .iter()
         .any(|m| matches!(m, MetricIntent::SyncSucceeded { .. }));
-    let overdue = evaluate(
-        obs.cr.spec.trigger.as_ref(),
-        last,
-        ctx.st.last_manual_sync.as_ref(),
-        now,
-    )
-    .is_ok_and(|t| t.missed_interval);
+    let overdue = ctx
+        .trigger_state(obs.cr.spec.trigger.as_ref(), last)
+        .is_ok_and(|t| t.missed_interval);
     ctx.metrics
         .push(MetricIntent::OutOfSync(!completed && overdue));
     let (common, actions, events, metrics, requeue_after) = ctx.finish();
     DestinationPlan {
         actions,
-        status: join(common, latest_image),
+        status: ReplicationDestinationStatus {
+            latest_image,
+            ..status.with_common(common)
+        },
         events,
         metrics,
         requeue_after,
     }
-}
-
-fn is_ready(s: &VolumeSnapshot) -> bool {
-    s.status.as_ref().and_then(|st| st.ready_to_use) == Some(true)
-}
-
-fn snapshot_error(s: &VolumeSnapshot) -> Option<String> {
-    s.status
-        .as_ref()
-        .and_then(|st| st.error.as_ref())
-        .and_then(|e| e.message.clone())
 }
 
 fn do_not_delete(s: &VolumeSnapshot) -> bool {
@@ -128,213 +113,108 @@ fn run(
         .map(|r| r.name.clone())
         .unwrap_or_default();
 
-    let trigger = evaluate(
-        spec.trigger.as_ref(),
-        last_sync,
-        ctx.st.last_manual_sync.as_ref(),
-        ctx.now,
-    );
+    let trigger = ctx.trigger_state(spec.trigger.as_ref(), last_sync);
     let validation = validate(obs);
-    if let Err(e) = &trigger {
-        ctx.fail(e.to_string());
-    }
-    if let Err(e) = &validation {
-        ctx.fail(e.to_string());
-    }
-    if let Ok(t) = &trigger {
-        ctx.st.next_sync_time = t.next_sync_time.map(Time);
-    }
+    ctx.record_checks(&trigger, &validation);
 
-    if ctx.st.last_sync_start_time.is_none() {
-        match &obs.job {
-            Some(job) if adoptable(&job.metadata, last_sync) => {
-                // Created by a pass whose status write was lost: continue that iteration.
-                let start = job
-                    .metadata
-                    .creation_timestamp
-                    .as_ref()
-                    .map_or(ctx.now, |t| t.0);
-                ctx.st.last_sync_start_time = Some(Time(start));
-            }
-            Some(job) => {
-                ctx.delete(ObjectKind::Job, &job.metadata);
-                ctx.syncing(
-                    true,
-                    REASON_CLEANING_UP,
-                    format!("deleting mover Job {job_name} of the last synchronization"),
-                );
-                ctx.requeue(CLEANUP_POLL);
-                return;
-            }
-            None => {
-                let Ok(trigger) = &trigger else {
-                    ctx.syncing(false, REASON_ERROR, "invalid spec.trigger.schedule");
-                    return;
-                };
-                if paused {
-                    ctx.syncing(
-                        false,
-                        REASON_PAUSED,
-                        "paused (spec.paused): no new synchronization starts",
-                    );
-                    return;
-                }
-                if !wait_for_trigger(ctx, trigger) {
-                    return;
-                }
-                if validation.is_err() {
-                    ctx.syncing(
-                        false,
-                        REASON_ERROR,
-                        "cannot start a synchronization until the configuration is fixed",
-                    );
-                    ctx.requeue(POLL);
-                    return;
-                }
-                ctx.start_iteration(trigger);
-            }
-        }
+    // Images are not iteration objects: only the Job marks an iteration in progress.
+    let found: Vec<(ObjectKind, &ObjectMeta)> = obs
+        .job
+        .iter()
+        .map(|j| (ObjectKind::Job, &j.metadata))
+        .collect();
+    if !ctx.open_iteration(
+        &found,
+        format!("deleting mover Job {job_name} of the last synchronization"),
+        &trigger,
+        paused,
+        validation.is_ok(),
+    ) {
+        return;
     }
 
     if let Some(job) = &obs.job {
-        match job_phase(job) {
-            JobPhase::Running => {
-                ctx.syncing(
-                    true,
-                    REASON_SYNC_IN_PROGRESS,
-                    format!("mover Job {job_name} is running"),
+        let running = format!("mover Job {job_name} is running");
+        if let Some(finished) = ctx.job_succeeded(job, obs.mover.as_ref(), &fingerprint, running) {
+            let job_created = job.metadata.creation_timestamp.as_ref().map(|t| t.0);
+            let image = if use_snapshots {
+                // The image of this iteration: one taken after the Job started, else a new name.
+                let existing = ours.iter().find(|s| {
+                    name_of(s) != latest_name
+                        && !do_not_delete(s)
+                        && match (job_created, s.metadata.creation_timestamp.as_ref()) {
+                            (Some(j), Some(c)) => c.0 >= j,
+                            _ => false,
+                        }
+                });
+                let wanted = existing.map_or_else(
+                    || destination_snapshot_name(&name, finished),
+                    |s| name_of(s).to_string(),
                 );
-                ctx.requeue(POLL);
-            }
-            JobPhase::Failed { message, .. } => {
-                ctx.job_failed(&job.metadata, obs.mover.as_ref(), &message, &fingerprint)
-            }
-            JobPhase::Succeeded { at } => {
-                let job_created = job.metadata.creation_timestamp.as_ref().map(|t| t.0);
-                let image = if use_snapshots {
-                    // The image of this iteration: one taken after the Job started, else a new name.
-                    let existing = ours.iter().find(|s| {
-                        name_of(s) != latest_name
-                            && !do_not_delete(s)
-                            && match (job_created, s.metadata.creation_timestamp.as_ref()) {
-                                (Some(j), Some(c)) => c.0 >= j,
-                                _ => false,
-                            }
-                    });
-                    let finished = at.map_or(ctx.now, truncate);
-                    let wanted = existing.map_or_else(
-                        || destination_snapshot_name(&name, finished),
-                        |s| name_of(s).to_string(),
-                    );
-                    let Some(snapshot) = ours.iter().find(|s| name_of(s) == wanted) else {
-                        let snap = build_volume_snapshot(
-                            &wanted,
-                            &owner,
-                            &pvc_name,
-                            rc.volume_snapshot_class_name.as_deref(),
-                        );
-                        ctx.create(
-                            Action::ApplyVolumeSnapshot(Box::new(snap)),
-                            "VolumeSnapshot",
-                            &wanted,
-                        );
-                        ctx.syncing(
-                            true,
-                            REASON_SYNC_IN_PROGRESS,
-                            format!("waiting for VolumeSnapshot {wanted} to be ready"),
-                        );
-                        ctx.requeue(POLL);
-                        return;
-                    };
-                    if !is_ready(snapshot) {
-                        let msg = match snapshot_error(snapshot) {
-                            Some(e) => format!(
-                                "waiting for VolumeSnapshot {wanted} to be ready: snapshot error: {e}"
-                            ),
-                            None => format!("waiting for VolumeSnapshot {wanted} to be ready"),
-                        };
-                        ctx.syncing(true, REASON_SYNC_IN_PROGRESS, msg);
-                        ctx.requeue(POLL);
-                        return;
-                    }
-                    // Rotate: everything we made except the new image and protected ones.
-                    for old in ours
-                        .iter()
-                        .filter(|s| name_of(s) != wanted && !do_not_delete(s))
-                    {
-                        ctx.delete(ObjectKind::VolumeSnapshot, &old.metadata);
-                    }
-                    if provisioned
-                        && rc.cleanup_temp_pvc == Some(true)
-                        && let Some(pvc) = &obs.dest_pvc
-                    {
-                        ctx.delete(ObjectKind::PersistentVolumeClaim, &pvc.metadata);
-                    }
-                    TypedLocalObjectReference {
-                        api_group: Some(SNAPSHOT_API_GROUP.to_string()),
-                        kind: "VolumeSnapshot".to_string(),
-                        name: wanted,
-                    }
-                } else {
-                    TypedLocalObjectReference {
-                        api_group: None,
-                        kind: "PersistentVolumeClaim".to_string(),
-                        name: pvc_name.clone(),
-                    }
-                };
-                *latest_image = Some(image);
-                ctx.completed(ctx.now, obs.mover.as_ref(), spec.trigger.as_ref());
-                ctx.delete(ObjectKind::Job, &job.metadata);
-                if let Ok(t) = evaluate(
-                    spec.trigger.as_ref(),
-                    Some(ctx.now),
-                    ctx.st.last_manual_sync.as_ref(),
-                    ctx.now,
-                ) {
-                    ctx.st.next_sync_time = t.next_sync_time.map(Time);
-                    if let Some(wait) = t.wait {
-                        ctx.requeue(wait);
-                    }
+                let observed = ours.iter().find(|s| name_of(s) == wanted).copied();
+                if ctx
+                    .ready_snapshot(
+                        observed,
+                        &wanted,
+                        &owner,
+                        &pvc_name,
+                        rc.volume_snapshot_class_name.as_deref(),
+                    )
+                    .is_none()
+                {
+                    return;
                 }
-                ctx.syncing(
-                    true,
-                    REASON_CLEANING_UP,
-                    format!("synchronized; deleting mover Job {job_name}"),
-                );
-                ctx.requeue(CLEANUP_POLL);
-            }
+                // Rotate: everything we made except the new image and protected ones.
+                for old in ours
+                    .iter()
+                    .filter(|s| name_of(s) != wanted && !do_not_delete(s))
+                {
+                    ctx.delete(ObjectKind::VolumeSnapshot, &old.metadata);
+                }
+                if provisioned
+                    && rc.cleanup_temp_pvc == Some(true)
+                    && let Some(pvc) = &obs.dest_pvc
+                {
+                    ctx.delete(ObjectKind::PersistentVolumeClaim, &pvc.metadata);
+                }
+                TypedLocalObjectReference {
+                    api_group: Some(SNAPSHOT_API_GROUP.to_string()),
+                    kind: "VolumeSnapshot".to_string(),
+                    name: wanted,
+                }
+            } else {
+                TypedLocalObjectReference {
+                    api_group: None,
+                    kind: "PersistentVolumeClaim".to_string(),
+                    name: pvc_name.clone(),
+                }
+            };
+            *latest_image = Some(image);
+            ctx.finish_iteration(
+                ctx.now,
+                obs.mover.as_ref(),
+                spec.trigger.as_ref(),
+                &[(ObjectKind::Job, &job.metadata)],
+                format!("synchronized; deleting mover Job {job_name}"),
+            );
         }
         return;
     }
 
-    let rclone = match validation {
-        Ok(v) => v,
-        Err(_) => {
-            ctx.syncing(
-                false,
-                REASON_ERROR,
-                "cannot continue the synchronization until the configuration is fixed",
-            );
-            ctx.requeue(POLL);
-            return;
-        }
-    };
-    if !ctx.may_start_job(paused, &fingerprint) {
+    let Some(rclone) = ctx.job_gate(validation, paused, &fingerprint) else {
         return;
-    }
+    };
     // Never write into the volume while an image of it is still being cut.
     if let Some(pending) = ours.iter().find(|s| {
         name_of(s) != latest_name
-            && !is_ready(s)
+            && !snapshot_ready(s)
             && snapshot_error(s).is_none()
             && s.metadata.deletion_timestamp.is_none()
     }) {
-        ctx.syncing(
-            true,
-            REASON_SYNC_IN_PROGRESS,
-            format!("waiting for VolumeSnapshot {} of the previous synchronization to be ready before writing", name_of(pending)),
-        );
-        ctx.requeue(POLL);
+        ctx.progress(format!(
+            "waiting for VolumeSnapshot {} of the previous synchronization to be ready before writing",
+            name_of(pending)
+        ));
         return;
     }
     match &obs.dest_pvc {
@@ -358,15 +238,11 @@ fn run(
                 storage_class_name: rc.storage_class_name.clone(),
                 data_source: None,
             });
-            ctx.create(
-                Action::ApplyPvc(Box::new(pvc)),
-                "PersistentVolumeClaim",
-                &pvc_name,
-            );
+            ctx.create_pvc(pvc, &pvc_name);
         }
         None => return,
     }
-    let job = build_mover_job(&MoverJobParams {
+    ctx.start_job(&MoverJobParams {
         name: &job_name,
         owner: &owner,
         direction: Direction::Destination,
@@ -379,13 +255,6 @@ fn run(
         data_pvc: &pvc_name,
         mover: &rc.mover,
     });
-    ctx.create(Action::ApplyJob(Box::new(job)), "Job", &job_name);
-    ctx.syncing(
-        true,
-        REASON_SYNC_IN_PROGRESS,
-        format!("started mover Job {job_name}"),
-    );
-    ctx.requeue(POLL);
 }
 
 fn validate(obs: &ObservedDestination) -> Result<RcloneSecret, ValidationError> {
@@ -418,38 +287,4 @@ fn validate(obs: &ObservedDestination) -> Result<RcloneSecret, ValidationError> 
     }
     check_custom_ca(rc.mover.custom_ca.as_ref())?;
     Ok(secret)
-}
-
-fn split(s: &ReplicationDestinationStatus) -> Common {
-    Common {
-        conditions: s.conditions.clone(),
-        next_sync_time: s.next_sync_time.clone(),
-        last_sync_time: s.last_sync_time.clone(),
-        last_sync_start_time: s.last_sync_start_time.clone(),
-        last_sync_duration: s.last_sync_duration.clone(),
-        last_manual_sync: s.last_manual_sync.clone(),
-        latest_mover_status: s.latest_mover_status.clone(),
-        consecutive_failures: s.consecutive_failures,
-        next_retry_time: s.next_retry_time.clone(),
-        config_error_fingerprint: s.config_error_fingerprint.clone(),
-    }
-}
-
-fn join(
-    c: Common,
-    latest_image: Option<TypedLocalObjectReference>,
-) -> ReplicationDestinationStatus {
-    ReplicationDestinationStatus {
-        conditions: c.conditions,
-        next_sync_time: c.next_sync_time,
-        last_sync_time: c.last_sync_time,
-        last_sync_start_time: c.last_sync_start_time,
-        last_sync_duration: c.last_sync_duration,
-        last_manual_sync: c.last_manual_sync,
-        latest_mover_status: c.latest_mover_status,
-        latest_image,
-        consecutive_failures: c.consecutive_failures,
-        next_retry_time: c.next_retry_time,
-        config_error_fingerprint: c.config_error_fingerprint,
-    }
 }

@@ -29,6 +29,7 @@ mod destination;
 pub mod mover;
 pub mod schedule;
 mod source;
+mod steps;
 pub mod trigger;
 pub mod validate;
 

@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 use tower_test::mock::{Handle, SendResponse};
 
 pub mod fixtures;
+pub mod passes;
 pub mod scripted;
 
 pub type MockHandle = Handle<Request<Body>, Response<Body>>;

@@ -1,0 +1,277 @@
+//! The steps of an iteration both state machines (`source`, `destination`) take, as methods
+//! of the pass being planned: checking trigger and configuration, the gate before a new
+//! iteration, cleaning up leftovers, following the mover Job, gating and starting a new Job,
+//! creating and waiting for point-in-time objects, and finishing the iteration. Each side's
+//! module reads as its own state machine calling these.
+
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use k8s_openapi::jiff::Timestamp;
+use scribe_api::TriggerSpec;
+use scribe_api::constants::{
+    REASON_CLEANING_UP, REASON_ERROR, REASON_PAUSED, REASON_SYNC_IN_PROGRESS,
+};
+
+use super::common::{CLEANUP_POLL, Ctx, POLL, adoptable};
+use super::conditions::truncate;
+use super::mover::{JobPhase, job_phase};
+use super::schedule::ScheduleError;
+use super::trigger::{TriggerState, evaluate};
+use super::validate::ValidationError;
+use super::{Action, MoverReport, ObjectKind};
+use crate::builders::job::{MoverJobParams, build_mover_job};
+use crate::builders::names::Owner;
+use crate::builders::volume_snapshot::build_volume_snapshot;
+use crate::snapshot::VolumeSnapshot;
+
+/// The steps of an iteration both state machines take, in the order they take them.
+impl Ctx {
+    /// The trigger evaluated against `last_sync` (the recorded one, or a sync just finished).
+    pub fn trigger_state(
+        &self,
+        trigger: Option<&TriggerSpec>,
+        last_sync: Option<Timestamp>,
+    ) -> Result<TriggerState, ScheduleError> {
+        evaluate(
+            trigger,
+            last_sync,
+            self.st.last_manual_sync.as_ref(),
+            self.now,
+        )
+    }
+
+    /// Records what the trigger and the validation say about this pass: errors make
+    /// Reconciled False, a valid schedule sets `nextSyncTime`.
+    pub fn record_checks<V>(
+        &mut self,
+        trigger: &Result<TriggerState, ScheduleError>,
+        validation: &Result<V, ValidationError>,
+    ) {
+        if let Err(e) = trigger {
+            self.fail(e.to_string());
+        }
+        if let Err(e) = validation {
+            self.fail(e.to_string());
+        }
+        if let Ok(t) = trigger {
+            self.st.next_sync_time = t.next_sync_time.map(Time);
+        }
+    }
+
+    /// Whether an iteration is open, opening one if none is recorded: objects `found` that
+    /// were created after the last sync belong to an iteration whose status write was lost and
+    /// continue it; older ones are left over and deleted first; with nothing found a new
+    /// iteration starts if it may. False when the pass stops here.
+    pub fn open_iteration(
+        &mut self,
+        found: &[(ObjectKind, &ObjectMeta)],
+        leftovers_message: impl AsRef<str>,
+        trigger: &Result<TriggerState, ScheduleError>,
+        paused: bool,
+        valid: bool,
+    ) -> bool {
+        if self.st.last_sync_start_time.is_some() {
+            return true;
+        }
+        let last_sync = self.st.last_sync_time.as_ref().map(|t| t.0);
+        let mut adopted = found
+            .iter()
+            .filter(|(_, m)| adoptable(m, last_sync))
+            .peekable();
+        if adopted.peek().is_some() {
+            let start = adopted
+                .filter_map(|(_, m)| m.creation_timestamp.as_ref().map(|t| t.0))
+                .min()
+                .unwrap_or(self.now);
+            self.st.last_sync_start_time = Some(Time(start));
+            true
+        } else if !found.is_empty() {
+            self.clean_up(found, leftovers_message);
+            false
+        } else {
+            self.start_if_due(trigger, paused, valid)
+        }
+    }
+
+    /// With no iteration open and nothing left over: starts one if the schedule is valid,
+    /// the CR is not paused, the trigger is due and the configuration is valid; otherwise
+    /// the Synchronizing condition says which of these holds it back.
+    fn start_if_due(
+        &mut self,
+        trigger: &Result<TriggerState, ScheduleError>,
+        paused: bool,
+        valid: bool,
+    ) -> bool {
+        let Ok(trigger) = trigger else {
+            self.syncing(false, REASON_ERROR, "invalid spec.trigger.schedule");
+            return false;
+        };
+        if paused {
+            self.syncing(
+                false,
+                REASON_PAUSED,
+                "paused (spec.paused): no new synchronization starts",
+            );
+            return false;
+        }
+        if !trigger.due {
+            self.syncing(false, trigger.waiting_reason, &trigger.waiting_message);
+            if let Some(wait) = trigger.wait {
+                self.requeue(wait);
+            }
+            return false;
+        }
+        if !valid {
+            self.syncing(
+                false,
+                REASON_ERROR,
+                "cannot start a synchronization until the configuration is fixed",
+            );
+            self.requeue(POLL);
+            return false;
+        }
+        self.start_iteration(trigger);
+        true
+    }
+
+    /// Deletes what the last completed iteration left behind before a new one may start.
+    pub fn clean_up(&mut self, leftovers: &[(ObjectKind, &ObjectMeta)], message: impl AsRef<str>) {
+        for (kind, meta) in leftovers {
+            self.delete(*kind, meta);
+        }
+        self.syncing(true, REASON_CLEANING_UP, message);
+        self.requeue(CLEANUP_POLL);
+    }
+
+    /// Reports progress that no watch announces the end of, so the pass polls.
+    pub fn progress(&mut self, message: impl AsRef<str>) {
+        self.syncing(true, REASON_SYNC_IN_PROGRESS, message);
+        self.requeue(POLL);
+    }
+
+    /// Handles the mover Job of the open iteration while it runs or after it failed; returns
+    /// when it succeeded (its completion time, else `now`), for the caller to finish the
+    /// iteration.
+    pub fn job_succeeded(
+        &mut self,
+        job: &Job,
+        report: Option<&MoverReport>,
+        fingerprint: &str,
+        running_message: String,
+    ) -> Option<Timestamp> {
+        match job_phase(job) {
+            JobPhase::Running => {
+                self.progress(running_message);
+                None
+            }
+            JobPhase::Failed { message, .. } => {
+                self.job_failed(&job.metadata, report, &message, fingerprint);
+                None
+            }
+            JobPhase::Succeeded { at } => Some(at.map_or(self.now, truncate)),
+        }
+    }
+
+    /// Records the iteration as synchronized at `finished`, deletes its objects and
+    /// schedules the next one.
+    pub fn finish_iteration(
+        &mut self,
+        finished: Timestamp,
+        report: Option<&MoverReport>,
+        trigger: Option<&TriggerSpec>,
+        objects: &[(ObjectKind, &ObjectMeta)],
+        message: impl AsRef<str>,
+    ) {
+        self.completed(finished, report, trigger);
+        if let Ok(t) = self.trigger_state(trigger, Some(finished)) {
+            self.st.next_sync_time = t.next_sync_time.map(Time);
+            if let Some(wait) = t.wait {
+                self.requeue(wait);
+            }
+        }
+        self.clean_up(objects, message);
+    }
+
+    /// The valid configuration when a new mover Job may start now; otherwise the conditions
+    /// say why not (invalid configuration, paused, configuration error, backoff).
+    pub fn job_gate<V>(
+        &mut self,
+        validation: Result<V, ValidationError>,
+        paused: bool,
+        fingerprint: &str,
+    ) -> Option<V> {
+        let Ok(valid) = validation else {
+            self.syncing(
+                false,
+                REASON_ERROR,
+                "cannot continue the synchronization until the configuration is fixed",
+            );
+            self.requeue(POLL);
+            return None;
+        };
+        self.may_start_job(paused, fingerprint).then_some(valid)
+    }
+
+    /// Creates a PersistentVolumeClaim that was not observed.
+    pub fn create_pvc(&mut self, pvc: PersistentVolumeClaim, name: &str) {
+        self.create(
+            Action::ApplyPvc(Box::new(pvc)),
+            "PersistentVolumeClaim",
+            name,
+        );
+    }
+
+    /// The ready VolumeSnapshot `name` of PVC `pvc`, or None while the pass waits for it
+    /// (creating it first when it was not observed; showing its error if it reports one).
+    pub fn ready_snapshot<'s>(
+        &mut self,
+        observed: Option<&'s VolumeSnapshot>,
+        name: &str,
+        owner: &Owner,
+        pvc: &str,
+        class: Option<&str>,
+    ) -> Option<&'s VolumeSnapshot> {
+        let Some(snapshot) = observed else {
+            let snap = build_volume_snapshot(name, owner, pvc, class);
+            self.create(
+                Action::ApplyVolumeSnapshot(Box::new(snap)),
+                "VolumeSnapshot",
+                name,
+            );
+            self.progress(format!("waiting for VolumeSnapshot {name} to be ready"));
+            return None;
+        };
+        if snapshot_ready(snapshot) {
+            return Some(snapshot);
+        }
+        let msg = match snapshot_error(snapshot) {
+            Some(e) => {
+                format!("waiting for VolumeSnapshot {name} to be ready: snapshot error: {e}")
+            }
+            None => format!("waiting for VolumeSnapshot {name} to be ready"),
+        };
+        self.progress(msg);
+        None
+    }
+
+    /// Creates the mover Job of the open iteration.
+    pub fn start_job(&mut self, params: &MoverJobParams) {
+        let job = build_mover_job(params);
+        self.create(Action::ApplyJob(Box::new(job)), "Job", params.name);
+        self.progress(format!("started mover Job {}", params.name));
+    }
+}
+
+/// Whether a VolumeSnapshot is ready to use.
+pub fn snapshot_ready(s: &VolumeSnapshot) -> bool {
+    s.status.as_ref().and_then(|st| st.ready_to_use) == Some(true)
+}
+
+/// The error a VolumeSnapshot reports, if any.
+pub fn snapshot_error(s: &VolumeSnapshot) -> Option<String> {
+    s.status
+        .as_ref()
+        .and_then(|st| st.error.as_ref())
+        .and_then(|e| e.message.clone())
+}
