@@ -2,10 +2,12 @@
 //! rclone, the listing with its `mtime` / MD5 metadata), plan against the local
 //! tree, download what changed into a staging directory inside the tree while
 //! verifying every byte, and only when the whole pass verified commit it (see
-//! `restore`). A mismatch means the source is mid-upload: the staging is dropped,
-//! the manifest re-read and the pass retried; after `max_attempts` the run fails
-//! with the tree as it was.
+//! `restore`). Content a local file already holds is copied from it instead (see
+//! `reuse`); the summary counts only what was downloaded. A mismatch means the
+//! source is mid-upload: the staging is dropped, the manifest re-read and the pass
+//! retried; after `max_attempts` the run fails with the tree as it was.
 
+use std::collections::HashMap;
 use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -25,6 +27,7 @@ use crate::paths::{check_relative, key_for, path_cmp};
 use crate::progress::{Progress, spawn_reporter};
 use crate::remote::Remote;
 use crate::restore::{Staged, commit, plan};
+use crate::reuse;
 use crate::scan::{STAGING_DIR, scan};
 use crate::summary::{Direction, Summary};
 
@@ -118,7 +121,7 @@ async fn pass(
 
     // Same size, other mtime: hash locally; only a real difference is downloaded.
     progress.phase("checking", p.hash_checks.len() as u64, 0);
-    let checks: Vec<(usize, bool)> = stream::iter(p.hash_checks.clone())
+    let checks: Vec<(usize, bool, String)> = stream::iter(p.hash_checks.clone())
         .map(|i| {
             let path = local.join(&entries[i].path);
             let e = entries[i].clone();
@@ -131,26 +134,40 @@ async fn pass(
                     (None, Some(m)) => *m == d.md5,
                     (None, None) => false,
                 };
-                Ok::<_, SyncError>((i, same))
+                Ok::<_, SyncError>((i, same, d.sha256))
             }
         })
         .buffer_unordered(opts.hash_threads.max(1))
         .try_collect()
         .await?;
     p.downloads
-        .extend(checks.into_iter().filter(|(_, same)| !same).map(|(i, _)| i));
+        .extend(checks.iter().filter(|(_, same, _)| !same).map(|(i, ..)| *i));
     p.downloads.sort_unstable();
 
+    let sources = local_sources(local, entries, &scanned.entries, &p, checks, opts).await?;
+    let from_local = |i: usize| {
+        entries[i]
+            .sha256
+            .as_ref()
+            .and_then(|s| sources.get(s))
+            .map(|rel| local.join(rel))
+    };
     let download_bytes: u64 = p.downloads.iter().map(|i| entries[*i].size).sum();
     info!(
         downloads = p.downloads.len(),
+        local_candidates = p
+            .downloads
+            .iter()
+            .filter(|i| from_local(**i).is_some())
+            .count(),
         deletes = p.deletes.len(),
         entries = entries.len(),
         "plan done"
     );
     if opts.dry_run {
-        summary.files_transferred = p.downloads.len() as u64;
-        summary.bytes_transferred = download_bytes;
+        let remote_only = p.downloads.iter().filter(|i| from_local(**i).is_none());
+        summary.files_transferred = remote_only.clone().count() as u64;
+        summary.bytes_transferred = remote_only.map(|i| entries[*i].size).sum();
         summary.files_deleted = p.deletes.len() as u64;
         info!("dry run: nothing written");
         return Ok(PassResult::Done(summary));
@@ -167,17 +184,47 @@ async fn pass(
         .map(|i| {
             let temp = staging.join(format!("f-{i}"));
             let progress = Arc::clone(progress);
-            async move { download(remote, &entries[i], temp, i, &progress).await }
+            let src = from_local(i);
+            async move {
+                if let Some(src) = src {
+                    let e = &entries[i];
+                    let (t, owned) = (temp.clone(), e.clone());
+                    let from = src.clone();
+                    let copied = tokio::task::spawn_blocking(move || {
+                        reuse::copy_verified(&from, &t, &owned)
+                    })
+                    .await
+                    .map_err(join_error)??;
+                    if copied == reuse::Copied::Verified {
+                        progress.add_bytes(e.size);
+                        progress.file_done();
+                        return Ok(Download::Local(Staged { index: i, temp }));
+                    }
+                    warn!(path = %e.path, from = %src.display(), "local file no longer holds the wanted content; downloading");
+                }
+                download(remote, &entries[i], temp, i, &progress).await
+            }
         })
         .buffer_unordered(opts.transfers.max(1))
         .collect()
         .await;
     let mut staged = Vec::new();
+    let (mut local_files, mut local_bytes) = (0u64, 0u64);
+    let (mut remote_files, mut remote_bytes) = (0u64, 0u64);
     let mut mismatch = None;
     let mut errors = Vec::new();
     for r in results {
         match r {
-            Ok(Download::Verified(s)) => staged.push(s),
+            Ok(Download::Verified(s)) => {
+                remote_files += 1;
+                remote_bytes += entries[s.index].size;
+                staged.push(s);
+            }
+            Ok(Download::Local(s)) => {
+                local_files += 1;
+                local_bytes += entries[s.index].size;
+                staged.push(s);
+            }
             Ok(Download::Mismatch(path)) => mismatch = mismatch.or(Some(path)),
             Err(e) => errors.push(e),
         }
@@ -198,8 +245,16 @@ async fn pass(
         }
         return Ok(PassResult::Mismatch(mismatch.unwrap_or_default()));
     }
-    summary.files_transferred = staged.len() as u64;
-    summary.bytes_transferred = download_bytes;
+    // The summary counts what crossed the network; local copies are only logged.
+    summary.files_transferred = remote_files;
+    summary.bytes_transferred = remote_bytes;
+    if local_files > 0 {
+        info!(
+            files = local_files,
+            bytes = local_bytes,
+            "produced from local files holding the same content instead of downloading"
+        );
+    }
 
     progress.phase("committing", 0, 0);
     let root = local.to_path_buf();
@@ -227,6 +282,8 @@ async fn pass(
 
 enum Download {
     Verified(Staged),
+    /// Copied from a local file holding the same content, verified while copying.
+    Local(Staged),
     Mismatch(String),
 }
 
@@ -287,8 +344,51 @@ async fn download(
     Ok(Download::Verified(Staged { index, temp }))
 }
 
+/// Finds, for the content this pass must download, local files already holding it
+/// (see `reuse`): wanted SHA-256 → local relative path. Hashes only local files of
+/// a wanted size whose content the plan does not already know.
+async fn local_sources(
+    local: &Path,
+    entries: &[Entry],
+    scanned: &[crate::scan::ScanEntry],
+    p: &crate::restore::Plan,
+    checks: Vec<(usize, bool, String)>,
+    opts: &SyncOptions,
+) -> Result<HashMap<String, String>, SyncError> {
+    let wanted = reuse::wanted(entries, &p.downloads);
+    if wanted.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let checked: HashMap<usize, String> = checks
+        .into_iter()
+        .filter(|(_, _, d)| wanted.contains_key(d))
+        .map(|(i, _, d)| (i, d))
+        .collect();
+    let mut ip = reuse::index_plan(entries, scanned, p, &checked, &wanted);
+    let hashed: Vec<(String, Option<String>)> = stream::iter(std::mem::take(&mut ip.to_hash))
+        .map(|rel| {
+            let path = local.join(&rel);
+            async move {
+                // A file that vanished or cannot be read is simply no candidate.
+                let d = tokio::task::spawn_blocking(move || hash_file(&path).ok())
+                    .await
+                    .map_err(join_error)?;
+                Ok::<_, SyncError>((rel, d.map(|d| d.sha256)))
+            }
+        })
+        .buffer_unordered(opts.hash_threads.max(1))
+        .try_collect()
+        .await?;
+    for (rel, d) in hashed {
+        if let Some(d) = d.filter(|d| wanted.contains_key(d)) {
+            ip.known.entry(d).or_insert(rel);
+        }
+    }
+    Ok(ip.known)
+}
+
 /// Writes a file in 64 KiB blocks, seeking over all-zero blocks.
-struct SparseWriter {
+pub(crate) struct SparseWriter {
     file: std::fs::File,
     buf: Vec<u8>,
     len: u64,
@@ -297,7 +397,7 @@ struct SparseWriter {
 const BLOCK: usize = 64 * 1024;
 
 impl SparseWriter {
-    fn new(file: std::fs::File) -> Self {
+    pub(crate) fn new(file: std::fs::File) -> Self {
         Self {
             file,
             buf: Vec::with_capacity(BLOCK),
@@ -305,7 +405,7 @@ impl SparseWriter {
         }
     }
 
-    fn write(&mut self, mut data: &[u8]) -> std::io::Result<()> {
+    pub(crate) fn write(&mut self, mut data: &[u8]) -> std::io::Result<()> {
         while !data.is_empty() {
             let n = (BLOCK - self.buf.len()).min(data.len());
             self.buf.extend_from_slice(&data[..n]);
@@ -328,7 +428,7 @@ impl SparseWriter {
         Ok(())
     }
 
-    fn finish(mut self) -> std::io::Result<()> {
+    pub(crate) fn finish(mut self) -> std::io::Result<()> {
         if !self.buf.is_empty() {
             self.flush_block()?;
         }

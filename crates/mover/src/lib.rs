@@ -17,6 +17,8 @@
 //! final rename is atomic), commits only a fully verified pass, and trusts a local
 //! file whose size and nanosecond mtime equal the manifest's (as rclone does; a
 //! touched file is re-hashed, never re-downloaded; `--checksum` re-hashes all).
+//! Content some local file already holds (a rename or copy on the source) is copied
+//! from it, verified while copying, instead of downloaded (see `reuse`).
 #![forbid(unsafe_code)]
 
 pub mod backend;
@@ -36,6 +38,7 @@ pub mod paths;
 pub mod plan;
 pub mod progress;
 pub mod restore;
+pub mod reuse;
 pub mod scan;
 pub mod source;
 pub mod summary;

@@ -3,8 +3,16 @@
 //! (InMemory and LocalFileSystem in `conformance_local.rs`; an S3 server elsewhere).
 #![allow(dead_code)]
 
+pub mod reuse;
 pub mod store;
 pub mod tree;
+
+// For `conformance_suite!`; binaries including this module without the suite
+// (s3_interop) leave them unused.
+#[allow(unused_imports)]
+pub use reuse::{
+    destination_downloads_when_local_content_changed, destination_reuses_local_content_for_a_rename,
+};
 
 use std::future::Future;
 use std::path::Path;
@@ -570,6 +578,8 @@ macro_rules! conformance_suite {
             file_over_one_part_is_multipart_below_the_cutoff,
             torture_tree_round_trips,
             rclone_written_bucket_is_restored,
+            destination_reuses_local_content_for_a_rename,
+            destination_downloads_when_local_content_changed,
         );
     };
     (@cases $factory:expr; $($case:ident),* $(,)?) => {

@@ -1,0 +1,147 @@
+//! Destination, local reuse: content the pass must produce that some local file
+//! already holds (a rename or copy on the source side) is copied from that file
+//! into staging instead of downloaded. The pure half ([`index_plan`]) decides,
+//! for the local files whose size some wanted file has, which digests are already
+//! known (the manifest vouches for an unchanged path, or the pass just hashed it)
+//! and which must be hashed; only wanted digests are indexed, so memory follows the
+//! number of files to transfer, not the tree. The blocking half ([`copy_verified`])
+//! streams one local file into staging, hashing as it goes: a file edited since it
+//! was indexed is reported as a mismatch and the caller downloads instead.
+
+use std::collections::{HashMap, HashSet};
+use std::io::Read;
+use std::path::Path;
+
+use crate::destination::SparseWriter;
+use crate::error::SyncError;
+use crate::hash::{BUF_SIZE, DualHasher};
+use crate::localfs::{FileKind, create_new_nofollow, open_nofollow, remove_any};
+use crate::manifest::{Entry, EntryKind};
+use crate::paths::path_cmp;
+use crate::restore::Plan;
+use crate::scan::ScanEntry;
+
+/// What the pass wants: SHA-256 → size, of every file it would download.
+pub fn wanted(entries: &[Entry], downloads: &[usize]) -> HashMap<String, u64> {
+    downloads
+        .iter()
+        .filter_map(|&i| entries[i].sha256.clone().map(|s| (s, entries[i].size)))
+        .collect()
+}
+
+/// Where wanted content may be found locally.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct IndexPlan {
+    /// Wanted SHA-256 → a local path already known to hold it.
+    pub known: HashMap<String, String>,
+    /// Local files of a wanted size whose content is unknown: hash them, then index
+    /// those whose digest is wanted.
+    pub to_hash: Vec<String>,
+}
+
+/// Pure: sorts the local regular files of a wanted size into known and unknown
+/// content. A path the manifest has, with the size and mtime the plan trusted (not
+/// to download, not to re-hash), holds the manifest's digest; a path the plan
+/// re-hashed holds the digest in `checked` (manifest index → SHA-256, needed only
+/// for wanted digests; a re-hashed path missing from it holds nothing wanted); any
+/// other file must be hashed. `plan.downloads` and `plan.hash_checks` are sorted.
+pub fn index_plan(
+    entries: &[Entry],
+    local: &[ScanEntry],
+    plan: &Plan,
+    checked: &HashMap<usize, String>,
+    wanted: &HashMap<String, u64>,
+) -> IndexPlan {
+    let sizes: HashSet<u64> = wanted.values().copied().collect();
+    let mut out = IndexPlan::default();
+    for l in local
+        .iter()
+        .filter(|l| l.meta.kind == FileKind::File && sizes.contains(&l.meta.size))
+    {
+        let at = entries
+            .binary_search_by(|e| path_cmp(&e.path, &l.path))
+            .ok()
+            .filter(|&i| entries[i].kind == EntryKind::File);
+        let digest = match at {
+            // Hashed already this pass: `checked` has it if it is wanted at all.
+            Some(i) if plan.hash_checks.binary_search(&i).is_ok() => checked.get(&i).cloned(),
+            Some(i) if plan.downloads.binary_search(&i).is_err() => entries[i].sha256.clone(),
+            _ => {
+                out.to_hash.push(l.path.clone());
+                continue;
+            }
+        };
+        if let Some(d) = digest.filter(|d| wanted.contains_key(d)) {
+            out.known.entry(d).or_insert_with(|| l.path.clone());
+        }
+    }
+    out
+}
+
+/// Outcome of [`copy_verified`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum Copied {
+    /// `temp` holds exactly the wanted content.
+    Verified,
+    /// The local file no longer holds it (or vanished); `temp` was removed.
+    Stale,
+}
+
+/// Streams `src` into a new `temp` (holes kept), hashing every byte; the copy counts
+/// only when size and SHA-256 are what `e` promises. Failing to read `src` (it was
+/// removed or replaced meanwhile) is [`Copied::Stale`]; failing to write `temp` is
+/// an error. Blocking.
+pub fn copy_verified(src: &Path, temp: &Path, e: &Entry) -> Result<Copied, SyncError> {
+    let Some(want) = e.sha256.as_deref() else {
+        return Ok(Copied::Stale);
+    };
+    let Ok(mut file) = open_nofollow(src) else {
+        return Ok(Copied::Stale);
+    };
+    if !file
+        .metadata()
+        .is_ok_and(|m| m.is_file() && m.len() == e.size)
+    {
+        return Ok(Copied::Stale);
+    }
+    let mut writer = SparseWriter::new(
+        create_new_nofollow(temp).map_err(|err| SyncError::io("creating", temp, err))?,
+    );
+    let mut hasher = DualHasher::default();
+    let mut buf = vec![0u8; BUF_SIZE];
+    let mut read_ok = true;
+    let mut copied = 0u64;
+    loop {
+        let n = match file.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(_) => {
+                read_ok = false;
+                break;
+            }
+        };
+        // A file growing while it is copied must not be read without bound.
+        copied += n as u64;
+        if copied > e.size {
+            read_ok = false;
+            break;
+        }
+        hasher.update(&buf[..n]);
+        writer
+            .write(&buf[..n])
+            .map_err(|err| SyncError::io("writing", temp, err))?;
+    }
+    let d = hasher.finish();
+    if !read_ok || d.size != e.size || d.sha256 != want {
+        drop(writer);
+        remove_any(temp).map_err(|err| SyncError::io("removing", temp, err))?;
+        return Ok(Copied::Stale);
+    }
+    writer
+        .finish()
+        .map_err(|err| SyncError::io("writing", temp, err))?;
+    Ok(Copied::Verified)
+}
+
+#[cfg(test)]
+mod tests;
