@@ -1,12 +1,18 @@
 //! Events (client required): publishes the plan's [`EventIntent`]s about a custom resource as
 //! `events.k8s.io/v1` Events through kube's [`Recorder`] (which folds repeats into a series).
 //! Events are informational: failing to publish one is logged and does not fail the pass.
+//! Every note is cut here to [`MAX_NOTE`] bytes, whatever the plan put in it.
 
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::runtime::events::{Event, EventType, Recorder};
 use tracing::warn;
 
 use crate::plan::EventIntent;
+use crate::plan::mover::bounded_head;
+
+/// Most bytes of an Event's note: events.k8s.io rejects notes over 1 KiB, and a rejected
+/// Event is lost entirely.
+pub const MAX_NOTE: usize = 1000;
 
 /// The kube Event for an intent.
 pub fn to_event(intent: &EventIntent) -> Event {
@@ -17,7 +23,7 @@ pub fn to_event(intent: &EventIntent) -> Event {
             EventType::Normal
         },
         reason: intent.reason.clone(),
-        note: Some(intent.note.clone()).filter(|n| !n.is_empty()),
+        note: Some(bounded_head(&intent.note, MAX_NOTE)).filter(|n| !n.is_empty()),
         action: intent.action.clone(),
         secondary: None,
     }
@@ -54,6 +60,33 @@ mod tests {
         assert_eq!(e.reason, "ConfigError");
         assert_eq!(e.action, "Validate");
         assert_eq!(e.note.as_deref(), Some("Secret s not found"));
+    }
+
+    #[test]
+    fn long_notes_are_cut_at_a_char_boundary_under_the_api_limit() {
+        // Two-byte characters so a cut in the middle of one would be invalid UTF-8.
+        let note = "é".repeat(2000);
+        let e = to_event(&EventIntent {
+            warning: true,
+            reason: "SyncFailed".into(),
+            action: "Synchronize".into(),
+            note: note.clone(),
+        });
+        let cut = e.note.expect("note");
+        assert!(
+            cut.len() <= MAX_NOTE && cut.len() > MAX_NOTE - 8,
+            "{}",
+            cut.len()
+        );
+        assert!(cut.ends_with('…'));
+        assert!(note.starts_with(cut.trim_end_matches('…')));
+        let short = to_event(&EventIntent {
+            warning: false,
+            reason: "Created".into(),
+            action: "Create".into(),
+            note: "created Job j".into(),
+        });
+        assert_eq!(short.note.as_deref(), Some("created Job j"));
     }
 
     #[test]

@@ -24,6 +24,9 @@ pub struct LeaseTiming {
     pub lease_duration: Duration,
     /// How often the leader renews.
     pub renew_every: Duration,
+    /// How long the leader keeps leading without a successful renewal. Shorter than
+    /// `lease_duration`, so it stops reconciling before a standby may take the Lease over.
+    pub renew_deadline: Duration,
     /// How often a candidate retries.
     pub retry_every: Duration,
 }
@@ -33,6 +36,7 @@ impl Default for LeaseTiming {
         Self {
             lease_duration: Duration::from_secs(15),
             renew_every: Duration::from_secs(5),
+            renew_deadline: Duration::from_secs(10),
             retry_every: Duration::from_secs(2),
         }
     }
@@ -83,6 +87,22 @@ pub fn decide(
             }
         }
     }
+}
+
+/// Whether the leader must step down: its last successful renewal was `since_renewal` ago
+/// and the renew deadline has passed (a standby may acquire once the Lease expires, which
+/// happens later: `renew_deadline < lease_duration`).
+pub fn must_step_down(since_renewal: Duration, timing: &LeaseTiming) -> bool {
+    since_renewal >= timing.renew_deadline
+}
+
+/// How long the next renewal attempt may take: what is left until the renew deadline (at
+/// least a moment, so an attempt is still made right at the deadline's edge).
+pub fn renewal_budget(since_renewal: Duration, timing: &LeaseTiming) -> Duration {
+    timing
+        .renew_deadline
+        .saturating_sub(since_renewal)
+        .max(Duration::from_millis(100))
 }
 
 /// The Lease as we write it for `decision` (Acquire or Renew), keeping the read object's
@@ -258,29 +278,43 @@ impl LeaderElector {
     }
 
     /// Renews until leadership is lost (returns the error) — it never returns otherwise.
-    /// Transient write failures are tolerated until the Lease would have expired.
+    /// Each attempt is bounded by the time left until the renew deadline, so a hung API call
+    /// cannot keep a leader leading past it; failed attempts are retried sooner, and the
+    /// leader steps down once no renewal succeeded within the deadline.
     pub async fn hold(&self) -> LeaseError {
         let mut last_renewed = tokio::time::Instant::now();
+        let mut wait = self.timing.renew_every;
         loop {
-            tokio::time::sleep(self.timing.renew_every).await;
-            match self.try_once(Timestamp::now()).await {
-                Ok(Ok(())) => last_renewed = tokio::time::Instant::now(),
-                Ok(Err(_)) => {
-                    return LeaseError::Lost {
-                        namespace: self.namespace.clone(),
-                        name: self.name.clone(),
-                    };
+            tokio::time::sleep(wait).await;
+            let budget = renewal_budget(last_renewed.elapsed(), &self.timing);
+            match tokio::time::timeout(budget, self.try_once(Timestamp::now())).await {
+                Ok(Ok(Ok(()))) => {
+                    last_renewed = tokio::time::Instant::now();
+                    wait = self.timing.renew_every;
+                    continue;
                 }
-                Err(e) => {
-                    warn!(error = %e, "renewing the Lease failed");
-                    if last_renewed.elapsed() >= self.timing.lease_duration {
-                        return LeaseError::Lost {
-                            namespace: self.namespace.clone(),
-                            name: self.name.clone(),
-                        };
-                    }
-                }
+                Ok(Ok(Err(_))) => return self.lost(),
+                Ok(Err(e)) => warn!(error = %e, "renewing the Lease failed"),
+                Err(_) => warn!(
+                    timeout_ms = u64::try_from(budget.as_millis()).unwrap_or(u64::MAX),
+                    "renewing the Lease timed out"
+                ),
             }
+            if must_step_down(last_renewed.elapsed(), &self.timing) {
+                return self.lost();
+            }
+            wait = self.timing.retry_every.min(
+                self.timing
+                    .renew_deadline
+                    .saturating_sub(last_renewed.elapsed()),
+            );
+        }
+    }
+
+    fn lost(&self) -> LeaseError {
+        LeaseError::Lost {
+            namespace: self.namespace.clone(),
+            name: self.name.clone(),
         }
     }
 
@@ -426,6 +460,28 @@ mod tests {
         assert_eq!(spec.acquire_time, Some(MicroTime(at(0))));
         assert_eq!(spec.renew_time, Some(MicroTime(at(5))));
         assert_eq!(spec.lease_transitions, Some(3));
+    }
+
+    #[test]
+    fn leader_steps_down_at_the_renew_deadline_before_the_lease_expires() {
+        let t = LeaseTiming::default();
+        assert!(t.renew_every < t.renew_deadline && t.renew_deadline < t.lease_duration);
+        assert!(!must_step_down(Duration::from_secs(9), &t));
+        assert!(must_step_down(Duration::from_secs(10), &t));
+        assert!(must_step_down(Duration::from_secs(15), &t));
+        // An attempt may use only what is left of the deadline.
+        assert_eq!(
+            renewal_budget(Duration::from_secs(5), &t),
+            Duration::from_secs(5)
+        );
+        assert_eq!(
+            renewal_budget(Duration::from_secs(8), &t),
+            Duration::from_secs(2)
+        );
+        assert_eq!(
+            renewal_budget(Duration::from_secs(12), &t),
+            Duration::from_millis(100)
+        );
     }
 
     #[test]

@@ -44,7 +44,8 @@ impl ObserveError {
     }
 }
 
-async fn get<K>(
+/// GET one object; a 404 is `None`.
+pub async fn get<K>(
     client: &Client,
     ns: &str,
     name: &str,
@@ -67,6 +68,20 @@ where
         })
 }
 
+/// The label selectors that find a Job's pods, in the order tried: by the Job's uid (so a
+/// terminated pod of an earlier Job with the same name is never read) with the label of
+/// Kubernetes 1.27+, then the legacy one older clusters set; by name only if the Job has no
+/// uid (never for an object read from the API server).
+pub fn pod_selectors(job: &Job) -> Vec<String> {
+    match job.metadata.uid.as_deref() {
+        Some(uid) => vec![
+            format!("batch.kubernetes.io/controller-uid={uid}"),
+            format!("controller-uid={uid}"),
+        ],
+        None => vec![format!("job-name={}", job.name_any())],
+    }
+}
+
 /// Reads the mover's outcome when its Job has finished.
 async fn observe_mover(
     client: &Client,
@@ -76,17 +91,22 @@ async fn observe_mover(
     let Some(job) = job.filter(|j| job_finished(j)) else {
         return Ok(None);
     };
-    let selector = format!("job-name={}", job.name_any());
-    let pods = Api::<Pod>::namespaced(client.clone(), ns)
-        .list(&ListParams::default().labels(&selector))
-        .await
-        .map_err(|source| ObserveError::List {
-            kind: "Pod",
-            namespace: ns.into(),
-            selector,
-            source: Box::new(source),
-        })?;
-    Ok(mover_report(&pods.items))
+    let api = Api::<Pod>::namespaced(client.clone(), ns);
+    for selector in pod_selectors(job) {
+        let pods = api
+            .list(&ListParams::default().labels(&selector))
+            .await
+            .map_err(|source| ObserveError::List {
+                kind: "Pod",
+                namespace: ns.into(),
+                selector,
+                source: Box::new(source),
+            })?;
+        if !pods.items.is_empty() {
+            return Ok(mover_report(&pods.items));
+        }
+    }
+    Ok(None)
 }
 
 /// Observes a ReplicationSource.
@@ -276,6 +296,22 @@ mod tests {
             None
         );
         assert_eq!(mover_report(&[Pod::default()]), None);
+    }
+
+    #[test]
+    fn pods_are_selected_by_the_job_uid_with_the_legacy_label_as_fallback() {
+        let mut job = Job::default();
+        job.metadata.name = Some("scribe-rclone-src-db".into());
+        job.metadata.uid = Some("u-42".into());
+        assert_eq!(
+            pod_selectors(&job),
+            vec![
+                "batch.kubernetes.io/controller-uid=u-42".to_string(),
+                "controller-uid=u-42".to_string()
+            ]
+        );
+        job.metadata.uid = None;
+        assert_eq!(pod_selectors(&job), vec!["job-name=scribe-rclone-src-db"]);
     }
 
     #[test]

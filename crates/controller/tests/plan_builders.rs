@@ -118,6 +118,24 @@ fn job_spec_has_no_retries_beyond_two_and_never_restarts() {
     let j = job(Direction::Source, &MoverOptions::default(), true, &[]);
     let spec = j.spec.as_ref().expect("spec");
     assert_eq!(spec.backoff_limit, Some(2));
+    // A configuration error (exit 78 of the mover container) fails the Job without retries.
+    let rules = &spec
+        .pod_failure_policy
+        .as_ref()
+        .expect("podFailurePolicy")
+        .rules;
+    assert_eq!(rules.len(), 1);
+    assert_eq!(rules[0].action, "FailJob");
+    let codes = rules[0].on_exit_codes.as_ref().expect("onExitCodes");
+    assert_eq!(
+        (
+            codes.container_name.as_deref(),
+            codes.operator.as_str(),
+            &codes.values
+        ),
+        (Some("mover"), "In", &vec![78])
+    );
+    assert_eq!(container(&j).name, "mover");
     assert_eq!(spec.ttl_seconds_after_finished, None);
     assert_eq!(spec.active_deadline_seconds, None);
     let pod = pod(&j);
@@ -216,6 +234,54 @@ fn default_security_is_non_root_with_fs_group_and_a_locked_down_container() {
         sc.seccomp_profile.map(|p| p.type_),
         Some("RuntimeDefault".to_string())
     );
+}
+
+fn added_capabilities(job: &Job) -> Option<Vec<String>> {
+    let sc = container(job)
+        .security_context
+        .clone()
+        .expect("container sc");
+    assert_eq!(sc.allow_privilege_escalation, Some(false));
+    let caps = sc.capabilities.expect("capabilities");
+    assert_eq!(caps.drop, Some(vec!["ALL".to_string()]));
+    caps.add
+}
+
+#[test]
+fn a_root_mover_gets_back_only_the_capabilities_its_direction_needs() {
+    let root = MoverOptions {
+        mover_security_context: Some(PodSecurityContext {
+            run_as_user: Some(0),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let caps = |v: &[&str]| Some(v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+    assert_eq!(
+        added_capabilities(&job(Direction::Source, &root, true, &[])),
+        caps(&["DAC_READ_SEARCH"])
+    );
+    assert_eq!(
+        added_capabilities(&job(Direction::Destination, &root, true, &[])),
+        caps(&["CHOWN", "FOWNER", "DAC_OVERRIDE"])
+    );
+    // Non-root (default, an explicit uid, or no runAsUser at all): nothing is added.
+    let uid_1000 = MoverOptions {
+        mover_security_context: Some(PodSecurityContext {
+            run_as_user: Some(1000),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let unset = MoverOptions {
+        mover_security_context: Some(PodSecurityContext::default()),
+        ..Default::default()
+    };
+    for mover in [MoverOptions::default(), uid_1000, unset] {
+        for dir in [Direction::Source, Direction::Destination] {
+            assert_eq!(added_capabilities(&job(dir, &mover, true, &[])), None);
+        }
+    }
 }
 
 #[test]

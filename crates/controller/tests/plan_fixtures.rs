@@ -134,6 +134,23 @@ fn object<T: serde::de::DeserializeOwned>(mut v: Value, api_version: &str, kind:
     serde_json::from_value(v).unwrap_or_else(|e| panic!("fixture {kind} does not deserialize: {e}"))
 }
 
+/// Objects the controller made carry an owner reference to the CR (uid-1, see [`fill_cr`]);
+/// fixtures set `ownerReferences` themselves to model an object someone else created.
+fn owned(mut v: Value) -> Value {
+    if let Some(map) = v.as_object_mut() {
+        let meta = map
+            .entry("metadata")
+            .or_insert_with(|| Value::Object(Default::default()));
+        if let Some(meta) = meta.as_object_mut() {
+            meta.entry("ownerReferences").or_insert_with(|| {
+                serde_json::json!([{"apiVersion": "scribe.backube/v1alpha1", "kind": "Owner",
+                    "name": "owner", "uid": "uid-1", "controller": true}])
+            });
+        }
+    }
+    v
+}
+
 fn fill_cr(mut cr: Value) -> Value {
     let meta = cr
         .as_object_mut()
@@ -230,13 +247,16 @@ fn run(f: &Fixture) -> Outcome {
             secret,
             source_pvc,
             snapshot: src.snapshot.clone().map(|v| {
-                object::<VolumeSnapshot>(v, "snapshot.storage.k8s.io/v1", "VolumeSnapshot")
+                object::<VolumeSnapshot>(owned(v), "snapshot.storage.k8s.io/v1", "VolumeSnapshot")
             }),
             pit_pvc: src
                 .pit_pvc
                 .clone()
-                .map(|v| object(v, "v1", "PersistentVolumeClaim")),
-            job: src.job.clone().map(|v| object::<Job>(v, "batch/v1", "Job")),
+                .map(|v| object(owned(v), "v1", "PersistentVolumeClaim")),
+            job: src
+                .job
+                .clone()
+                .map(|v| object::<Job>(owned(v), "batch/v1", "Job")),
             mover: mover(src.mover.as_ref().map(|m| Mover {
                 exit_code: m.exit_code,
                 message: m.message.clone(),
@@ -279,8 +299,11 @@ fn run(f: &Fixture) -> Outcome {
         dest_pvc: dst
             .dest_pvc
             .clone()
-            .map(|v| object(v, "v1", "PersistentVolumeClaim")),
-        job: dst.job.clone().map(|v| object::<Job>(v, "batch/v1", "Job")),
+            .map(|v| object(owned(v), "v1", "PersistentVolumeClaim")),
+        job: dst
+            .job
+            .clone()
+            .map(|v| object::<Job>(owned(v), "batch/v1", "Job")),
         mover: mover(dst.mover.as_ref().map(|m| Mover {
             exit_code: m.exit_code,
             message: m.message.clone(),
@@ -289,7 +312,11 @@ fn run(f: &Fixture) -> Outcome {
             .snapshots
             .iter()
             .map(|v| {
-                object::<VolumeSnapshot>(v.clone(), "snapshot.storage.k8s.io/v1", "VolumeSnapshot")
+                object::<VolumeSnapshot>(
+                    owned(v.clone()),
+                    "snapshot.storage.k8s.io/v1",
+                    "VolumeSnapshot",
+                )
             })
             .collect(),
         cr,

@@ -136,7 +136,7 @@ async fn source_first_snapshot_sync_reads_everything_then_applies_snapshot_write
 }
 
 #[tokio::test]
-async fn source_finished_job_hands_mover_report_to_plan_then_deletes_writes_status_and_counts_success()
+async fn source_finished_job_hands_mover_report_to_plan_then_writes_status_deletes_and_counts_success()
  {
     let planner = Arc::new(Scripted::default());
     let status = ReplicationSourceStatus {
@@ -174,6 +174,10 @@ async fn source_finished_job_hands_mover_report_to_plan_then_deletes_writes_stat
 
     let task = tokio::spawn(reconcile(Arc::new(source("Snapshot")), ctx.clone()));
     expect_finished_source_reads(&mut api).await;
+    // The status first, then the deletes in plan order.
+    let st = api.expect(Method::PATCH, SRC_STATUS).await;
+    assert_eq!(st.body["status"]["lastSyncDuration"], "7s");
+    st.ok(source_json("Snapshot"));
     let del = api.expect(Method::DELETE, SRC_JOB).await;
     assert_eq!(del.body["propagationPolicy"], "Background");
     del.ok(status_success());
@@ -182,9 +186,6 @@ async fn source_finished_job_hands_mover_report_to_plan_then_deletes_writes_stat
     api.expect(Method::DELETE, PIT_SNAP)
         .await
         .ok(status_success());
-    let st = api.expect(Method::PATCH, SRC_STATUS).await;
-    assert_eq!(st.body["status"]["lastSyncDuration"], "7s");
-    st.ok(source_json("Snapshot"));
 
     assert_eq!(
         task.await.unwrap().unwrap(),
@@ -254,6 +255,42 @@ async fn source_with_missing_secret_writes_failed_status_and_warning_without_tou
 }
 
 #[tokio::test]
+async fn a_stale_cached_cr_never_starts_a_job_and_the_pass_is_planned_again() {
+    let planner = Arc::new(Scripted::default());
+    let job = Job {
+        metadata: ObjectMeta {
+            name: Some("scribe-rclone-src-db".into()),
+            namespace: Some(NS.into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let status = ReplicationSourceStatus {
+        conditions: vec![condition("Synchronizing", "True", "SyncInProgress")],
+        ..Default::default()
+    };
+    *planner.source.lock().unwrap() = Some(plan(vec![Action::ApplyJob(Box::new(job))], status));
+    let (ctx, _, mut api) = setup(planner.clone());
+
+    let task = tokio::spawn(reconcile(Arc::new(source("None")), ctx.clone()));
+    api.expect(Method::GET, SECRET).await.ok(secret());
+    api.expect(Method::GET, SRC_PVC).await.ok(pvc("data"));
+    api.expect(Method::GET, SRC_JOB).await.not_found();
+    // The API server has a newer CR (our last status write) than the cache gave the pass.
+    let mut newer = source_json("None");
+    newer["metadata"]["resourceVersion"] = "11".into();
+    api.expect(Method::GET, SRC_CR).await.ok(newer);
+
+    // No Job, no status, no Event: the pass ends and comes back soon with the fresh CR.
+    assert_eq!(
+        task.await.unwrap().unwrap(),
+        CtrlAction::requeue(Duration::from_secs(1))
+    );
+    drop(ctx);
+    api.done().await;
+}
+
+#[tokio::test]
 async fn apply_conflict_fails_the_pass_before_status_and_requeues_with_backoff() {
     let planner = Arc::new(Scripted::default());
     let job = Job {
@@ -276,6 +313,10 @@ async fn apply_conflict_fails_the_pass_before_status_and_requeues_with_backoff()
     api.expect(Method::GET, SECRET).await.ok(secret());
     api.expect(Method::GET, SRC_PVC).await.ok(pvc("data"));
     api.expect(Method::GET, SRC_JOB).await.not_found();
+    // About to start a Job: the CR is read again to make sure the cache is current.
+    api.expect(Method::GET, SRC_CR)
+        .await
+        .ok(source_json("None"));
     let apply = api.expect(Method::PATCH, SRC_JOB).await;
     apply.assert_apply();
     assert_eq!(apply.body["kind"], "Job");
@@ -474,15 +515,16 @@ async fn destination_snapshot_publish_lists_owned_snapshots_then_rotates_latest_
         ],
     )
     .await;
+    // latestImage moves to the new image before the old one is deleted.
+    let st = api.expect(Method::PATCH, DST_STATUS).await;
+    assert_eq!(st.body["status"]["latestImage"]["name"], new);
+    st.ok(destination_json("Snapshot"));
     api.expect(Method::DELETE, &format!("{SNAPS}/{old}"))
         .await
         .ok(status_success());
     let del = api.expect(Method::DELETE, DST_JOB).await;
     assert_eq!(del.body["propagationPolicy"], "Background");
     del.ok(status_success());
-    let st = api.expect(Method::PATCH, DST_STATUS).await;
-    assert_eq!(st.body["status"]["latestImage"]["name"], new);
-    st.ok(destination_json("Snapshot"));
 
     task.await.unwrap().unwrap();
     drop(ctx);

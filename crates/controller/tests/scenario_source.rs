@@ -89,17 +89,9 @@ async fn succeeded_job_records_the_sync_deletes_job_and_pit_copies_and_counts_it
 
     expect_finished_source_reads(&mut api).await;
 
-    // Deletes, in any order the plan chose, each with Background propagation for the Job.
-    let (deleted, st) = expect_deletes(&mut api, SRC_JOB).await;
-    let mut want = vec![
-        SRC_JOB.to_string(),
-        PIT_PVC.to_string(),
-        PIT_SNAP.to_string(),
-    ];
-    want.sort();
-    assert_eq!(deleted, want);
-
-    assert_eq!((&st.method, st.path.as_str()), (&Method::PATCH, SRC_STATUS));
+    // The status is written before anything is deleted: had the write failed, the Job and
+    // the PiT copies would still be there for the next pass to finish the same iteration.
+    let st = api.expect(Method::PATCH, SRC_STATUS).await;
     let status = &st.body["status"];
     assert_eq!(status["lastSyncTime"], "2024-05-01T10:00:07Z", "{status}");
     assert!(status["lastSyncDuration"].is_string(), "{status}");
@@ -109,9 +101,43 @@ async fn succeeded_job_records_the_sync_deletes_job_and_pit_copies_and_counts_it
     );
     st.ok(continuous_source("Snapshot"));
 
+    // Then the deletes, in any order the plan chose, each with Background propagation for the Job.
+    let deleted = expect_deletes(&mut api, SRC_JOB, 3).await;
+    let mut want = vec![
+        SRC_JOB.to_string(),
+        PIT_PVC.to_string(),
+        PIT_SNAP.to_string(),
+    ];
+    want.sort();
+    assert_eq!(deleted, want);
+
     let (result, _) = finish_pass(api, ctx, task).await;
     result.unwrap();
     assert_source_sync_counted(&metrics);
+}
+
+#[tokio::test]
+async fn failed_status_write_of_a_finished_iteration_deletes_nothing() {
+    let (ctx, metrics, mut api) = setup(Arc::new(RealPlanner));
+    let mut j = continuous_source("Snapshot");
+    j["status"] = json!({"lastSyncStartTime": "2024-05-01T10:00:00Z"});
+    let cr: ReplicationSource = serde_json::from_value(j).unwrap();
+    let task = tokio::spawn(reconcile(Arc::new(cr), ctx.clone()));
+
+    expect_finished_source_reads(&mut api).await;
+    api.expect(Method::PATCH, SRC_STATUS)
+        .await
+        .fail(500, "InternalError");
+
+    // No DELETE, no Event: the Job and its PiT copies stay for the next pass to record.
+    let (result, events) = finish_pass(api, ctx, task).await;
+    assert!(result.is_err());
+    assert!(events.is_empty(), "{events:?}");
+    let text = metrics.render();
+    assert!(
+        !text.contains(r#"scribe_sync_success_total{name="db",namespace="apps",role="source"} 1"#),
+        "{text}"
+    );
 }
 
 #[tokio::test]

@@ -2,10 +2,13 @@
 //! and the mover contract's environment (see notes/CONTRACTS.md, "Mover CLI").
 //!
 //! Hardened by default (non-root 65532, read-only root FS, no capabilities, RuntimeDefault
-//! seccomp). The Secret is mounted 0440 and the pod gets fsGroup 65532, so the non-root mover
+//! seccomp). A `moverSecurityContext` with `runAsUser: 0` gets back only the capabilities
+//! its direction needs (see [`root_capabilities`]), still without privilege escalation. The Secret is mounted 0440 and the pod gets fsGroup 65532, so the non-root mover
 //! can read it — VolSync's 0600 mount made that impossible (VolSync #720).
 
-use k8s_openapi::api::batch::v1::{Job, JobSpec};
+use k8s_openapi::api::batch::v1::{
+    Job, JobSpec, PodFailurePolicy, PodFailurePolicyOnExitCodesRequirement, PodFailurePolicyRule,
+};
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMapVolumeSource, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource,
     KeyToPath, PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec,
@@ -17,6 +20,7 @@ use scribe_api::constants::RCLONE_CONFIG_KEY;
 
 use super::names::Owner;
 use crate::plan::Settings;
+use crate::plan::mover::EXIT_CONFIG;
 
 /// Where the rclone Secret is mounted.
 pub const CONFIG_DIR: &str = "/rclone-config";
@@ -26,7 +30,10 @@ pub const MOUNT_PATH: &str = "/data";
 pub const CUSTOM_CA_DIR: &str = "/custom-ca";
 /// Default uid/gid/fsGroup of the mover (distroless "nonroot").
 pub const DEFAULT_MOVER_ID: i64 = 65532;
-/// Kubernetes retries the pod this many times before the Job fails.
+/// Name of the mover container (the pod failure policy names it).
+pub const CONTAINER_NAME: &str = "mover";
+/// Kubernetes retries the pod this many times before the Job fails (transient failures only:
+/// see [`pod_failure_policy`]).
 pub const BACKOFF_LIMIT: i32 = 2;
 /// Mode of the mounted Secret: owner and group read (the group is the pod's fsGroup).
 pub const SECRET_MODE: i32 = 0o440;
@@ -60,7 +67,7 @@ pub struct MoverJobParams<'a> {
     pub secret_name: &'a str,
     /// Whether the Secret has `rclone.conf` (a remote may be defined by `RCLONE_*` keys alone).
     pub secret_has_config: bool,
-    /// Keys of the Secret starting `RCLONE_`, passed to the mover as env vars.
+    /// Keys of the Secret starting `RCLONE_` or `SCRIBE_`, passed to the mover as env vars.
     pub secret_env_keys: Vec<String>,
     pub section: &'a str,
     pub remote_path: &'a str,
@@ -92,19 +99,46 @@ pub fn default_pod_security_context() -> PodSecurityContext {
     }
 }
 
-fn container_security_context() -> SecurityContext {
+/// Capabilities a mover running as uid 0 gets back after dropping all: reading other users'
+/// files (source) or giving restored files their owner, mode and times (destination). A
+/// non-root mover gets none — it could not use them anyway.
+pub fn root_capabilities(direction: Direction) -> Vec<String> {
+    let caps: &[&str] = match direction {
+        Direction::Source => &["DAC_READ_SEARCH"],
+        Direction::Destination => &["CHOWN", "FOWNER", "DAC_OVERRIDE"],
+    };
+    caps.iter().map(|c| c.to_string()).collect()
+}
+
+fn container_security_context(direction: Direction, runs_as_root: bool) -> SecurityContext {
     SecurityContext {
         read_only_root_filesystem: Some(true),
         allow_privilege_escalation: Some(false),
         capabilities: Some(Capabilities {
             drop: Some(vec!["ALL".to_string()]),
-            add: None,
+            add: runs_as_root.then(|| root_capabilities(direction)),
         }),
         seccomp_profile: Some(SeccompProfile {
             type_: "RuntimeDefault".to_string(),
             localhost_profile: None,
         }),
         ..SecurityContext::default()
+    }
+}
+
+/// Fails the Job at once when the mover exits 78 (configuration error): retrying the same
+/// configuration cannot succeed, so only other exit codes use the backoff limit.
+pub fn pod_failure_policy() -> PodFailurePolicy {
+    PodFailurePolicy {
+        rules: vec![PodFailurePolicyRule {
+            action: "FailJob".to_string(),
+            on_exit_codes: Some(PodFailurePolicyOnExitCodesRequirement {
+                container_name: Some(CONTAINER_NAME.to_string()),
+                operator: "In".to_string(),
+                values: vec![EXIT_CONFIG],
+            }),
+            on_pod_conditions: None,
+        }],
     }
 }
 
@@ -232,14 +266,21 @@ pub fn build_mover_job(p: &MoverJobParams<'_>) -> Job {
     // Ours win: the owner labels are how the controller finds the pod again.
     pod_labels.extend(p.owner.labels());
 
+    let pod_security_context = p
+        .mover
+        .mover_security_context
+        .clone()
+        .unwrap_or_else(default_pod_security_context);
+    // Only an explicit uid 0 counts: without runAsUser the image's user (non-root) applies.
+    let runs_as_root = pod_security_context.run_as_user == Some(0);
     let container = Container {
-        name: "mover".to_string(),
+        name: CONTAINER_NAME.to_string(),
         image: Some(p.settings.mover_image.clone()),
         image_pull_policy: Some(p.settings.mover_image_pull_policy.clone()),
         env: Some(env_vars),
         volume_mounts: Some(mounts),
         resources: p.mover.mover_resources.clone(),
-        security_context: Some(container_security_context()),
+        security_context: Some(container_security_context(p.direction, runs_as_root)),
         termination_message_policy: Some("FallbackToLogsOnError".to_string()),
         ..Container::default()
     };
@@ -247,6 +288,7 @@ pub fn build_mover_job(p: &MoverJobParams<'_>) -> Job {
         metadata: p.owner.object_meta(p.name),
         spec: Some(JobSpec {
             backoff_limit: Some(BACKOFF_LIMIT),
+            pod_failure_policy: Some(pod_failure_policy()),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(pod_labels),
@@ -256,12 +298,7 @@ pub fn build_mover_job(p: &MoverJobParams<'_>) -> Job {
                     restart_policy: Some("Never".to_string()),
                     service_account_name: p.mover.mover_service_account.clone(),
                     automount_service_account_token: Some(false),
-                    security_context: Some(
-                        p.mover
-                            .mover_security_context
-                            .clone()
-                            .unwrap_or_else(default_pod_security_context),
-                    ),
+                    security_context: Some(pod_security_context),
                     containers: vec![container],
                     volumes: Some(volumes),
                     ..PodSpec::default()

@@ -17,7 +17,10 @@ use scribe_api::{
 };
 
 use super::conditions::{add, find, go_duration, set_condition, until};
-use super::mover::{FailureKind, backoff, classify, mover_logs, parse_summary};
+use super::mover::{
+    FailureKind, MAX_MESSAGE, backoff, bounded_head, bounded_tail, classify, mover_logs,
+    parse_summary,
+};
 use super::trigger::TriggerState;
 use super::{Action, EventIntent, MetricIntent, MoverReport, ObjectKind};
 
@@ -89,6 +92,8 @@ status_parts!(ReplicationSourceStatus, ReplicationDestinationStatus);
 pub struct Ctx {
     pub now: Timestamp,
     pub generation: Option<i64>,
+    /// The CR's uid: only objects with an owner reference to it are ever deleted.
+    pub owner_uid: Option<String>,
     pub st: Common,
     pub actions: Vec<Action>,
     pub events: Vec<EventIntent>,
@@ -105,6 +110,7 @@ impl Ctx {
         Self {
             now,
             generation,
+            owner_uid: None,
             st,
             actions: Vec::new(),
             events: Vec::new(),
@@ -152,14 +158,23 @@ impl Ctx {
         self.event(false, "Created", "Create", format!("created {kind} {name}"));
     }
 
-    /// Deletes an observed object unless it is already being deleted.
+    /// Deletes an observed object unless it is already being deleted — and only if this CR
+    /// owns it: an object someone else created under one of our names is never deleted; the
+    /// Reconciled condition names it instead.
     pub fn delete(&mut self, kind: ObjectKind, meta: &ObjectMeta) {
-        if meta.deletion_timestamp.is_none() {
-            self.actions.push(Action::Delete {
-                kind,
-                name: meta.name.clone().unwrap_or_default(),
-            });
+        if meta.deletion_timestamp.is_some() {
+            return;
         }
+        let name = meta.name.clone().unwrap_or_default();
+        if !owned_by(meta, self.owner_uid.as_deref()) {
+            self.fail(format!(
+                "{} {name} is in the way but not owned by this resource (no owner reference to uid {}); Scribe does not delete it: delete or rename it",
+                kind_label(kind),
+                self.owner_uid.as_deref().unwrap_or("<none>")
+            ));
+            return;
+        }
+        self.actions.push(Action::Delete { kind, name });
     }
 
     /// Starts a new iteration.
@@ -414,11 +429,26 @@ impl Ctx {
     }
 }
 
-/// The error text of a summary JSON, else the text itself.
+/// The error text of a summary JSON, else the end of the text itself (where a failing
+/// program prints its error), at most about [`MAX_MESSAGE`] bytes either way.
 pub fn summary_error(logs: &str) -> String {
-    parse_summary(logs)
-        .and_then(|(s, _)| s.error)
-        .unwrap_or_else(|| logs.to_string())
+    match parse_summary(logs).and_then(|(s, _)| s.error) {
+        Some(error) => bounded_head(&error, MAX_MESSAGE),
+        None => bounded_tail(logs, MAX_MESSAGE),
+    }
+}
+
+/// Whether `meta` has an owner reference to the uid `owner` (never without a uid to check).
+pub fn owned_by(meta: &ObjectMeta, owner: Option<&str>) -> bool {
+    owner.is_some_and(|uid| meta.owner_references.iter().flatten().any(|r| r.uid == uid))
+}
+
+fn kind_label(kind: ObjectKind) -> &'static str {
+    match kind {
+        ObjectKind::Job => "Job",
+        ObjectKind::PersistentVolumeClaim => "PersistentVolumeClaim",
+        ObjectKind::VolumeSnapshot => "VolumeSnapshot",
+    }
 }
 
 /// Whether an object found while no iteration is recorded belongs to a new one (its status
@@ -427,5 +457,66 @@ pub fn adoptable(meta: &ObjectMeta, last_sync: Option<Timestamp>) -> bool {
     match (last_sync, meta.creation_timestamp.as_ref()) {
         (None, _) | (_, None) => true,
         (Some(last), Some(created)) => created.0 > last,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_objects_with_an_owner_reference_to_the_cr_uid_are_ours() {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+        let reference = |uid: &str| OwnerReference {
+            api_version: "scribe.backube/v1alpha1".into(),
+            kind: "ReplicationSource".into(),
+            name: "db".into(),
+            uid: uid.into(),
+            ..Default::default()
+        };
+        let mut meta = ObjectMeta {
+            name: Some("scribe-rclone-src-db".into()),
+            ..Default::default()
+        };
+        assert!(!owned_by(&meta, Some("u1")), "no owner references");
+        meta.owner_references = Some(vec![reference("other")]);
+        assert!(!owned_by(&meta, Some("u1")), "someone else's");
+        meta.owner_references = Some(vec![reference("other"), reference("u1")]);
+        assert!(owned_by(&meta, Some("u1")));
+        assert!(!owned_by(&meta, None), "nothing to check against");
+
+        let mut ctx = Ctx::new(Common::default(), Some(1), Timestamp::UNIX_EPOCH);
+        ctx.owner_uid = Some("u2".into());
+        ctx.delete(ObjectKind::Job, &meta);
+        assert!(ctx.actions.is_empty());
+        assert!(
+            ctx.error
+                .as_deref()
+                .is_some_and(|e| e.contains("scribe-rclone-src-db")),
+            "{:?}",
+            ctx.error
+        );
+    }
+
+    #[test]
+    fn condition_text_from_mover_output_is_capped_near_one_kib() {
+        // Raw logs: the end (where the error is printed) is kept.
+        let logs = format!("{}\nfatal: bucket missing", "noise ".repeat(1000));
+        let e = summary_error(&logs);
+        assert!(e.len() <= MAX_MESSAGE + 3, "{}", e.len());
+        assert!(
+            e.starts_with('…') && e.ends_with("fatal: bucket missing"),
+            "{e}"
+        );
+        // A summary's error: the beginning is kept.
+        let json = format!(
+            r#"{{"result":"Failed","error":"denied: {}"}}"#,
+            "ü".repeat(1000)
+        );
+        let e = summary_error(&json);
+        assert!(e.len() <= MAX_MESSAGE, "{}", e.len());
+        assert!(e.starts_with("denied: ") && e.ends_with('…'), "{e}");
+        // Short text is unchanged.
+        assert_eq!(summary_error("exit 1"), "exit 1");
     }
 }

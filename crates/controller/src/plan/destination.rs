@@ -39,6 +39,7 @@ pub fn plan_destination(
     let now = truncate(now);
     let status = obs.cr.status.clone().unwrap_or_default();
     let mut ctx = Ctx::new(status.common(), obs.cr.metadata.generation, now);
+    ctx.owner_uid = obs.cr.metadata.uid.clone();
     let mut latest_image = status.latest_image.clone();
     run(&mut ctx, obs, settings, &mut latest_image);
     let last = ctx.st.last_sync_time.as_ref().map(|t| t.0);

@@ -1,7 +1,9 @@
 //! The pure core of the controller: given a custom resource, the objects observed for it
 //! and `now`, decide what to do. No client, no clock, no I/O — the reconcilers in
-//! `reconcile/` observe, call [`plan_source`] / [`plan_destination`], apply the actions in
-//! order, then write the returned status (only when it changed).
+//! `reconcile/` observe, call [`plan_source`] / [`plan_destination`], carry out the `Apply*`
+//! actions in order, write the returned status (only when it changed), then carry out the
+//! `Delete` actions in order — deletions wait for the status so a lost status write never
+//! loses the objects the next pass needs. A plan never deletes and creates the same object.
 //!
 //! CONTRACT between the plan (owner: h4) and the runtime (owner: h5). Change only together.
 //!
@@ -96,7 +98,8 @@ pub enum ObjectKind {
     VolumeSnapshot,
 }
 
-/// One step for the runtime to carry out, in order. Every action is idempotent.
+/// One step for the runtime to carry out: creations in order before the status write,
+/// deletions in order after it. Every action is idempotent.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Action {
     /// Server-side apply (field manager `scribe-controller`, force) of a complete object,

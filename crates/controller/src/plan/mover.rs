@@ -116,7 +116,24 @@ pub fn mover_logs(report: Option<&MoverReport>, fallback: &str) -> String {
     bounded_tail(&text, MAX_LOGS)
 }
 
-fn bounded_tail(text: &str, max: usize) -> String {
+/// Most bytes of mover output quoted in a condition message (the API server accepts 32 KiB,
+/// but a condition is read by people: the error line is what matters).
+pub const MAX_MESSAGE: usize = 1000;
+
+/// `text` cut to at most `max` bytes at a char boundary, ending with "…" when cut.
+pub fn bounded_head(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut end = max.saturating_sub('…'.len_utf8());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
+/// The last `max` bytes of `text` at a char boundary, starting with "…" when cut.
+pub fn bounded_tail(text: &str, max: usize) -> String {
     if text.len() <= max {
         return text.to_string();
     }
@@ -214,6 +231,15 @@ mod tests {
             message: Some("x".repeat(10_000)),
         };
         assert!(mover_logs(Some(&long), "f").len() <= MAX_LOGS + 3);
+    }
+
+    #[test]
+    fn bounded_head_cuts_at_a_char_boundary_within_the_limit() {
+        assert_eq!(bounded_head("short", 10), "short");
+        let cut = bounded_head(&"ab€".repeat(100), 50);
+        assert!(cut.len() <= 50, "{}", cut.len());
+        assert!(cut.ends_with('…'));
+        assert!("ab€".repeat(100).starts_with(cut.trim_end_matches('…')));
     }
 
     #[test]

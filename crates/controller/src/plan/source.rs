@@ -28,6 +28,7 @@ pub fn plan_source(obs: &ObservedSource, settings: &Settings, now: Timestamp) ->
     let cr = &obs.cr;
     let status = cr.status.clone().unwrap_or_default();
     let mut ctx = Ctx::new(status.common(), cr.metadata.generation, now);
+    ctx.owner_uid = obs.cr.metadata.uid.clone();
     run(&mut ctx, obs, settings);
     let out_of_sync = ctx
         .metrics

@@ -13,7 +13,7 @@ use scribe_api::constants::{
     REASON_CLEANING_UP, REASON_ERROR, REASON_PAUSED, REASON_SYNC_IN_PROGRESS,
 };
 
-use super::common::{CLEANUP_POLL, Ctx, POLL, adoptable};
+use super::common::{CLEANUP_POLL, Ctx, POLL, adoptable, owned_by};
 use super::conditions::truncate;
 use super::mover::{JobPhase, job_phase};
 use super::schedule::ScheduleError;
@@ -77,7 +77,8 @@ impl Ctx {
         let last_sync = self.st.last_sync_time.as_ref().map(|t| t.0);
         let mut adopted = found
             .iter()
-            .filter(|(_, m)| adoptable(m, last_sync))
+            // Someone else's object under our name is never taken for our iteration.
+            .filter(|(_, m)| adoptable(m, last_sync) && owned_by(m, self.owner_uid.as_deref()))
             .peekable();
         if adopted.peek().is_some() {
             let start = adopted

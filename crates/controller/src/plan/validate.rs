@@ -43,6 +43,10 @@ pub enum ValidationError {
     CustomCa,
 }
 
+/// Secret keys with this prefix are the mover's own settings (e.g. `SCRIBE_TRANSFERS`,
+/// `SCRIBE_ALLOW_EMPTY_SOURCE`), passed as env like `RCLONE_*` keys.
+pub const SCRIBE_ENV_PREFIX: &str = "SCRIBE_";
+
 /// What the Job builder needs to know about the Secret.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RcloneSecret {
@@ -102,7 +106,9 @@ pub fn check_rclone_secret(
     let env_defined = type_keys.iter().any(|k| entries.contains_key(k));
     let env_keys = entries
         .keys()
-        .filter(|k| k.starts_with(RCLONE_ENV_PREFIX) && is_env_name(k))
+        .filter(|k| {
+            (k.starts_with(RCLONE_ENV_PREFIX) || k.starts_with(SCRIBE_ENV_PREFIX)) && is_env_name(k)
+        })
         // These are the Job's own settings; a Secret key must not silently override them.
         .filter(|k| {
             !matches!(
@@ -187,16 +193,26 @@ mod tests {
     }
 
     #[test]
-    fn existing_section_is_accepted_and_rclone_keys_become_env() {
+    fn existing_section_is_accepted_and_rclone_and_scribe_keys_become_env() {
         let s = secret(&[
             ("rclone.conf", "[aws-s3-bucket]\ntype = s3\n"),
             ("RCLONE_S3_ACCESS_KEY_ID", "x"),
             ("RCLONE_CONFIG", "/elsewhere"),
+            ("SCRIBE_ALLOW_EMPTY_SOURCE", "true"),
+            ("SCRIBE_TRANSFERS", "4"),
+            ("SCRIBE_not-an-env-name", "z"),
             ("other", "y"),
         ]);
         let ok = check_rclone_secret(Some(&s), "rclone-secret", "aws-s3-bucket").expect("valid");
         assert!(ok.has_config);
-        assert_eq!(ok.env_keys, vec!["RCLONE_S3_ACCESS_KEY_ID"]);
+        assert_eq!(
+            ok.env_keys,
+            vec![
+                "RCLONE_S3_ACCESS_KEY_ID",
+                "SCRIBE_ALLOW_EMPTY_SOURCE",
+                "SCRIBE_TRANSFERS"
+            ]
+        );
     }
 
     #[test]

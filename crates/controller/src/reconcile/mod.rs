@@ -1,7 +1,15 @@
 //! The reconcile pipeline shared by both kinds:
-//! observe (client, read-only) → plan (pure, [`crate::context::Planner`]) → apply (client) →
-//! status (client, only when changed) → events and metrics (after the status, so a pass that
-//! failed to record its transition repeats it instead of counting it twice).
+//! observe (client, read-only) → plan (pure, [`crate::context::Planner`]) → create (the plan's
+//! `Apply*` actions) → status (only when changed) → delete (the plan's `Delete` actions) →
+//! events and metrics (after the status, so a pass that failed to record its transition
+//! repeats it instead of counting it twice).
+//!
+//! Deletes come after the status write because they destroy the evidence a later pass needs:
+//! if the status write of a finished iteration failed (or the next pass reads a stale CR from
+//! the cache) while the Job was already gone, an open iteration without a Job would start a
+//! second Job, `latestImage` could name a deleted snapshot, and a failure could skip its
+//! backoff. With this order a lost status write leaves the objects in place and the next pass
+//! repeats the same decision.
 //!
 //! A pass never waits for a Job or a snapshot: it returns and the watches on owned objects,
 //! or the plan's `requeue_after`, bring the next one. Errors are typed; [`error_policy`]
@@ -25,8 +33,8 @@ use crate::apply::{ApplyError, apply_actions};
 use crate::context::Context;
 use crate::events;
 use crate::metrics::{MetricKey, Role};
-use crate::observe::{ObserveError, observe_destination, observe_source};
-use crate::plan::Plan;
+use crate::observe::{self, ObserveError, observe_destination, observe_source};
+use crate::plan::{Action as PlanAction, Plan};
 use crate::status::{StatusError, write_status};
 
 /// Why a reconcile pass failed.
@@ -143,8 +151,19 @@ pub async fn reconcile<K: ReplicationKind>(cr: Arc<K>, ctx: Arc<Context>) -> Res
 
 async fn pass<K: ReplicationKind>(cr: &K, ctx: &Context, key: &MetricKey) -> Result<Action, Error> {
     let plan = cr.observe_and_plan(ctx).await?;
-    apply_actions(&ctx.client, &key.namespace, &plan.actions).await?;
+    if starts_job(&plan.actions) && !cache_is_current(cr, ctx, key).await? {
+        debug!(
+            namespace = %key.namespace,
+            name = %key.name,
+            role = key.role.as_str(),
+            "cached resource is behind the API server; planning again before starting a Job"
+        );
+        return Ok(Action::requeue(STALE_CACHE_REQUEUE));
+    }
+    let (creates, deletes) = split_deletes(&plan.actions);
+    apply_actions(&ctx.client, &key.namespace, &creates).await?;
     let wrote = write_status(&ctx.client, cr, cr.current_status(), &plan.status).await?;
+    apply_actions(&ctx.client, &key.namespace, &deletes).await?;
     events::publish(&ctx.recorder, &cr.object_ref(&()), &plan.events).await;
     for m in &plan.metrics {
         ctx.metrics.record(key, m);
@@ -159,6 +178,43 @@ async fn pass<K: ReplicationKind>(cr: &K, ctx: &Context, key: &MetricKey) -> Res
         "reconciled"
     );
     Ok(requeue(plan.requeue_after))
+}
+
+/// How soon a pass skipped for a stale cache is tried again.
+pub const STALE_CACHE_REQUEUE: Duration = Duration::from_secs(1);
+
+/// Whether the plan starts a mover Job.
+pub fn starts_job(actions: &[PlanAction]) -> bool {
+    actions.iter().any(|a| matches!(a, PlanAction::ApplyJob(_)))
+}
+
+/// Whether the CR the pass planned with (from the watch cache) is the API server's current
+/// one. A pass about to start a mover Job checks it: a cache that has not yet seen this
+/// controller's last status write (an iteration just finished, or a failure that set a
+/// backoff) would start a second Job or skip the backoff, since the finished Job is deleted
+/// right after that write.
+async fn cache_is_current<K: ReplicationKind>(
+    cr: &K,
+    ctx: &Context,
+    key: &MetricKey,
+) -> Result<bool, Error> {
+    let kind = match K::ROLE {
+        Role::Source => "ReplicationSource",
+        Role::Destination => "ReplicationDestination",
+    };
+    let fresh: Option<K> = observe::get(&ctx.client, &key.namespace, &key.name, kind).await?;
+    Ok(fresh.is_some_and(|f| f.meta().resource_version == cr.meta().resource_version))
+}
+
+/// The plan's actions split into the creations (`Apply*`, in plan order) carried out before
+/// the status write and the deletions (in plan order) carried out after it. The plan never
+/// deletes and creates the same object in one pass (a pass that deletes stops there), so
+/// reordering across the two groups changes nothing but when the deletions happen.
+pub fn split_deletes(actions: &[PlanAction]) -> (Vec<PlanAction>, Vec<PlanAction>) {
+    actions
+        .iter()
+        .cloned()
+        .partition(|a| !matches!(a, PlanAction::Delete { .. }))
 }
 
 /// The controller action for a plan's requeue time.

@@ -50,10 +50,27 @@ pub fn secret() -> Value {
     })
 }
 
+/// The owner references of an object the controller made, by its name (`scribe-src-*`,
+/// `scribe-rclone-src-*`: the source; `scribe-dest-*`, `scribe-rclone-dst-*`: the
+/// destination); none for the user's own objects.
+pub fn owner_refs(name: &str) -> Value {
+    let owner = |kind: &str, uid: &str| {
+        json!([{"apiVersion": "scribe.backube/v1alpha1", "kind": kind, "name": "db",
+            "uid": uid, "controller": true, "blockOwnerDeletion": true}])
+    };
+    if name.starts_with("scribe-src-") || name.starts_with("scribe-rclone-src-") {
+        owner("ReplicationSource", "uid-src")
+    } else if name.starts_with("scribe-dest-") || name.starts_with("scribe-rclone-dst-") {
+        owner("ReplicationDestination", "uid-dst")
+    } else {
+        json!([])
+    }
+}
+
 pub fn pvc(name: &str) -> Value {
     json!({
         "apiVersion": "v1", "kind": "PersistentVolumeClaim",
-        "metadata": {"name": name, "namespace": NS, "uid": format!("uid-{name}")},
+        "metadata": {"name": name, "namespace": NS, "uid": format!("uid-{name}"), "ownerReferences": owner_refs(name)},
         "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}, "storageClassName": "csi"},
         "status": {"phase": "Bound", "capacity": {"storage": "1Gi"}}
     })
@@ -62,7 +79,7 @@ pub fn pvc(name: &str) -> Value {
 pub fn ready_snapshot(name: &str, pvc: &str, owner_kind: &str, created: &str) -> Value {
     json!({
         "apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshot",
-        "metadata": {"name": name, "namespace": NS, "creationTimestamp": created,
+        "metadata": {"name": name, "namespace": NS, "creationTimestamp": created, "ownerReferences": owner_refs(name),
             "labels": {"app.kubernetes.io/created-by": "scribe", "scribe.backube/owner-name": "db", "scribe.backube/owner-kind": owner_kind}},
         "spec": {"source": {"persistentVolumeClaimName": pvc}},
         "status": {"readyToUse": true, "restoreSize": "1Gi", "creationTime": created}
@@ -78,7 +95,7 @@ pub fn finished_job(name: &str, succeeded: bool) -> Value {
     };
     json!({
         "apiVersion": "batch/v1", "kind": "Job",
-        "metadata": {"name": name, "namespace": NS, "uid": format!("uid-{name}"), "creationTimestamp": "2024-05-01T10:00:00Z"},
+        "metadata": {"name": name, "namespace": NS, "uid": format!("uid-{name}"), "creationTimestamp": "2024-05-01T10:00:00Z", "ownerReferences": owner_refs(name)},
         "spec": {"template": {"spec": {"containers": [{"name": "mover", "image": "mover:test"}], "restartPolicy": "Never"}}},
         "status": {field: 1, "startTime": "2024-05-01T10:00:00Z", "completionTime": "2024-05-01T10:00:07Z",
             "conditions": [{"type": cond, "status": "True"}]}
@@ -88,7 +105,7 @@ pub fn finished_job(name: &str, succeeded: bool) -> Value {
 pub fn running_job(name: &str) -> Value {
     json!({
         "apiVersion": "batch/v1", "kind": "Job",
-        "metadata": {"name": name, "namespace": NS, "uid": format!("uid-{name}")},
+        "metadata": {"name": name, "namespace": NS, "uid": format!("uid-{name}"), "ownerReferences": owner_refs(name)},
         "spec": {"template": {"spec": {"containers": [{"name": "mover", "image": "mover:test"}], "restartPolicy": "Never"}}},
         "status": {"active": 1, "startTime": "2024-05-01T10:00:00Z"}
     })
@@ -102,7 +119,7 @@ pub fn pods_terminated(job: &str, exit_code: i32, message: &str) -> Value {
         "apiVersion": "v1", "kind": "PodList", "metadata": {"resourceVersion": "1"},
         "items": [{
             "apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": format!("{job}-abcde"), "namespace": NS, "labels": {"job-name": job}},
+            "metadata": {"name": format!("{job}-abcde"), "namespace": NS, "labels": {"job-name": job, "batch.kubernetes.io/controller-uid": format!("uid-{job}"), "controller-uid": format!("uid-{job}")}},
             "status": {"phase": if exit_code == 0 { "Succeeded" } else { "Failed" }, "containerStatuses": [{
                 "name": "mover", "image": "mover:test", "imageID": "", "ready": false, "restartCount": 0,
                 "state": {"terminated": {"exitCode": exit_code, "message": message,
@@ -128,6 +145,7 @@ pub mod paths {
         "/apis/snapshot.storage.k8s.io/v1/namespaces/apps/volumesnapshots/scribe-src-db";
     pub const PIT_PVC: &str = "/api/v1/namespaces/apps/persistentvolumeclaims/scribe-src-db";
     pub const SRC_JOB: &str = "/apis/batch/v1/namespaces/apps/jobs/scribe-rclone-src-db";
+    pub const SRC_CR: &str = "/apis/scribe.backube/v1alpha1/namespaces/apps/replicationsources/db";
     pub const SRC_STATUS: &str =
         "/apis/scribe.backube/v1alpha1/namespaces/apps/replicationsources/db/status";
     pub const DST_PVC: &str = "/api/v1/namespaces/apps/persistentvolumeclaims/scribe-dest-db";

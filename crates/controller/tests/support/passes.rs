@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 
 use super::fixtures::paths::*;
 use super::fixtures::*;
-use super::{ApiServer, Seen, mock_api};
+use super::{ApiServer, mock_api};
 
 /// The scenarios' clock: ten seconds after the fixtures' Jobs finished.
 pub fn now() -> Timestamp {
@@ -99,34 +99,38 @@ pub async fn expect_finished_destination_reads(api: &mut ApiServer, snapshots: V
 }
 
 /// The GET of Job `name` at `path` (answered: succeeded), then the listing of its pods by the
-/// `job-name` label (answered: exit 0 with [`SUMMARY_OK`]).
+/// Job's uid label (answered: exit 0 with [`SUMMARY_OK`]).
 async fn expect_succeeded_job(api: &mut ApiServer, path: &str, name: &str) {
     api.expect(Method::GET, path)
         .await
         .ok(finished_job(name, true));
     let pods = api.expect(Method::GET, PODS).await;
-    let selector = format!("job-name={name}");
+    let selector = format!("batch.kubernetes.io/controller-uid=uid-{name}");
     assert_eq!(pods.query("labelSelector"), Some(selector.as_str()));
     pods.ok(pods_terminated(name, 0, SUMMARY_OK));
 }
 
-/// Answers the DELETEs that come next (asserting Background propagation for the Job at
-/// `job_path`); returns their paths, sorted, and the first other request.
-pub async fn expect_deletes(api: &mut ApiServer, job_path: &str) -> (Vec<String>, Seen) {
+/// Answers the `count` DELETEs that come next, in any order (asserting Background
+/// propagation for the Job at `job_path`); returns their paths, sorted.
+pub async fn expect_deletes(api: &mut ApiServer, job_path: &str, count: usize) -> Vec<String> {
     let mut deleted = Vec::new();
-    let next = loop {
+    for _ in 0..count {
         let req = api.next().await;
-        if req.method != Method::DELETE {
-            break req;
-        }
+        assert_eq!(
+            req.method,
+            Method::DELETE,
+            "expected a DELETE, got {} {}",
+            req.method,
+            req.path
+        );
         if req.path == job_path {
             assert_eq!(req.body["propagationPolicy"], "Background");
         }
         deleted.push(req.path.clone());
         req.ok(status_success());
-    };
+    }
     deleted.sort();
-    (deleted, next)
+    deleted
 }
 
 /// Answers Events until the pass `task` ends, then drops the test's context and asserts that
