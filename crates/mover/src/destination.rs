@@ -93,7 +93,7 @@ async fn pass(
 ) -> Result<PassResult, SyncError> {
     let manifest = match manifest::read(remote).await? {
         Some((m, _)) => m,
-        None => manifest_from_listing(remote).await?,
+        None => manifest_from_listing(crate::first_upload::restorable(remote).await?).await?,
     };
     progress.phase("scanning", 0, 0);
     let root = local.to_path_buf();

@@ -64,6 +64,20 @@ pub enum SyncError {
          the source is probably still uploading, retry later"
     )]
     DownloadMismatch { path: String, attempts: u32 },
+    #[error(
+        "the source's first upload to {remote} is in progress (no manifest yet; \
+         started {started_at} on {host}); retry once it has committed"
+    )]
+    FirstUploadInProgress {
+        remote: String,
+        started_at: String,
+        host: String,
+    },
+    #[error(
+        "nothing has been replicated to {remote} yet (no manifest and no objects); \
+         retry once the source has synced"
+    )]
+    NothingReplicated { remote: String },
     #[error("{failed} of {total} transfers failed; first error: {first}")]
     Transfers {
         failed: usize,
@@ -94,6 +108,8 @@ impl SyncError {
             | Self::VerifyUpload { .. }
             | Self::SourceChanged { .. }
             | Self::DownloadMismatch { .. }
+            | Self::FirstUploadInProgress { .. }
+            | Self::NothingReplicated { .. }
             | Self::Internal(_) => ErrorCategory::Transient,
         }
     }

@@ -29,6 +29,7 @@ pub mod remote;
 pub mod destination;
 pub mod diff;
 pub mod error;
+pub mod first_upload;
 pub mod hash;
 pub mod listing;
 pub mod localfs;

@@ -80,6 +80,12 @@ pub struct CommitStats {
     pub deleted: u64,
     /// Owner changes refused by the kernel (not running as root): reported once.
     pub chown_denied: u64,
+    /// Mode or time changes refused (EPERM / EACCES: a path owned by someone else,
+    /// such as a volume root owned by root while the mover runs as another uid
+    /// with an fsGroup): reported once, never a failure.
+    pub meta_denied: u64,
+    /// The first path counted in `meta_denied`, for the warning.
+    pub first_meta_denied: Option<PathBuf>,
 }
 
 /// Applies one verified pass to the tree (blocking).
@@ -192,6 +198,13 @@ pub fn commit(
             "could not restore file ownership (not permitted; run the mover as root to keep owners)"
         );
     }
+    if let Some(first) = &stats.first_meta_denied {
+        warn!(
+            count = stats.meta_denied,
+            first = %first.display(),
+            "could not restore the mode or times of paths owned by another user (not permitted); their content is restored"
+        );
+    }
     Ok(stats)
 }
 
@@ -254,13 +267,39 @@ fn apply_meta(
             return Ok(());
         }
         if after.is_none_or(|a| a.mode != mode) {
-            chmod(path, mode).map_err(io("changing mode of"))?;
+            let r = chmod(path, mode);
+            permitted_or_counted(r, path, stats).map_err(io("changing mode of"))?;
         }
     }
     if have.is_none_or(|h| (h.mtime_sec, h.mtime_nsec) != (e.mtime_sec, e.mtime_nsec)) {
-        set_times_nofollow(path, e.mtime_sec, e.mtime_nsec).map_err(io("setting times of"))?;
+        let r = set_times_nofollow(path, e.mtime_sec, e.mtime_nsec);
+        permitted_or_counted(r, path, stats).map_err(io("setting times of"))?;
     }
     Ok(())
+}
+
+/// Metadata the kernel does not let us set (only the owner may chmod or set
+/// explicit times) is counted for one warning instead of failing the restore.
+fn permitted_or_counted(
+    r: std::io::Result<()>,
+    path: &Path,
+    stats: &mut CommitStats,
+) -> std::io::Result<()> {
+    match r {
+        Err(e) if is_not_permitted(&e) => {
+            stats.meta_denied += 1;
+            stats
+                .first_meta_denied
+                .get_or_insert_with(|| path.to_path_buf());
+            Ok(())
+        }
+        other => other,
+    }
+}
+
+/// EPERM or EACCES.
+fn is_not_permitted(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::PermissionDenied || e.raw_os_error() == Some(1)
 }
 
 #[cfg(test)]
@@ -331,5 +370,21 @@ mod tests {
         );
         let with_checksum = plan(&manifest, &here, true);
         assert_eq!(with_checksum.hash_checks, vec![1, 3]);
+    }
+
+    #[test]
+    fn metadata_not_permitted_is_counted_not_failed() {
+        let mut stats = CommitStats::default();
+        let p = Path::new("/data");
+        for errno in [1, 13] {
+            let r =
+                permitted_or_counted(Err(std::io::Error::from_raw_os_error(errno)), p, &mut stats);
+            assert!(r.is_ok(), "errno {errno} is not a failure");
+        }
+        assert_eq!(stats.meta_denied, 2);
+        assert_eq!(stats.first_meta_denied.as_deref(), Some(p));
+        let other = Err(std::io::Error::from_raw_os_error(30)); // EROFS
+        assert!(permitted_or_counted(other, p, &mut stats).is_err());
+        assert_eq!(stats.meta_denied, 2);
     }
 }

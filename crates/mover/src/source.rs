@@ -30,6 +30,7 @@ use tracing::{info, warn};
 
 use crate::diff::{RemoteObject, Step, copy_sources, plan_transfers};
 use crate::error::{SyncError, join_error};
+use crate::first_upload;
 use crate::hash::hash_file;
 use crate::listing::{ListError, lists_in_order, spawn_listing};
 use crate::localfs::{LocalMeta, is_mount_point};
@@ -148,6 +149,16 @@ pub async fn sync(remote: &Remote, local: &Path, opts: &SyncOptions) -> Result<S
         return Ok(summary);
     }
 
+    // A manifest with entries was just read, so only an empty or absent one needs the check.
+    let marker = if use_prev && pass.prev_entries > 0 {
+        false
+    } else {
+        let m = first_upload::Marker {
+            started_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            host: first_upload::host_name(),
+        };
+        first_upload::begin(remote, &m).await?
+    };
     let uploader = Uploader::new(
         remote.clone(),
         local.to_path_buf(),
@@ -190,6 +201,9 @@ pub async fn sync(remote: &Remote, local: &Path, opts: &SyncOptions) -> Result<S
     let work: Vec<Entry> = pass.work.into_iter().map(|w| w.entry).collect();
     write_merged(remote, body, work, entries, &created_at, root).await?;
     info!(entries, "manifest committed");
+    if marker {
+        first_upload::finish(remote).await;
+    }
 
     progress.phase("deleting", deletes.len() as u64, 0);
     summary.files_deleted = delete_objects(remote, &deletes, opts.transfers, &progress).await?;

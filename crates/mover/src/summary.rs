@@ -1,6 +1,10 @@
 //! The result of one run as the controller reads it: the `SCRIBE_SUMMARY {json}`
 //! line on stdout and the same JSON in the termination log.
 
+/// Largest serialized summary: Kubernetes keeps at most 4096 bytes of a
+/// termination message, so a long error is cut to leave room for the rest.
+pub const MAX_JSON_BYTES: usize = 3584;
+
 use serde::{Deserialize, Serialize};
 
 /// Which way data moves.
@@ -36,6 +40,8 @@ pub struct Summary {
     pub error: Option<String>,
 }
 
+const ELLIPSIS: &str = "…";
+
 impl Summary {
     pub fn new(direction: Direction) -> Self {
         Self {
@@ -51,14 +57,40 @@ impl Summary {
         }
     }
 
-    /// A failed run's summary.
+    /// A failed run's summary; a long error is cut (see [`MAX_JSON_BYTES`]).
     pub fn failed(direction: Direction, duration_seconds: f64, error: String) -> Self {
-        Self {
+        let mut s = Self {
             result: Outcome::Failed,
             duration_seconds,
             error: Some(error),
             ..Self::new(direction)
+        };
+        s.fit_error(MAX_JSON_BYTES);
+        s
+    }
+
+    /// Cuts `error` at a char boundary, ending it with "…", so the JSON is at most
+    /// `max` bytes; counts what each char costs once escaped in JSON.
+    fn fit_error(&mut self, max: usize) {
+        let Some(error) = self.error.replace(String::new()) else {
+            return;
+        };
+        let fixed = self.to_json().len();
+        let cost = |c: char| serde_json::to_string(&c).map_or(6, |s| s.len() - 2);
+        if fixed + error.chars().map(cost).sum::<usize>() <= max {
+            self.error = Some(error);
+            return;
         }
+        let mut budget = max.saturating_sub(fixed + ELLIPSIS.len());
+        let mut keep = 0;
+        for c in error.chars() {
+            match budget.checked_sub(cost(c)) {
+                Some(left) => budget = left,
+                None => break,
+            }
+            keep += c.len_utf8();
+        }
+        self.error = Some(format!("{}{ELLIPSIS}", &error[..keep]));
     }
 
     pub fn to_json(&self) -> String {
@@ -90,5 +122,29 @@ mod tests {
         assert_eq!(v["result"], "Failed");
         assert_eq!(v["direction"], "destination");
         assert_eq!(v["error"], "boom");
+    }
+
+    #[test]
+    fn long_error_is_cut_to_fit_the_termination_message() {
+        // Multi-byte chars and characters JSON escapes, so the cut must respect both.
+        let long = "é\"\n".repeat(2_600) + "tail";
+        assert!(long.len() > 10 * 1024);
+        let f = Summary::failed(Direction::Destination, 123.456, long.clone());
+        let json = f.to_json();
+        assert!(json.len() <= MAX_JSON_BYTES, "{} bytes", json.len());
+        assert!(json.len() > MAX_JSON_BYTES - 64, "cut no more than needed");
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        let error = v["error"].as_str().unwrap();
+        assert!(error.ends_with('…'));
+        assert!(long.starts_with(error.strip_suffix('…').unwrap()));
+        assert_eq!(v["result"], "Failed");
+        assert!(f.line().len() < 4096);
+    }
+
+    #[test]
+    fn short_error_is_kept_whole() {
+        let msg = "x".repeat(3_000);
+        let f = Summary::failed(Direction::Source, 0.0, msg.clone());
+        assert_eq!(f.error.as_deref(), Some(msg.as_str()));
     }
 }
