@@ -1,6 +1,7 @@
 //! Observe (client required, read-only): everything the plan needs to know about one custom
 //! resource — its Secret, volumes, point-in-time copies, mover Job and the Job's finished pod
-//! (exit code and termination message, see [`mover_report`]), and a destination's snapshots.
+//! (exit code and termination message, see [`mover_report`]) or, while it runs, why its pod
+//! has not started (see [`mover_waiting`]), and a destination's snapshots.
 //! A missing object (404) is an observation (`None`), not an error.
 
 use k8s_openapi::api::batch::v1::Job;
@@ -12,7 +13,7 @@ use scribe_api::{
 };
 
 use crate::builders::names::{self, Owner};
-use crate::plan::{MoverReport, ObservedDestination, ObservedSource};
+use crate::plan::{MoverReport, MoverWaiting, ObservedDestination, ObservedSource};
 use crate::snapshot::VolumeSnapshot;
 
 /// Errors while reading the cluster.
@@ -82,15 +83,18 @@ pub fn pod_selectors(job: &Job) -> Vec<String> {
     }
 }
 
-/// Reads the mover's outcome when its Job has finished.
+/// Reads the mover's outcome when its Job has finished, or why it has not started while the
+/// Job runs (a pod stuck pulling its image, missing a Secret key or unschedulable otherwise
+/// looks like a Job that is running).
 async fn observe_mover(
     client: &Client,
     ns: &str,
     job: Option<&Job>,
-) -> Result<Option<MoverReport>, ObserveError> {
-    let Some(job) = job.filter(|j| job_finished(j)) else {
-        return Ok(None);
+) -> Result<(Option<MoverReport>, Option<MoverWaiting>), ObserveError> {
+    let Some(job) = job else {
+        return Ok((None, None));
     };
+    let finished = job_finished(job);
     let api = Api::<Pod>::namespaced(client.clone(), ns);
     for selector in pod_selectors(job) {
         let pods = api
@@ -103,10 +107,14 @@ async fn observe_mover(
                 source: Box::new(source),
             })?;
         if !pods.items.is_empty() {
-            return Ok(mover_report(&pods.items));
+            return Ok(if finished {
+                (mover_report(&pods.items), None)
+            } else {
+                (None, mover_waiting(&pods.items))
+            });
         }
     }
-    Ok(None)
+    Ok((None, None))
 }
 
 /// Observes a ReplicationSource.
@@ -147,7 +155,7 @@ pub async fn observe_source(
         None
     };
     let job = get::<Job>(client, &ns, &names::source_job_name(&name), "Job").await?;
-    let mover = observe_mover(client, &ns, job.as_ref()).await?;
+    let (mover, mover_waiting) = observe_mover(client, &ns, job.as_ref()).await?;
     Ok(ObservedSource {
         cr: cr.clone(),
         secret,
@@ -156,6 +164,7 @@ pub async fn observe_source(
         pit_pvc,
         job,
         mover,
+        mover_waiting,
     })
 }
 
@@ -175,7 +184,7 @@ pub async fn observe_destination(
     let dest_pvc =
         get::<PersistentVolumeClaim>(client, &ns, &pvc_name, "PersistentVolumeClaim").await?;
     let job = get::<Job>(client, &ns, &names::destination_job_name(&name), "Job").await?;
-    let mover = observe_mover(client, &ns, job.as_ref()).await?;
+    let (mover, mover_waiting) = observe_mover(client, &ns, job.as_ref()).await?;
     // Snapshots matter with copyMethod Snapshot, or while the published image still is one
     // (after a switch to None, so the plan can clean up).
     let image_is_snapshot = cr
@@ -211,6 +220,7 @@ pub async fn observe_destination(
         dest_pvc,
         job,
         mover,
+        mover_waiting,
         snapshots,
     })
 }
@@ -242,6 +252,43 @@ pub fn mover_report(pods: &[Pod]) -> Option<MoverReport> {
             exit_code: Some(t.exit_code),
             message: t.message.clone().filter(|m| !m.trim().is_empty()),
         })
+}
+
+/// Waiting reasons every container passes through on a normal start: not a problem.
+const NORMAL_WAITING: [&str; 2] = ["ContainerCreating", "PodInitializing"];
+
+/// Why the newest of a running Job's pods has not started its containers: the first abnormal
+/// waiting state of an init or main container, else `PodScheduled=False`. `None` when the
+/// newest pod runs (or is starting normally): earlier pods of a retried Job are history.
+pub fn mover_waiting(pods: &[Pod]) -> Option<MoverWaiting> {
+    let newest = pods
+        .iter()
+        .max_by_key(|p| p.metadata.creation_timestamp.as_ref().map(|t| t.0))?;
+    let status = newest.status.as_ref()?;
+    let waiting = status
+        .init_container_statuses
+        .iter()
+        .chain(status.container_statuses.iter())
+        .flatten()
+        .filter_map(|cs| cs.state.as_ref()?.waiting.as_ref())
+        .find_map(|w| {
+            let reason = w.reason.as_deref().filter(|r| !r.is_empty())?;
+            (!NORMAL_WAITING.contains(&reason)).then(|| MoverWaiting {
+                reason: reason.to_string(),
+                message: w.message.clone().unwrap_or_default(),
+            })
+        });
+    waiting.or_else(|| {
+        status
+            .conditions
+            .iter()
+            .flatten()
+            .find(|c| c.type_ == "PodScheduled" && c.status == "False")
+            .map(|c| MoverWaiting {
+                reason: c.reason.clone().unwrap_or_else(|| "Unschedulable".into()),
+                message: c.message.clone().unwrap_or_default(),
+            })
+    })
 }
 
 #[cfg(test)]
@@ -337,5 +384,85 @@ mod tests {
             ..Default::default()
         });
         assert!(job_finished(&job));
+    }
+
+    fn pod_json(created: &str, status: serde_json::Value) -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": format!("mover-{created}"), "creationTimestamp": created},
+            "status": status,
+        }))
+        .expect("pod")
+    }
+
+    fn waiting_pod(created: &str, reason: &str, message: &str) -> Pod {
+        pod_json(
+            created,
+            serde_json::json!({"phase": "Pending", "containerStatuses": [{
+                "name": "mover", "image": "mover:test", "imageID": "", "ready": false,
+                "restartCount": 0,
+                "state": {"waiting": {"reason": reason, "message": message}},
+            }]}),
+        )
+    }
+
+    #[test]
+    fn waiting_reason_and_message_come_from_a_stuck_container() {
+        let w = mover_waiting(&[waiting_pod(
+            "2021-01-18T21:51:00Z",
+            "ImagePullBackOff",
+            "Back-off pulling image \"mover:test\"",
+        )])
+        .expect("stuck pod is reported");
+        assert_eq!(w.reason, "ImagePullBackOff");
+        assert_eq!(w.message, "Back-off pulling image \"mover:test\"");
+        let w = mover_waiting(&[waiting_pod(
+            "2021-01-18T21:51:00Z",
+            "CreateContainerConfigError",
+            "couldn't find key RCLONE_CONFIG in Secret default/rclone-secret",
+        )])
+        .expect("config error is reported");
+        assert_eq!(w.reason, "CreateContainerConfigError");
+    }
+
+    #[test]
+    fn a_normally_starting_or_running_pod_reports_nothing() {
+        let creating = waiting_pod("2021-01-18T21:51:00Z", "ContainerCreating", "");
+        assert_eq!(mover_waiting(&[creating]), None);
+        let running = pod_json(
+            "2021-01-18T21:51:00Z",
+            serde_json::json!({"phase": "Running", "conditions": [
+                {"type": "PodScheduled", "status": "True"}]}),
+        );
+        assert_eq!(mover_waiting(&[running]), None);
+        assert_eq!(mover_waiting(&[]), None);
+    }
+
+    #[test]
+    fn an_unschedulable_pod_reports_its_scheduling_condition() {
+        let pending = pod_json(
+            "2021-01-18T21:51:00Z",
+            serde_json::json!({"phase": "Pending", "conditions": [{
+                "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                "message": "0/3 nodes are available: 3 Insufficient memory.",
+            }]}),
+        );
+        let w = mover_waiting(&[pending]).expect("unschedulable is reported");
+        assert_eq!(w.reason, "Unschedulable");
+        assert_eq!(w.message, "0/3 nodes are available: 3 Insufficient memory.");
+    }
+
+    #[test]
+    fn only_the_newest_pod_of_a_retried_job_counts() {
+        let old = waiting_pod("2021-01-18T21:51:00Z", "ErrImagePull", "pull failed");
+        let new = pod_json(
+            "2021-01-18T21:52:00Z",
+            serde_json::json!({"phase": "Running"}),
+        );
+        assert_eq!(mover_waiting(&[old.clone(), new]), None);
+        let newer = waiting_pod("2021-01-18T21:53:00Z", "ImagePullBackOff", "back-off");
+        assert_eq!(
+            mover_waiting(&[old, newer]).map(|w| w.reason),
+            Some("ImagePullBackOff".to_string())
+        );
     }
 }

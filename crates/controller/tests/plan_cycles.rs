@@ -227,6 +227,7 @@ fn run_source(
                 .cloned(),
             job: world.job.clone(),
             mover: world.job_done(),
+            mover_waiting: None,
         };
         let plan = plan_source(&obs, &settings(), ts(world.now));
         if world.carry_out(&plan, lose_status(pass)) {
@@ -325,6 +326,7 @@ fn destination_keeps_one_image_and_publishes_only_ready_snapshots() {
                 .cloned(),
             job: world.job.clone(),
             mover: world.job_done(),
+            mover_waiting: None,
             snapshots: world.snapshots.clone(),
         };
         let plan = plan_destination(&obs, &settings(), ts(world.now));

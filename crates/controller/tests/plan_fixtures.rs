@@ -13,8 +13,8 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret};
 use k8s_openapi::jiff::Timestamp;
 use scribe_controller::plan::{
-    Action, MetricIntent, MoverReport, ObjectKind, ObservedDestination, ObservedSource, Settings,
-    plan_destination, plan_source,
+    Action, MetricIntent, MoverReport, MoverWaiting, ObjectKind, ObservedDestination,
+    ObservedSource, Settings, plan_destination, plan_source,
 };
 use scribe_controller::snapshot::VolumeSnapshot;
 use serde::Deserialize;
@@ -50,6 +50,8 @@ struct SourceInput {
     job: Option<Value>,
     #[serde(default)]
     mover: Option<Mover>,
+    #[serde(default)]
+    mover_waiting: Option<Waiting>,
 }
 
 #[derive(Deserialize)]
@@ -65,6 +67,8 @@ struct DestinationInput {
     #[serde(default)]
     mover: Option<Mover>,
     #[serde(default)]
+    mover_waiting: Option<Waiting>,
+    #[serde(default)]
     snapshots: Vec<Value>,
 }
 
@@ -75,6 +79,22 @@ struct Mover {
     exit_code: Option<i32>,
     #[serde(default)]
     message: Option<String>,
+}
+
+/// Why the running Job's pod has not started (`moverWaiting: {reason, message}`).
+#[derive(Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct Waiting {
+    reason: String,
+    #[serde(default)]
+    message: String,
+}
+
+fn waiting(w: Option<&Waiting>) -> Option<MoverWaiting> {
+    w.map(|w| MoverWaiting {
+        reason: w.reason.clone(),
+        message: w.message.clone(),
+    })
 }
 
 #[derive(Deserialize)]
@@ -261,6 +281,7 @@ fn run(f: &Fixture) -> Outcome {
                 exit_code: m.exit_code,
                 message: m.message.clone(),
             })),
+            mover_waiting: waiting(src.mover_waiting.as_ref()),
             cr,
         };
         let plan = plan_source(&obs, &settings(), now);
@@ -308,6 +329,7 @@ fn run(f: &Fixture) -> Outcome {
             exit_code: m.exit_code,
             message: m.message.clone(),
         })),
+        mover_waiting: waiting(dst.mover_waiting.as_ref()),
         snapshots: dst
             .snapshots
             .iter()

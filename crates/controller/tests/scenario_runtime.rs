@@ -401,10 +401,33 @@ async fn unchanged_status_is_not_written() {
     api.expect(Method::GET, SRC_JOB)
         .await
         .ok(running_job("scribe-rclone-src-db"));
-    // A running Job: no pod listing, no writes.
+    // A running Job: its pods are listed for why it may not have started; no writes.
+    let pods = api.expect(Method::GET, PODS).await;
+    assert_eq!(
+        pods.query("labelSelector"),
+        Some("batch.kubernetes.io/controller-uid=uid-scribe-rclone-src-db")
+    );
+    pods.ok(json!({
+        "apiVersion": "v1", "kind": "PodList", "metadata": {"resourceVersion": "1"},
+        "items": [{
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "scribe-rclone-src-db-x", "namespace": "apps"},
+            "status": {"phase": "Pending", "containerStatuses": [{
+                "name": "mover", "image": "mover:test", "imageID": "", "ready": false,
+                "restartCount": 0,
+                "state": {"waiting": {"reason": "ImagePullBackOff", "message": "Back-off pulling image"}},
+            }]},
+        }],
+    }));
     assert_eq!(
         task.await.unwrap().unwrap(),
         CtrlAction::requeue(Duration::from_secs(30))
+    );
+    let seen = planner.seen_source.lock().unwrap().clone();
+    let waiting = seen.last().and_then(|o| o.mover_waiting.clone());
+    assert_eq!(
+        waiting.map(|w| (w.reason, w.message)),
+        Some(("ImagePullBackOff".into(), "Back-off pulling image".into()))
     );
     drop(ctx);
     api.done().await;

@@ -395,7 +395,11 @@ impl Ctx {
                     .as_ref()
                     .is_none_or(|c| c.status != "False" || c.message != msg);
                 // The mover failure already produced its own events; validation errors get one here.
-                let has_warning = self.events.iter().any(|e| e.warning);
+                // (A stuck mover pod is not such a failure: its event says nothing of the error.)
+                let has_warning = self
+                    .events
+                    .iter()
+                    .any(|e| e.warning && e.reason != "MoverNotStarted");
                 if changed && !has_warning {
                     self.event(true, "ConfigError", "Validate", msg.clone());
                 }

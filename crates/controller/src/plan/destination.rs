@@ -135,8 +135,13 @@ fn run(
     }
 
     if let Some(job) = &obs.job {
-        let running = format!("mover Job {job_name} is running");
-        if let Some(finished) = ctx.job_succeeded(job, obs.mover.as_ref(), &fingerprint, running) {
+        if let Some(finished) = ctx.job_succeeded(
+            job,
+            obs.mover.as_ref(),
+            obs.mover_waiting.as_ref(),
+            &fingerprint,
+            "",
+        ) {
             let job_created = job.metadata.creation_timestamp.as_ref().map(|t| t.0);
             let image = if use_snapshots {
                 // The image of this iteration: one taken after the Job started, else a new name.

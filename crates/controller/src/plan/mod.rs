@@ -56,6 +56,17 @@ pub struct MoverReport {
     pub message: Option<String>,
 }
 
+/// Why a running mover Job's container has not started: a container's waiting state
+/// (`ImagePullBackOff`, `CreateContainerConfigError`, …) or the pod's `PodScheduled=False`
+/// condition (`Unschedulable`). Read from the Job's newest pod while the Job runs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MoverWaiting {
+    /// The Kubernetes reason, e.g. `ImagePullBackOff`.
+    pub reason: String,
+    /// The Kubernetes message (may be empty).
+    pub message: String,
+}
+
 /// Everything observed for one ReplicationSource.
 #[derive(Clone, Debug)]
 pub struct ObservedSource {
@@ -72,6 +83,8 @@ pub struct ObservedSource {
     pub job: Option<Job>,
     /// Outcome read from the Job's finished pod, when the Job has finished.
     pub mover: Option<MoverReport>,
+    /// Why the mover has not started, while the Job runs and its pod is stuck.
+    pub mover_waiting: Option<MoverWaiting>,
 }
 
 /// Everything observed for one ReplicationDestination.
@@ -84,6 +97,8 @@ pub struct ObservedDestination {
     /// Job `scribe-rclone-dst-<name>`.
     pub job: Option<Job>,
     pub mover: Option<MoverReport>,
+    /// Why the mover has not started, while the Job runs and its pod is stuck.
+    pub mover_waiting: Option<MoverWaiting>,
     /// VolumeSnapshots owned by this destination, any state: list with the label selector
     /// `builders::names::Owner::of_destination(cr).selector()`. Only names
     /// `scribe-dest-<name>-<YYYYMMDDHHMMSS>` are considered.

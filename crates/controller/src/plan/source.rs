@@ -91,18 +91,24 @@ fn run(ctx: &mut Ctx, obs: &ObservedSource, settings: &Settings) {
         return;
     }
     if let Some(job) = &obs.job {
-        let mut running = format!("mover Job {job_name} is running");
+        let mut detail = String::new();
         if let Some(pending) = obs
             .pit_pvc
             .as_ref()
             .filter(|p| pvc_phase(p) == Some("Pending"))
         {
-            running.push_str(&format!(
+            detail.push_str(&format!(
                 "; waiting for PVC {} to be bound",
                 pending.metadata.name.clone().unwrap_or_default()
             ));
         }
-        if let Some(at) = ctx.job_succeeded(job, obs.mover.as_ref(), &fingerprint, running) {
+        if let Some(at) = ctx.job_succeeded(
+            job,
+            obs.mover.as_ref(),
+            obs.mover_waiting.as_ref(),
+            &fingerprint,
+            &detail,
+        ) {
             ctx.finish_iteration(
                 at.min(ctx.now),
                 obs.mover.as_ref(),

@@ -10,20 +10,33 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
 use scribe_api::TriggerSpec;
 use scribe_api::constants::{
-    REASON_CLEANING_UP, REASON_ERROR, REASON_PAUSED, REASON_SYNC_IN_PROGRESS,
+    CONDITION_SYNCHRONIZING, REASON_CLEANING_UP, REASON_ERROR, REASON_PAUSED,
+    REASON_SYNC_IN_PROGRESS,
 };
 
 use super::common::{CLEANUP_POLL, Ctx, POLL, adoptable, owned_by};
-use super::conditions::truncate;
-use super::mover::{JobPhase, job_phase};
+use super::conditions::{find, truncate};
+use super::mover::{JobPhase, bounded_head, job_phase};
 use super::schedule::ScheduleError;
 use super::trigger::{TriggerState, evaluate};
 use super::validate::ValidationError;
-use super::{Action, MoverReport, ObjectKind};
+use super::{Action, MoverReport, MoverWaiting, ObjectKind};
 use crate::builders::job::{MoverJobParams, build_mover_job};
 use crate::builders::names::Owner;
 use crate::builders::volume_snapshot::build_volume_snapshot;
 use crate::snapshot::VolumeSnapshot;
+
+/// Most bytes of a stuck pod's message quoted in the Synchronizing condition.
+pub const MAX_WAITING_MESSAGE: usize = 300;
+
+/// Reasons the kubelet alternates between for one problem count as one, so a failing image
+/// pull gives one event rather than one per retry.
+fn waiting_family(reason: &str) -> &str {
+    match reason {
+        "ErrImagePull" | "ImagePullBackOff" => "ImagePullBackOff",
+        other => other,
+    }
+}
 
 /// The steps of an iteration both state machines take, in the order they take them.
 impl Ctx {
@@ -153,17 +166,23 @@ impl Ctx {
 
     /// Handles the mover Job of the open iteration while it runs or after it failed; returns
     /// when it succeeded (its completion time, else `now`), for the caller to finish the
-    /// iteration.
+    /// iteration. `detail` is appended to the running message (e.g. a PVC still pending).
     pub fn job_succeeded(
         &mut self,
         job: &Job,
         report: Option<&MoverReport>,
+        waiting: Option<&MoverWaiting>,
         fingerprint: &str,
-        running_message: String,
+        detail: &str,
     ) -> Option<Timestamp> {
         match job_phase(job) {
             JobPhase::Running => {
-                self.progress(running_message);
+                let name = job.metadata.name.as_deref().unwrap_or_default();
+                let state = match waiting {
+                    Some(w) => self.mover_not_started(name, w),
+                    None => format!("mover Job {name} is running"),
+                };
+                self.progress(format!("{state}{detail}"));
                 None
             }
             JobPhase::Failed { message, .. } => {
@@ -172,6 +191,36 @@ impl Ctx {
             }
             JobPhase::Succeeded { at } => Some(at.map_or(self.now, truncate)),
         }
+    }
+
+    /// The message for a mover Job whose pod is stuck before its container starts, with a
+    /// Warning event when the reason is new. The Job is kept: a pulled image, a recreated
+    /// Secret or a freed node lets it start, and its own backoff limit ends it otherwise.
+    fn mover_not_started(&mut self, job_name: &str, waiting: &MoverWaiting) -> String {
+        let prefix = format!("mover Job {job_name} is not running yet: ");
+        let text = if waiting.message.trim().is_empty() {
+            waiting.reason.clone()
+        } else {
+            format!(
+                "{}: {}",
+                waiting.reason,
+                bounded_head(waiting.message.trim(), MAX_WAITING_MESSAGE)
+            )
+        };
+        // The condition still holds the previous pass's message: one event per reason, not
+        // per pass (the kubelet's own message carries changing back-off times).
+        let previous_reason = find(&self.st.conditions, CONDITION_SYNCHRONIZING)
+            .and_then(|c| c.message.strip_prefix(&prefix))
+            .map(|rest| waiting_family(rest.split(':').next().unwrap_or(rest).trim()));
+        if previous_reason != Some(waiting_family(&waiting.reason)) {
+            self.event(
+                true,
+                "MoverNotStarted",
+                "Synchronize",
+                format!("{prefix}{text}"),
+            );
+        }
+        format!("{prefix}{text}")
     }
 
     /// Records the iteration as synchronized at `finished`, deletes its objects and
@@ -275,4 +324,47 @@ pub fn snapshot_error(s: &VolumeSnapshot) -> Option<String> {
         .as_ref()
         .and_then(|st| st.error.as_ref())
         .and_then(|e| e.message.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::common::Common;
+
+    #[test]
+    fn a_stuck_pod_message_is_capped_and_warned_about_once_per_reason() {
+        let mut ctx = Ctx::new(Common::default(), Some(1), Timestamp::UNIX_EPOCH);
+        let long = MoverWaiting {
+            reason: "CreateContainerConfigError".into(),
+            message: "€".repeat(400),
+        };
+        let first = ctx.mover_not_started("scribe-rclone-src-db", &long);
+        let quoted = first
+            .strip_prefix(
+                "mover Job scribe-rclone-src-db is not running yet: CreateContainerConfigError: ",
+            )
+            .expect("prefix");
+        assert!(quoted.len() <= MAX_WAITING_MESSAGE, "{}", quoted.len());
+        assert!(quoted.ends_with('…'));
+        assert_eq!(ctx.events.len(), 1);
+        assert_eq!(ctx.events[0].reason, "MoverNotStarted");
+        assert!(ctx.events[0].warning);
+
+        ctx.progress(&first);
+        let shorter = MoverWaiting {
+            message: "key changed".into(),
+            ..long
+        };
+        ctx.mover_not_started("scribe-rclone-src-db", &shorter);
+        assert_eq!(ctx.events.len(), 1, "same reason: no second event");
+        let other = MoverWaiting {
+            reason: "Unschedulable".into(),
+            message: String::new(),
+        };
+        assert_eq!(
+            ctx.mover_not_started("scribe-rclone-src-db", &other),
+            "mover Job scribe-rclone-src-db is not running yet: Unschedulable"
+        );
+        assert_eq!(ctx.events.len(), 2, "a new reason warns again");
+    }
 }
