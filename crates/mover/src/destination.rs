@@ -11,7 +11,6 @@ use std::collections::HashMap;
 use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
 
 use futures::{StreamExt, TryStreamExt, stream};
 use object_store::{Attribute, GetOptions, ObjectStore, ObjectStoreExt};
@@ -24,7 +23,7 @@ use crate::localfs::{create_new_nofollow, remove_any};
 use crate::manifest::{self, Entry, EntryKind, Manifest};
 use crate::options::SyncOptions;
 use crate::paths::{check_relative, key_for, path_cmp};
-use crate::progress::{Progress, spawn_reporter};
+use crate::progress::Progress;
 use crate::remote::Remote;
 use crate::restore::{Staged, commit, plan};
 use crate::reuse;
@@ -33,14 +32,7 @@ use crate::summary::{Direction, Summary};
 
 /// Restores `remote` into `local`; see the module doc.
 pub async fn sync(remote: &Remote, local: &Path, opts: &SyncOptions) -> Result<Summary, SyncError> {
-    let started = Instant::now();
-    if !local.is_dir() {
-        return Err(SyncError::LocalRootMissing {
-            path: local.to_path_buf(),
-        });
-    }
-    let progress = Arc::new(Progress::default());
-    let _reporter = spawn_reporter(Arc::clone(&progress), opts.progress_interval);
+    let (started, progress, _reporter) = crate::progress::begin(local, opts.progress_interval)?;
     info!(remote = %remote.description, local = %local.display(), "destination sync starting");
     let staging = local.join(STAGING_DIR);
     if !opts.dry_run {

@@ -115,3 +115,20 @@ mod tests {
         assert_eq!(super::human_bytes(5 * 1024 * 1024), "5.0 MiB");
     }
 }
+
+/// The common start of a sync in either direction: the local root must be a
+/// directory, and progress reporting runs until the returned [`Reporter`] drops.
+pub(crate) fn begin(
+    local: &std::path::Path,
+    every: Duration,
+) -> Result<(Instant, Arc<Progress>, Reporter), crate::error::SyncError> {
+    let started = Instant::now();
+    if !local.is_dir() {
+        return Err(crate::error::SyncError::LocalRootMissing {
+            path: local.to_path_buf(),
+        });
+    }
+    let progress = Arc::new(Progress::default());
+    let reporter = spawn_reporter(Arc::clone(&progress), every);
+    Ok((started, progress, reporter))
+}

@@ -21,7 +21,6 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
 
 use futures::{StreamExt, TryStreamExt, stream};
 use object_store::ObjectStoreExt;
@@ -39,7 +38,7 @@ use crate::manifest::{Entry, RootMeta};
 use crate::options::SyncOptions;
 use crate::paths::{key_for, path_cmp};
 use crate::plan::{MergeOptions, Pass, Work, finish, merge_pass};
-use crate::progress::{Progress, spawn_reporter};
+use crate::progress::Progress;
 use crate::remote::Remote;
 use crate::scan::Walk;
 use crate::summary::{Direction, Summary};
@@ -52,14 +51,7 @@ const CHANNEL: usize = 1024;
 
 /// Syncs `local` to `remote`; see the module doc for the order of steps.
 pub async fn sync(remote: &Remote, local: &Path, opts: &SyncOptions) -> Result<Summary, SyncError> {
-    let started = Instant::now();
-    if !local.is_dir() {
-        return Err(SyncError::LocalRootMissing {
-            path: local.to_path_buf(),
-        });
-    }
-    let progress = Arc::new(Progress::default());
-    let _reporter = spawn_reporter(Arc::clone(&progress), opts.progress_interval);
+    let (started, progress, _reporter) = crate::progress::begin(local, opts.progress_interval)?;
     info!(remote = %remote.description, local = %local.display(), "source sync starting");
 
     progress.phase("scanning", 0, 0);
