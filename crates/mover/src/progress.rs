@@ -106,16 +106,6 @@ pub fn human_bytes(n: u64) -> String {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn human_bytes_picks_a_unit() {
-        assert_eq!(super::human_bytes(12), "12 B");
-        assert_eq!(super::human_bytes(1536), "1.5 KiB");
-        assert_eq!(super::human_bytes(5 * 1024 * 1024), "5.0 MiB");
-    }
-}
-
 /// The common start of a sync in either direction: the local root must be a
 /// directory, and progress reporting runs until the returned [`Reporter`] drops.
 pub(crate) fn begin(
@@ -131,4 +121,14 @@ pub(crate) fn begin(
     let progress = Arc::new(Progress::default());
     let reporter = spawn_reporter(Arc::clone(&progress), every);
     Ok((started, progress, reporter))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn human_bytes_picks_a_unit() {
+        assert_eq!(super::human_bytes(12), "12 B");
+        assert_eq!(super::human_bytes(1536), "1.5 KiB");
+        assert_eq!(super::human_bytes(5 * 1024 * 1024), "5.0 MiB");
+    }
 }
