@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Installs everything the tests need on a fresh Debian machine (idempotent, fast when done):
-# Debian packages (rclone for interop, musl-tools + buildah/podman/runc for images),
+# Debian packages (rclone for interop, musl-tools + buildah/podman/runc for images, bubblewrap
+# for the e2e node agent),
 # the musl Rust target, and a Python venv at .venv with moto (S3 server), Helm's SDK and
 # the Kubernetes schema validator.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-want_pkgs=(rclone musl-tools buildah podman runc)
+want_pkgs=(rclone musl-tools buildah podman runc bubblewrap openssl curl)
 missing=()
 for p in "${want_pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

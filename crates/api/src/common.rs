@@ -9,6 +9,25 @@ use serde::{Deserialize, Serialize};
 
 /// Cron schedule: five fields (numbers, names, `*`, ranges, steps, lists) or an
 /// `@hourly`-style descriptor. The controller parses it fully; this catches typos at apply time.
+/// The PVC access modes Kubernetes knows.
+pub const ACCESS_MODES: [&str; 4] = [
+    "ReadWriteOnce",
+    "ReadOnlyMany",
+    "ReadWriteMany",
+    "ReadWriteOncePod",
+];
+
+/// Schema of `accessModes`: at most four items, each one of [`ACCESS_MODES`]. An enum and a
+/// bound rather than a CEL rule: the API server estimates a rule's cost against the longest list
+/// the schema allows and rejects the CRD at install time when the list is unbounded.
+pub fn access_modes_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "array",
+        "maxItems": 4,
+        "items": { "type": "string", "enum": ACCESS_MODES },
+    })
+}
+
 pub const SCHEDULE_PATTERN: &str = r"^(@(annually|yearly|monthly|weekly|daily|midnight|hourly)|(\*|\?|[0-9A-Za-z]+(-[0-9A-Za-z]+)?)(/[0-9]+)?(,(\*|\?|[0-9A-Za-z]+(-[0-9A-Za-z]+)?)(/[0-9]+)?)*(\s+(\*|\?|[0-9A-Za-z]+(-[0-9A-Za-z]+)?)(/[0-9]+)?(,(\*|\?|[0-9A-Za-z]+(-[0-9A-Za-z]+)?)(/[0-9]+)?)*){4})$";
 
 /// When to synchronize. No trigger at all means: sync continuously.

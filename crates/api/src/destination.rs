@@ -66,7 +66,6 @@ pub struct ReplicationDestinationSpec {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("has(self.destinationPVC) || (has(self.capacity) && has(self.accessModes))").message("either destinationPVC, or capacity and accessModes (to provision the destination volume), must be set"))]
-#[x_kube(validation = Rule::new("!has(self.accessModes) || self.accessModes.all(m, m in ['ReadWriteOnce', 'ReadOnlyMany', 'ReadWriteMany', 'ReadWriteOncePod'])").message("accessModes must be ReadWriteOnce, ReadOnlyMany, ReadWriteMany or ReadWriteOncePod"))]
 pub struct ReplicationDestinationRcloneSpec {
     /// Section of rclone.conf that describes the object store.
     pub rclone_config_section: String,
@@ -78,6 +77,7 @@ pub struct ReplicationDestinationRcloneSpec {
     pub copy_method: DestinationCopyMethod,
     /// Access modes of the provisioned destination volume.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "crate::common::access_modes_schema")]
     pub access_modes: Vec<String>,
     /// Size of the provisioned destination volume.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -66,7 +66,6 @@ pub struct ReplicationSourceSpec {
 /// `spec.rclone` of a ReplicationSource.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("!has(self.accessModes) || self.accessModes.all(m, m in ['ReadWriteOnce', 'ReadOnlyMany', 'ReadWriteMany', 'ReadWriteOncePod'])").message("accessModes must be ReadWriteOnce, ReadOnlyMany, ReadWriteMany or ReadWriteOncePod"))]
 pub struct ReplicationSourceRcloneSpec {
     /// Section of rclone.conf that describes the object store.
     pub rclone_config_section: String,
@@ -78,6 +77,7 @@ pub struct ReplicationSourceRcloneSpec {
     pub copy_method: SourceCopyMethod,
     /// Access modes of the point-in-time volume (default: the source PVC's).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "crate::common::access_modes_schema")]
     pub access_modes: Vec<String>,
     /// Capacity of the point-in-time volume (default: the source's, or the snapshot's restore size).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -133,9 +133,19 @@ fn init_tracing(level: &str, format: LogFormat) -> Result<()> {
     .map_err(|e| anyhow::anyhow!("initializing logging: {e}"))
 }
 
+/// Selects rustls' ring provider for the process. Built in one workspace with the mover,
+/// rustls has both ring and aws-lc-rs compiled in and refuses to guess (it panics on the first
+/// TLS connection), so the choice is made here, once.
+fn install_tls_provider() -> Result<()> {
+    rustls::crypto::ring::default_provider()
+        .install_default()
+        .map_err(|_| anyhow::anyhow!("a TLS crypto provider was already installed"))
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     let cli = Cli::parse();
+    install_tls_provider()?;
     init_tracing(&cli.log_level, cli.log_format)?;
     let config = cli.into_config(identity())?;
     tracing::info!(version = env!("CARGO_PKG_VERSION"), identity = %config.identity, leader_elect = config.leader_elect, "starting");

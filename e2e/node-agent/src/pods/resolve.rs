@@ -1,0 +1,742 @@
+//! Turns a Pod's references into concrete things on this host, as the kubelet's volume manager
+//! and env resolution do: Secret/ConfigMap keys and whole objects, downward-API fields,
+//! projected ServiceAccount tokens, and PVC → PV → CSI volume handle → host directory.
+//!
+//! A reference that may still appear (a Secret not created yet, a PVC not bound yet) is
+//! [`Unready`]: the pod stays Pending with the kubelet's waiting reason and the agent retries.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Container, EnvVar, KeyToPath, PersistentVolume, PersistentVolumeClaim, Pod, Secret,
+    ServiceAccount, Volume,
+};
+use kube::Api;
+use kube::api::PostParams;
+
+use crate::config::AgentConfig;
+
+/// Why a pod cannot start yet (or at all), in the kubelet's words.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unready {
+    /// Container waiting reason: ContainerCreating, CreateContainerConfigError, ErrImagePull…
+    pub reason: &'static str,
+    pub message: String,
+    /// False when retrying cannot help (an unsupported volume type): the pod fails.
+    pub retry: bool,
+}
+
+impl Unready {
+    fn wait(reason: &'static str, message: String) -> Self {
+        Self {
+            reason,
+            message,
+            retry: true,
+        }
+    }
+    fn fatal(reason: &'static str, message: String) -> Self {
+        Self {
+            reason,
+            message,
+            retry: false,
+        }
+    }
+}
+
+/// A volume ready to mount: a host path and whether the pod asked for it read-only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostVolume {
+    pub path: PathBuf,
+    pub read_only: bool,
+}
+
+fn secret_bytes(s: &Secret) -> BTreeMap<String, Vec<u8>> {
+    let mut out: BTreeMap<String, Vec<u8>> = s
+        .data
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, v.0))
+        .collect();
+    for (k, v) in s.string_data.clone().unwrap_or_default() {
+        out.insert(k, v.into_bytes());
+    }
+    out
+}
+
+fn config_map_bytes(c: &ConfigMap) -> BTreeMap<String, Vec<u8>> {
+    let mut out: BTreeMap<String, Vec<u8>> = c
+        .data
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, v.into_bytes()))
+        .collect();
+    for (k, v) in c.binary_data.clone().unwrap_or_default() {
+        out.insert(k, v.0);
+    }
+    out
+}
+
+async fn get_opt<K>(api: &Api<K>, name: &str) -> Result<Option<K>, Unready>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    api.get_opt(name)
+        .await
+        .map_err(|e| Unready::wait("ContainerCreating", format!("reading {name}: {e}")))
+}
+
+/// Resolves every env var of a container (value, valueFrom, envFrom), in the kubelet's order:
+/// envFrom first, then env, later entries winning.
+pub async fn env(
+    client: &kube::Client,
+    pod: &Pod,
+    container: &Container,
+) -> Result<Vec<(String, String)>, Unready> {
+    let ns = pod.metadata.namespace.clone().unwrap_or_default();
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+    let mut out: Vec<(String, String)> = Vec::new();
+    let set = |k: String, v: String, out: &mut Vec<(String, String)>| {
+        out.retain(|(n, _)| *n != k);
+        out.push((k, v));
+    };
+    let config_error = |m: String| Unready::wait("CreateContainerConfigError", m);
+    for from in container.env_from.clone().unwrap_or_default() {
+        let prefix = from.prefix.clone().unwrap_or_default();
+        if let Some(r) = &from.secret_ref {
+            match get_opt(&secrets, &r.name).await? {
+                Some(s) => {
+                    for (k, v) in secret_bytes(&s) {
+                        set(
+                            format!("{prefix}{k}"),
+                            String::from_utf8_lossy(&v).into(),
+                            &mut out,
+                        );
+                    }
+                }
+                None if r.optional == Some(true) => {}
+                None => return Err(config_error(format!("secret \"{}\" not found", r.name))),
+            }
+        }
+        if let Some(r) = &from.config_map_ref {
+            match get_opt(&cms, &r.name).await? {
+                Some(c) => {
+                    for (k, v) in config_map_bytes(&c) {
+                        set(
+                            format!("{prefix}{k}"),
+                            String::from_utf8_lossy(&v).into(),
+                            &mut out,
+                        );
+                    }
+                }
+                None if r.optional == Some(true) => {}
+                None => return Err(config_error(format!("configmap \"{}\" not found", r.name))),
+            }
+        }
+    }
+    for EnvVar {
+        name,
+        value,
+        value_from,
+    } in container.env.clone().unwrap_or_default()
+    {
+        if let Some(v) = value {
+            let expanded = expand(&v, &out);
+            set(name, expanded, &mut out);
+            continue;
+        }
+        let Some(from) = value_from else {
+            set(name, String::new(), &mut out);
+            continue;
+        };
+        if let Some(r) = from.secret_key_ref {
+            let optional = r.optional == Some(true);
+            match get_opt(&secrets, &r.name).await? {
+                Some(s) => match secret_bytes(&s).get(&r.key) {
+                    Some(v) => set(name, String::from_utf8_lossy(v).into(), &mut out),
+                    None if optional => {}
+                    None => {
+                        return Err(config_error(format!(
+                            "couldn't find key {} in Secret {ns}/{}",
+                            r.key, r.name
+                        )));
+                    }
+                },
+                None if optional => {}
+                None => return Err(config_error(format!("secret \"{}\" not found", r.name))),
+            }
+        } else if let Some(r) = from.config_map_key_ref {
+            let optional = r.optional == Some(true);
+            match get_opt(&cms, &r.name).await? {
+                Some(c) => match config_map_bytes(&c).get(&r.key) {
+                    Some(v) => set(name, String::from_utf8_lossy(v).into(), &mut out),
+                    None if optional => {}
+                    None => {
+                        return Err(config_error(format!(
+                            "couldn't find key {} in ConfigMap {ns}/{}",
+                            r.key, r.name
+                        )));
+                    }
+                },
+                None if optional => {}
+                None => return Err(config_error(format!("configmap \"{}\" not found", r.name))),
+            }
+        } else if let Some(f) = from.field_ref {
+            let v = field_value(pod, &f.field_path).ok_or_else(|| {
+                Unready::fatal(
+                    "CreateContainerConfigError",
+                    format!("unsupported fieldRef {:?} in env {name}", f.field_path),
+                )
+            })?;
+            set(name, v, &mut out);
+        } else {
+            return Err(Unready::fatal(
+                "CreateContainerConfigError",
+                format!(
+                    "env {name}: only value, secretKeyRef, configMapKeyRef and fieldRef are supported"
+                ),
+            ));
+        }
+    }
+    Ok(out)
+}
+
+/// `$(VAR)` expansion against earlier variables, `$$(VAR)` escaping, unknown left as is.
+pub fn expand(v: &str, env: &[(String, String)]) -> String {
+    let mut out = String::new();
+    let mut rest = v;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        let tail = &rest[i..];
+        if let Some(t) = tail.strip_prefix("$$") {
+            out.push('$');
+            rest = t;
+        } else if let Some(t) = tail.strip_prefix("$(")
+            && let Some(end) = t.find(')')
+        {
+            let name = &t[..end];
+            match env.iter().rev().find(|(k, _)| k == name) {
+                Some((_, val)) => out.push_str(val),
+                None => out.push_str(&tail[..end + 3]),
+            }
+            rest = &t[end + 1..];
+        } else {
+            out.push('$');
+            rest = &tail[1..];
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The downward API fields a kubelet resolves for env vars.
+pub fn field_value(pod: &Pod, path: &str) -> Option<String> {
+    let meta = &pod.metadata;
+    let spec = pod.spec.as_ref();
+    let label = |map: &Option<BTreeMap<String, String>>, key: &str| {
+        Some(
+            map.as_ref()
+                .and_then(|m| m.get(key))
+                .cloned()
+                .unwrap_or_default(),
+        )
+    };
+    match path {
+        "metadata.name" => meta.name.clone(),
+        "metadata.namespace" => meta.namespace.clone(),
+        "metadata.uid" => meta.uid.clone(),
+        "spec.nodeName" => spec.and_then(|s| s.node_name.clone()),
+        "spec.serviceAccountName" => Some(
+            spec.and_then(|s| s.service_account_name.clone())
+                .unwrap_or_else(|| "default".into()),
+        ),
+        "status.podIP" | "status.hostIP" => Some("127.0.0.1".into()),
+        "status.podIPs" | "status.hostIPs" => Some("127.0.0.1".into()),
+        p => {
+            let key = |prefix: &str| {
+                p.strip_prefix(prefix)
+                    .and_then(|r| r.strip_suffix("']"))
+                    .map(str::to_string)
+            };
+            if let Some(k) = key("metadata.labels['") {
+                label(&meta.labels, &k)
+            } else if let Some(k) = key("metadata.annotations['") {
+                label(&meta.annotations, &k)
+            } else {
+                None
+            }
+        }
+    }
+}
+
+fn write_file(path: &Path, data: &[u8], mode: u32, gid: Option<u32>) -> Result<(), Unready> {
+    let io = |e: std::io::Error| {
+        Unready::wait(
+            "ContainerCreating",
+            format!("writing {}: {e}", path.display()),
+        )
+    };
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(io)?;
+    }
+    std::fs::write(path, data).map_err(io)?;
+    if let Some(g) = gid {
+        nix::unistd::chown(path, None, Some(nix::unistd::Gid::from_raw(g)))
+            .map_err(|e| io(e.into()))?;
+    }
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(io)
+}
+
+/// Writes `data` (a Secret's or ConfigMap's keys) into `dir` as the kubelet would: `items`
+/// select and rename keys (a missing key is an error unless optional), `mode` per item or the
+/// volume's default, the group is the pod's fsGroup.
+fn project(
+    dir: &Path,
+    data: &BTreeMap<String, Vec<u8>>,
+    items: Option<&[KeyToPath]>,
+    default_mode: i32,
+    gid: Option<u32>,
+    what: &str,
+) -> Result<(), Unready> {
+    match items {
+        Some(items) => {
+            for it in items {
+                let v = data.get(&it.key).ok_or_else(|| {
+                    Unready::wait("ContainerCreating", format!("{what}: no key {:?}", it.key))
+                })?;
+                if it.path.split('/').any(|c| c == ".." || c.is_empty()) {
+                    return Err(Unready::fatal(
+                        "CreateContainerConfigError",
+                        format!("{what}: bad path {:?}", it.path),
+                    ));
+                }
+                write_file(
+                    &dir.join(&it.path),
+                    v,
+                    it.mode.unwrap_or(default_mode) as u32,
+                    gid,
+                )?;
+            }
+        }
+        None => {
+            for (k, v) in data {
+                write_file(&dir.join(k), v, default_mode as u32, gid)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn sa_token(
+    client: &kube::Client,
+    pod: &Pod,
+    audience: Option<String>,
+    expiration: Option<i64>,
+) -> Result<String, Unready> {
+    let ns = pod.metadata.namespace.clone().unwrap_or_default();
+    let sa = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.service_account_name.clone())
+        .unwrap_or_else(|| "default".into());
+    let api: Api<ServiceAccount> = Api::namespaced(client.clone(), &ns);
+    let req = TokenRequest {
+        spec: TokenRequestSpec {
+            audiences: audience.into_iter().collect(),
+            expiration_seconds: Some(expiration.unwrap_or(3607)),
+            bound_object_ref: Some(BoundObjectReference {
+                api_version: Some("v1".into()),
+                kind: Some("Pod".into()),
+                name: pod.metadata.name.clone(),
+                uid: pod.metadata.uid.clone(),
+            }),
+        },
+        ..TokenRequest::default()
+    };
+    let body = serde_json::to_vec(&req).expect("TokenRequest serializes");
+    let resp: TokenRequest = api
+        .create_subresource("token", &sa, &PostParams::default(), &body)
+        .await
+        .map_err(|e| {
+            Unready::wait(
+                "ContainerCreating",
+                format!("requesting a token for ServiceAccount {ns}/{sa}: {e}"),
+            )
+        })?;
+    Ok(resp.status.map(|s| s.token).unwrap_or_default())
+}
+
+/// The host directory of a bound PVC, if it is one of ours.
+pub async fn pvc_dir(
+    client: &kube::Client,
+    cfg: &AgentConfig,
+    ns: &str,
+    claim: &str,
+) -> Result<PathBuf, Unready> {
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), ns);
+    let pvc = get_opt(&pvcs, claim).await?.ok_or_else(|| {
+        Unready::wait(
+            "ContainerCreating",
+            format!("persistentvolumeclaim \"{claim}\" not found"),
+        )
+    })?;
+    let pv_name = pvc
+        .spec
+        .as_ref()
+        .and_then(|s| s.volume_name.clone())
+        .filter(|_| pvc.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound"))
+        .ok_or_else(|| {
+            Unready::wait(
+                "ContainerCreating",
+                format!("persistentvolumeclaim \"{claim}\" is not bound"),
+            )
+        })?;
+    let pvs: Api<PersistentVolume> = Api::all(client.clone());
+    let pv = get_opt(&pvs, &pv_name).await?.ok_or_else(|| {
+        Unready::wait(
+            "ContainerCreating",
+            format!("persistentvolume \"{pv_name}\" not found"),
+        )
+    })?;
+    let spec = pv.spec.unwrap_or_default();
+    if let Some(csi) = spec.csi {
+        if csi.driver != cfg.driver_name {
+            return Err(Unready::fatal(
+                "ContainerCreating",
+                format!(
+                    "volume {pv_name}: CSI driver {} is not served by this node",
+                    csi.driver
+                ),
+            ));
+        }
+        let dir = cfg.volume_dir(&csi.volume_handle);
+        if !dir.is_dir() {
+            return Err(Unready::wait(
+                "ContainerCreating",
+                format!("volume {pv_name}: {} does not exist yet", dir.display()),
+            ));
+        }
+        return Ok(dir);
+    }
+    if let Some(hp) = spec.host_path {
+        return Ok(PathBuf::from(hp.path));
+    }
+    Err(Unready::fatal(
+        "ContainerCreating",
+        format!(
+            "volume {pv_name}: only CSI ({}) and hostPath volumes are supported",
+            cfg.driver_name
+        ),
+    ))
+}
+
+/// Applies fsGroup to a writable volume as the kubelet does for CSI drivers with
+/// `fsGroupPolicy: File`: group-owned by fsGroup, group rw, setgid directories.
+pub fn apply_fs_group(dir: &Path, gid: u32, on_root_mismatch: bool) -> Result<(), Unready> {
+    use std::os::unix::fs::MetadataExt;
+    let io = |p: &Path, e: std::io::Error| {
+        Unready::wait(
+            "ContainerCreating",
+            format!("applying fsGroup to {}: {e}", p.display()),
+        )
+    };
+    let root = std::fs::symlink_metadata(dir).map_err(|e| io(dir, e))?;
+    if on_root_mismatch && root.gid() == gid {
+        return Ok(());
+    }
+    let status = std::process::Command::new("chgrp")
+        .args(["-R", "--no-dereference", &gid.to_string()])
+        .arg(dir)
+        .status()
+        .map_err(|e| io(dir, e))?;
+    let status2 = std::process::Command::new("chmod")
+        .args(["-R", "g+rwX"])
+        .arg(dir)
+        .status()
+        .map_err(|e| io(dir, e))?;
+    let status3 = std::process::Command::new("find")
+        .arg(dir)
+        .args(["-type", "d", "-exec", "chmod", "g+s", "{}", "+"])
+        .status()
+        .map_err(|e| io(dir, e))?;
+    if !(status.success() && status2.success() && status3.success()) {
+        return Err(io(dir, std::io::Error::other("chgrp/chmod failed")));
+    }
+    Ok(())
+}
+
+/// Resolves one pod volume into a host path, writing Secret/ConfigMap/token files under
+/// `pod_dir/volumes/<name>`.
+pub async fn volume(
+    client: &kube::Client,
+    cfg: &AgentConfig,
+    pod: &Pod,
+    pod_dir: &Path,
+    v: &Volume,
+) -> Result<HostVolume, Unready> {
+    let ns = pod.metadata.namespace.clone().unwrap_or_default();
+    let psc = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.security_context.clone())
+        .unwrap_or_default();
+    let fs_group = psc.fs_group.map(|g| g as u32);
+    let dir = pod_dir
+        .join("volumes")
+        .join(crate::config::safe_component(&v.name));
+    let fresh = |d: &Path| -> Result<(), Unready> {
+        let _ = std::fs::remove_dir_all(d);
+        std::fs::create_dir_all(d).map_err(|e| {
+            Unready::wait(
+                "ContainerCreating",
+                format!("creating {}: {e}", d.display()),
+            )
+        })
+    };
+    if v.empty_dir.is_some() {
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| Unready::wait("ContainerCreating", e.to_string()))?;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777))
+            .map_err(|e| Unready::wait("ContainerCreating", e.to_string()))?;
+        return Ok(HostVolume {
+            path: dir,
+            read_only: false,
+        });
+    }
+    if let Some(s) = &v.secret {
+        let name = s.secret_name.clone().unwrap_or_default();
+        let api: Api<Secret> = Api::namespaced(client.clone(), &ns);
+        fresh(&dir)?;
+        match get_opt(&api, &name).await? {
+            Some(secret) => project(
+                &dir,
+                &secret_bytes(&secret),
+                s.items.as_deref(),
+                s.default_mode.unwrap_or(0o644),
+                fs_group,
+                &format!("secret {name}"),
+            )?,
+            None if s.optional == Some(true) => {}
+            None => {
+                return Err(Unready::wait(
+                    "ContainerCreating",
+                    format!(
+                        "MountVolume.SetUp failed for volume \"{}\" : secret \"{name}\" not found",
+                        v.name
+                    ),
+                ));
+            }
+        }
+        return Ok(HostVolume {
+            path: dir,
+            read_only: true,
+        });
+    }
+    if let Some(c) = &v.config_map {
+        let api: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+        fresh(&dir)?;
+        match get_opt(&api, &c.name).await? {
+            Some(cm) => project(
+                &dir,
+                &config_map_bytes(&cm),
+                c.items.as_deref(),
+                c.default_mode.unwrap_or(0o644),
+                fs_group,
+                &format!("configmap {}", c.name),
+            )?,
+            None if c.optional == Some(true) => {}
+            None => {
+                return Err(Unready::wait(
+                    "ContainerCreating",
+                    format!(
+                        "MountVolume.SetUp failed for volume \"{}\" : configmap \"{}\" not found",
+                        v.name, c.name
+                    ),
+                ));
+            }
+        }
+        return Ok(HostVolume {
+            path: dir,
+            read_only: true,
+        });
+    }
+    if let Some(p) = &v.projected {
+        fresh(&dir)?;
+        let mode = p.default_mode.unwrap_or(0o644);
+        for src in p.sources.clone().unwrap_or_default() {
+            if let Some(s) = src.secret {
+                let api: Api<Secret> = Api::namespaced(client.clone(), &ns);
+                match get_opt(&api, &s.name).await? {
+                    Some(secret) => project(
+                        &dir,
+                        &secret_bytes(&secret),
+                        s.items.as_deref(),
+                        mode,
+                        fs_group,
+                        &format!("secret {}", s.name),
+                    )?,
+                    None if s.optional == Some(true) => {}
+                    None => {
+                        return Err(Unready::wait(
+                            "ContainerCreating",
+                            format!("secret \"{}\" not found", s.name),
+                        ));
+                    }
+                }
+            }
+            if let Some(c) = src.config_map {
+                let api: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+                match get_opt(&api, &c.name).await? {
+                    Some(cm) => project(
+                        &dir,
+                        &config_map_bytes(&cm),
+                        c.items.as_deref(),
+                        mode,
+                        fs_group,
+                        &format!("configmap {}", c.name),
+                    )?,
+                    None if c.optional == Some(true) => {}
+                    None => {
+                        return Err(Unready::wait(
+                            "ContainerCreating",
+                            format!("configmap \"{}\" not found", c.name),
+                        ));
+                    }
+                }
+            }
+            if let Some(t) = src.service_account_token {
+                let token = sa_token(client, pod, t.audience, t.expiration_seconds).await?;
+                write_file(&dir.join(&t.path), token.as_bytes(), mode as u32, fs_group)?;
+            }
+            if let Some(d) = src.downward_api {
+                for item in d.items.unwrap_or_default() {
+                    if let Some(f) = item.field_ref {
+                        let val = field_value(pod, &f.field_path).unwrap_or_default();
+                        write_file(
+                            &dir.join(&item.path),
+                            val.as_bytes(),
+                            item.mode.unwrap_or(mode) as u32,
+                            fs_group,
+                        )?;
+                    }
+                }
+            }
+        }
+        return Ok(HostVolume {
+            path: dir,
+            read_only: true,
+        });
+    }
+    if let Some(c) = &v.persistent_volume_claim {
+        let path = pvc_dir(client, cfg, &ns, &c.claim_name).await?;
+        let read_only = c.read_only == Some(true);
+        return Ok(HostVolume { path, read_only });
+    }
+    if let Some(h) = &v.host_path {
+        return Ok(HostVolume {
+            path: PathBuf::from(&h.path),
+            read_only: false,
+        });
+    }
+    Err(Unready::fatal(
+        "CreateContainerConfigError",
+        format!(
+            "volume {:?}: this node supports emptyDir, secret, configMap, projected, persistentVolumeClaim and hostPath volumes",
+            v.name
+        ),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn expansion_follows_kubelet_rules() {
+        let env = vars(&[("A", "x"), ("B", "y")]);
+        assert_eq!(expand("$(A)-$(B)", &env), "x-y");
+        assert_eq!(expand("$$(A)", &env), "$(A)");
+        assert_eq!(expand("$(C)", &env), "$(C)");
+        assert_eq!(expand("cost $5", &env), "cost $5");
+        assert_eq!(expand("$(A", &env), "$(A");
+    }
+
+    #[test]
+    fn downward_api_fields() {
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p", "namespace": "n", "uid": "u", "labels": {"app": "x"}},
+            "spec": {"nodeName": "node1", "containers": []}
+        }))
+        .unwrap();
+        assert_eq!(field_value(&pod, "metadata.name").as_deref(), Some("p"));
+        assert_eq!(
+            field_value(&pod, "metadata.namespace").as_deref(),
+            Some("n")
+        );
+        assert_eq!(field_value(&pod, "spec.nodeName").as_deref(), Some("node1"));
+        assert_eq!(
+            field_value(&pod, "spec.serviceAccountName").as_deref(),
+            Some("default")
+        );
+        assert_eq!(
+            field_value(&pod, "metadata.labels['app']").as_deref(),
+            Some("x")
+        );
+        assert_eq!(
+            field_value(&pod, "metadata.labels['none']").as_deref(),
+            Some("")
+        );
+        assert_eq!(field_value(&pod, "spec.bogus"), None);
+    }
+
+    #[test]
+    fn projection_honours_items_modes_and_rejects_escapes() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = BTreeMap::from([
+            ("rclone.conf".to_string(), b"[s]\n".to_vec()),
+            ("other".to_string(), b"o".to_vec()),
+        ]);
+        let items = vec![KeyToPath {
+            key: "rclone.conf".into(),
+            path: "rclone.conf".into(),
+            mode: None,
+        }];
+        project(dir.path(), &data, Some(&items), 0o440, None, "secret s").unwrap();
+        let meta = std::fs::metadata(dir.path().join("rclone.conf")).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o440);
+        assert!(!dir.path().join("other").exists());
+        let bad = vec![KeyToPath {
+            key: "other".into(),
+            path: "../x".into(),
+            mode: None,
+        }];
+        assert!(
+            !project(dir.path(), &data, Some(&bad), 0o440, None, "s")
+                .unwrap_err()
+                .retry
+        );
+        let missing = vec![KeyToPath {
+            key: "nope".into(),
+            path: "nope".into(),
+            mode: None,
+        }];
+        assert!(
+            project(dir.path(), &data, Some(&missing), 0o440, None, "s")
+                .unwrap_err()
+                .message
+                .contains("nope")
+        );
+    }
+}
