@@ -14,6 +14,11 @@ NEED=(kube-apiserver kube-controller-manager kube-scheduler kubectl etcd snapsho
 have_all() { for b in "${NEED[@]}"; do [[ -x "$BIN/$b" ]] || return 1; done; }
 if have_all; then echo "$BIN"; exit 0; fi
 mkdir -p "$BIN"
+# One build at a time (CI starts one in the background while the Rust tests run); whoever
+# waited finds the binaries there.
+exec 9>"$ROOT/e2e/.bin/.lock"
+flock 9
+if have_all; then echo "$BIN"; exit 0; fi
 start=$(date +%s)
 KV=v1.36.3
 LDF="-s -w -X k8s.io/component-base/version.gitVersion=$KV -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=36 -X k8s.io/client-go/pkg/version.gitVersion=$KV -X k8s.io/component-base/version.gitTreeState=clean"
