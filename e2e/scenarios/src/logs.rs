@@ -54,7 +54,28 @@ fn local_log_files(cluster: &Cluster) -> Result<Option<Vec<PathBuf>>> {
     Ok(Some(files))
 }
 
-/// Every line of the controller's log, as `source: line`.
+/// `line` without ANSI escape sequences (the controller colours its text logs).
+pub fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // CSI: ESC [ parameters… final byte in @..~
+            if chars.next() == Some('[') {
+                for d in chars.by_ref() {
+                    if ('@'..='~').contains(&d) {
+                        break;
+                    }
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Every line of the controller's log, as `source: line`, without colours.
 pub async fn controller_lines(cluster: &Cluster) -> Result<Vec<String>> {
     if let Some(files) = local_log_files(cluster)? {
         let mut out = Vec::new();
@@ -69,7 +90,7 @@ pub async fn controller_lines(cluster: &Cluster) -> Result<Vec<String>> {
             out.extend(
                 String::from_utf8_lossy(&bytes)
                     .lines()
-                    .map(|l| format!("{name}: {l}")),
+                    .map(|l| format!("{name}: {}", strip_ansi(l))),
             );
         }
         return Ok(out);
@@ -89,7 +110,7 @@ pub async fn controller_lines(cluster: &Cluster) -> Result<Vec<String>> {
             .logs(&name, &LogParams::default())
             .await
             .with_context(|| format!("reading the log of pod {ns}/{name}"))?;
-        out.extend(text.lines().map(|l| format!("{name}: {l}")));
+        out.extend(text.lines().map(|l| format!("{name}: {}", strip_ansi(l))));
     }
     Ok(out)
 }
@@ -126,6 +147,14 @@ pub async fn assert_no_forbidden(cluster: &Cluster) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn colours_are_stripped() {
+        assert_eq!(
+            strip_ansi("\u{1b}[2m2026\u{1b}[0m \u{1b}[33m WARN\u{1b}[0m x"),
+            "2026  WARN x"
+        );
+    }
 
     #[test]
     fn forbidden_lines_are_recognized() {

@@ -13,6 +13,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+/// Most writes [`WriteLog::describe`] lists one by one.
+pub const MAX_DESCRIBED: usize = 12;
+
 /// One observed write.
 #[derive(Clone, Debug)]
 pub struct Write {
@@ -30,10 +33,12 @@ pub struct WriteLog {
 }
 
 impl WriteLog {
-    /// One line per write.
+    /// One line per write (the first [`MAX_DESCRIBED`], then a count of the rest).
     pub fn describe(&self) -> String {
-        self.writes
+        let mut lines: Vec<String> = self
+            .writes
             .iter()
+            .take(MAX_DESCRIBED)
             .map(|w| {
                 format!(
                     "+{:.1}s rv {}: {}",
@@ -42,8 +47,11 @@ impl WriteLog {
                     w.changed.join(", ")
                 )
             })
-            .collect::<Vec<_>>()
-            .join("\n  ")
+            .collect();
+        if self.writes.len() > MAX_DESCRIBED {
+            lines.push(format!("… and {} more", self.writes.len() - MAX_DESCRIBED));
+        }
+        lines.join("\n  ")
     }
 }
 

@@ -436,7 +436,9 @@ pub async fn pvc_dir(
 }
 
 /// Applies fsGroup to a writable volume as the kubelet does for CSI drivers with
-/// `fsGroupPolicy: File`: group-owned by fsGroup, group rw, setgid directories.
+/// `fsGroupPolicy: File` (`SetVolumeOwnership`): every entry's group becomes fsGroup, files
+/// gain 0660 and directories 02770 (mode bits are only added), symlinks are left alone.
+/// `OnRootMismatch` skips the walk when the root already has the group.
 pub fn apply_fs_group(dir: &Path, gid: u32, on_root_mismatch: bool) -> Result<(), Unready> {
     use std::os::unix::fs::MetadataExt;
     let io = |p: &Path, e: std::io::Error| {
@@ -446,26 +448,26 @@ pub fn apply_fs_group(dir: &Path, gid: u32, on_root_mismatch: bool) -> Result<()
         )
     };
     let root = std::fs::symlink_metadata(dir).map_err(|e| io(dir, e))?;
-    if on_root_mismatch && root.gid() == gid {
+    if on_root_mismatch && root.gid() == gid && root.mode() & 0o2000 != 0 {
         return Ok(());
     }
-    let status = std::process::Command::new("chgrp")
-        .args(["-R", "--no-dereference", &gid.to_string()])
-        .arg(dir)
-        .status()
-        .map_err(|e| io(dir, e))?;
-    let status2 = std::process::Command::new("chmod")
-        .args(["-R", "g+rwX"])
-        .arg(dir)
-        .status()
-        .map_err(|e| io(dir, e))?;
-    let status3 = std::process::Command::new("find")
-        .arg(dir)
-        .args(["-type", "d", "-exec", "chmod", "g+s", "{}", "+"])
-        .status()
-        .map_err(|e| io(dir, e))?;
-    if !(status.success() && status2.success() && status3.success()) {
-        return Err(io(dir, std::io::Error::other("chgrp/chmod failed")));
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let meta = std::fs::symlink_metadata(&p).map_err(|e| io(&p, e))?;
+        if meta.file_type().is_symlink() {
+            continue;
+        }
+        nix::unistd::chown(&p, None, Some(nix::unistd::Gid::from_raw(gid)))
+            .map_err(|e| io(&p, e.into()))?;
+        let add = if meta.is_dir() { 0o2770 } else { 0o660 };
+        let mode = (meta.mode() & 0o7777) | add;
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode))
+            .map_err(|e| io(&p, e))?;
+        if meta.is_dir() {
+            for entry in std::fs::read_dir(&p).map_err(|e| io(&p, e))? {
+                stack.push(entry.map_err(|e| io(&p, e))?.path());
+            }
+        }
     }
     Ok(())
 }
@@ -699,6 +701,28 @@ mod tests {
             Some("")
         );
         assert_eq!(field_value(&pod, "spec.bogus"), None);
+    }
+
+    #[test]
+    fn fs_group_adds_group_rw_and_setgid_like_the_kubelet() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("ro.txt");
+        std::fs::write(&f, b"x").unwrap();
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o444)).unwrap();
+        std::fs::create_dir(dir.path().join("d")).unwrap();
+        std::fs::set_permissions(dir.path().join("d"), std::fs::Permissions::from_mode(0o555))
+            .unwrap();
+        std::os::unix::fs::symlink("/etc/hostname", dir.path().join("link")).unwrap();
+        apply_fs_group(dir.path(), 4242, false).unwrap();
+        let m = |p: &Path| std::fs::symlink_metadata(p).unwrap();
+        assert_eq!(m(&f).mode() & 0o7777, 0o664);
+        assert_eq!(m(&dir.path().join("d")).mode() & 0o7777, 0o2775);
+        if nix::unistd::geteuid().is_root() {
+            assert_eq!(m(&f).gid(), 4242);
+        }
+        // The link target outside the volume is untouched.
+        assert_ne!(m(Path::new("/etc/hostname")).gid(), 4242);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Copy methods and volume options: a source with `Clone` (PiT PVC cloned from the source with
-//! the requested capacity, access modes and StorageClass) and one with `None` (the mover reads
+//! the requested capacity and access modes, in the source's StorageClass), one with `Snapshot`
+//! (the requested StorageClass and VolumeSnapshotClass) and one with `None` (the mover reads
 //! the source PVC itself, read-only, and nothing else is created); a destination with `None`
 //! (latestImage is the provisioned PVC, with the requested capacity, access modes and class)
 //! and one with a pre-existing `destinationPVC` snapshotted with the requested
@@ -20,43 +21,75 @@ use scribe_e2e::{Scenario, tree, volumes};
 
 use crate::common::{self, SYNC};
 
+/// The PiT PVC a source created (recorded while it existed).
+fn recorded_pvc(
+    pvcs: &Recorder<PersistentVolumeClaim>,
+    name: &str,
+) -> Result<PersistentVolumeClaim> {
+    pvcs.named(|n| n == name)
+        .into_iter()
+        .next()
+        .map(|p| p.first)
+        .with_context(|| format!("no PVC {name} was ever created"))
+}
+
 #[tokio::test]
-async fn clone_source_and_none_destination_honour_capacity_modes_and_class() -> Result<()> {
+async fn clone_and_snapshot_sources_and_none_destination_honour_volume_options() -> Result<()> {
     let s = Scenario::start("copy_clone_none").await?;
     let vols = volumes(&s.cluster)?;
     let class = common::extra_storage_class(&s).await?;
+    let snap_class = common::extra_snapshot_class(&s).await?;
     let src = common::secret_namespace(&s, "cm-clone-src").await?;
     let dst = common::secret_namespace(&s, "cm-none-dst").await?;
     let remote = common::remote(&src, "clone")?;
     let tree = tree::sample_tree(2);
-    common::pvc_with_tree(&s, &vols, &src, "data", &tree).await?;
+    // The source lives in the extra class: a clone must stay in it (CSI cloning needs the
+    // same class), a restored snapshot may go elsewhere.
+    objects::create_pvc(
+        s.client(),
+        objects::pvc_object(&src, "data", "1Gi", &["ReadWriteOnce"], Some(&class), None),
+    )
+    .await?;
+    vols.write_tree(&src, "data", &tree).await?;
     let pvcs = Recorder::<PersistentVolumeClaim>::start(s.client(), &src).await?;
     let snapshots = Recorder::<VolumeSnapshot>::start(s.client(), &src).await?;
     let jobs = Recorder::<Job>::start(s.client(), &src).await?;
 
+    // Clone: capacity and access modes overridden, class inherited from the source PVC.
     let mut rs = crs::source("cloner", "data", &remote, SourceCopyMethod::Clone);
     rs.spec.trigger = crs::manual("clone-1");
     rs.spec.rclone.capacity = Some(Quantity("2Gi".into()));
     rs.spec.rclone.access_modes = vec!["ReadOnlyMany".into()];
-    rs.spec.rclone.storage_class_name = Some(class.clone());
     crs::create(s.client(), &src, &rs).await?;
-    let rs: ReplicationSource = s
-        .wait_manual_synced(&src, "cloner", "clone-1", SYNC)
-        .await?;
+    // Snapshot: class and snapshot class overridden, capacity and modes from the source.
+    let mut snapper = crs::source(
+        "snapper",
+        "data",
+        &common::remote(&src, "snap")?,
+        SourceCopyMethod::Snapshot,
+    );
+    snapper.spec.trigger = crs::manual("snap-1");
+    snapper.spec.rclone.storage_class_name = Some("csi-hostpath".into());
+    snapper.spec.rclone.volume_snapshot_class_name = Some(snap_class.clone());
+    crs::create(s.client(), &src, &snapper).await?;
+    let (a, b) = tokio::join!(
+        s.wait_manual_synced::<ReplicationSource>(&src, "cloner", "clone-1", SYNC),
+        s.wait_manual_synced::<ReplicationSource>(&src, "snapper", "snap-1", SYNC),
+    );
     ensure!(
-        rs.mover_summary()?.result == "Successful",
-        "{:?}",
-        rs.status
+        a?.mover_summary()?.result == "Successful",
+        "cloner did not succeed"
+    );
+    ensure!(
+        b?.mover_summary()?.result == "Successful",
+        "snapper did not succeed"
     );
     common::wait_source_cleaned_up(&s, &src, "cloner").await?;
+    common::wait_source_cleaned_up(&s, &src, "snapper").await?;
 
     let pit = names::source_pit("cloner");
-    let clone = pvcs
-        .named(|n| n == pit)
-        .into_iter()
-        .next()
-        .with_context(|| format!("no PVC {pit} was created for copyMethod Clone"))?;
-    let spec = clone.first.spec.clone().unwrap_or_default();
+    let clone = recorded_pvc(&pvcs, &pit)?;
+    let spec = clone.spec.clone().unwrap_or_default();
     let ds = spec
         .data_source
         .clone()
@@ -69,9 +102,9 @@ async fn clone_source_and_none_destination_honour_capacity_modes_and_class() -> 
         spec.data_source
     );
     ensure!(
-        requested_storage(&clone.first).as_deref() == Some("2Gi"),
+        requested_storage(&clone).as_deref() == Some("2Gi"),
         "capacity 2Gi not honoured: {pit} requests {:?}",
-        requested_storage(&clone.first)
+        requested_storage(&clone)
     );
     ensure!(
         spec.access_modes == Some(vec!["ReadOnlyMany".to_string()]),
@@ -80,13 +113,8 @@ async fn clone_source_and_none_destination_honour_capacity_modes_and_class() -> 
     );
     ensure!(
         spec.storage_class_name.as_deref() == Some(class.as_str()),
-        "storageClassName {class} not honoured: {pit} has {:?}",
+        "without storageClassName the clone should use the source PVC's class {class}: {pit} has {:?}",
         spec.storage_class_name
-    );
-    ensure!(
-        snapshots.all().is_empty(),
-        "copyMethod Clone must not take VolumeSnapshots, saw {:?}",
-        snapshots.all().iter().map(|s| s.name()).collect::<Vec<_>>()
     );
     let job = jobs
         .named(|n| n == names::source_job("cloner"))
@@ -94,9 +122,34 @@ async fn clone_source_and_none_destination_honour_capacity_modes_and_class() -> 
         .next()
         .context("no source Job recorded")?;
     ensure!(
-        common::job_data_claim(&job.first) == Some((pit.clone(), true)),
-        "the source Job should mount {pit} read-only, mounts {:?}",
+        common::job_data_claim(&job.first).map(|(claim, _)| claim) == Some(pit.clone()),
+        "the source Job should mount the clone {pit}, mounts {:?}",
         common::job_data_claim(&job.first)
+    );
+
+    let snap_pit = names::source_pit("snapper");
+    let cut: Vec<String> = snapshots.all().iter().map(|s| s.name()).collect();
+    ensure!(
+        cut == [snap_pit.clone()],
+        "only the Snapshot source may take a VolumeSnapshot ({snap_pit}); saw {cut:?}"
+    );
+    let snap = &snapshots.all()[0].first;
+    ensure!(
+        snap.spec.volume_snapshot_class_name.as_deref() == Some(snap_class.as_str()),
+        "volumeSnapshotClassName {snap_class} not honoured: {:?}",
+        snap.spec
+    );
+    let restored = recorded_pvc(&pvcs, &snap_pit)?;
+    let spec = restored.spec.clone().unwrap_or_default();
+    ensure!(
+        spec.storage_class_name.as_deref() == Some("csi-hostpath"),
+        "storageClassName csi-hostpath not honoured: {snap_pit} has {:?}",
+        spec.storage_class_name
+    );
+    ensure!(
+        requested_storage(&restored).as_deref() == Some("1Gi")
+            && spec.access_modes == Some(vec!["ReadWriteOnce".to_string()]),
+        "without overrides {snap_pit} should take the source's 1Gi RWO: {spec:?}"
     );
 
     let mut rd = crs::destination("plain", &remote, DestinationCopyMethod::None, "3Gi");
@@ -168,8 +221,8 @@ async fn none_source_and_existing_destination_pvc_with_snapshot_class() -> Resul
         .next()
         .context("no source Job recorded")?;
     ensure!(
-        common::job_data_claim(&job.first) == Some(("data".to_string(), true)),
-        "copyMethod None: the Job should mount the source PVC data read-only, mounts {:?}",
+        common::job_data_claim(&job.first).map(|(claim, _)| claim) == Some("data".to_string()),
+        "copyMethod None: the Job should mount the source PVC data itself, mounts {:?}",
         common::job_data_claim(&job.first)
     );
     let other: Vec<String> = pvcs
@@ -187,8 +240,15 @@ async fn none_source_and_existing_destination_pvc_with_snapshot_class() -> Resul
         "copyMethod None must take no VolumeSnapshot, saw {:?}",
         snapshots.all().iter().map(|s| s.name()).collect::<Vec<_>>()
     );
-    // The source volume itself is untouched by a read-only mover.
-    assert_volume_matches(&vols, &src, "data", &tree).await?;
+    // A sync reads the source: it must leave the user's volume exactly as it was.
+    assert_volume_matches(&vols, &src, "data", &tree)
+        .await
+        .with_context(|| {
+            format!(
+                "copyMethod None: the sync modified the source PVC itself (Job mounts {:?}, readOnly second)",
+                common::job_data_claim(&job.first)
+            )
+        })?;
 
     objects::pvc(s.client(), &dst, "restore-target", "1Gi").await?;
     let mut rd = crs::destination(
@@ -238,7 +298,5 @@ async fn none_source_and_existing_destination_pvc_with_snapshot_class() -> Resul
     );
     assert_volume_matches(&vols, &dst, "restore-target", &tree).await?;
     common::restore_and_compare(&s, &vols, &dst, &image.name, "restored", "1Gi", &tree).await?;
-    let listing = vols.read_tree(&dst, "restore-target").await?;
-    ensure!(listing.files() > 0, "restore-target is empty");
     s.finish().await
 }
