@@ -1,10 +1,12 @@
 //! The mover's command line (every flag also read from an environment variable, as
 //! the controller's Job sets them), parsed once into a validated [`Config`], and
-//! the exit codes of the contract.
+//! the exit codes of the contract. Boolean variables accept 1/0, yes/no, true/false,
+//! on/off, y/n, t/f in any case; anything else is a configuration error.
 
 use std::path::PathBuf;
 
-use clap::{Parser, ValueEnum};
+use clap::builder::BoolishValueParser;
+use clap::{ArgAction, Parser, ValueEnum};
 
 use crate::backend::{BackendError, OpenArgs};
 use crate::error::SyncError;
@@ -58,13 +60,18 @@ pub struct Args {
     #[arg(long, env = "SCRIBE_TRANSFERS", default_value_t = 16)]
     pub transfers: usize,
     /// Re-hash every local file instead of trusting size, mtime, ctime and inode.
-    #[arg(long, env = "SCRIBE_CHECKSUM")]
+    #[arg(long, env = "SCRIBE_CHECKSUM", action = ArgAction::SetTrue, value_parser = BoolishValueParser::new())]
     pub checksum: bool,
     /// Report what would change; change nothing.
-    #[arg(long = "dry-run", env = "SCRIBE_DRY_RUN")]
+    #[arg(long = "dry-run", env = "SCRIBE_DRY_RUN", action = ArgAction::SetTrue, value_parser = BoolishValueParser::new())]
     pub dry_run: bool,
     /// Allow an empty source to empty a non-empty remote.
-    #[arg(long = "allow-empty-source", env = "SCRIBE_ALLOW_EMPTY_SOURCE")]
+    #[arg(
+        long = "allow-empty-source",
+        env = "SCRIBE_ALLOW_EMPTY_SOURCE",
+        action = ArgAction::SetTrue,
+        value_parser = BoolishValueParser::new()
+    )]
     pub allow_empty_source: bool,
     /// Log format on stderr.
     #[arg(
@@ -121,6 +128,8 @@ impl TryFrom<Args> for Config {
                 section: section.trim().to_string(),
                 remote_path: remote_path.trim().to_string(),
                 custom_ca: a.custom_ca.filter(|p| !p.as_os_str().is_empty()),
+                // Only the source may create a bucket; see `OpenArgs::create_bucket`.
+                create_bucket: direction == Direction::Source,
             },
             mount_path: a.mount_path,
             sync: SyncOptions {

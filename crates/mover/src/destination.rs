@@ -6,6 +6,11 @@
 //! `reuse`); the summary counts only what was downloaded. A mismatch means the
 //! source is mid-upload: the staging is dropped, the manifest re-read and the pass
 //! retried; after `max_attempts` the run fails with the tree as it was.
+//!
+//! What is already in place is decided by content: each restored file carries a
+//! record of the content it holds (see `restored`), read before planning; a file
+//! without a usable record is re-hashed. Local names no manifest can hold (not
+//! UTF-8, control characters) are removed like any other path the manifest lacks.
 
 use std::collections::HashMap;
 use std::io::{Seek, SeekFrom, Write};
@@ -25,7 +30,8 @@ use crate::options::SyncOptions;
 use crate::paths::{check_relative, key_for, path_cmp};
 use crate::progress::Progress;
 use crate::remote::Remote;
-use crate::restore::{Staged, commit, plan};
+use crate::restore::{Commit, Staged, commit, plan};
+use crate::restored::{self, Record};
 use crate::reuse;
 use crate::scan::{STAGING_DIR, scan};
 use crate::summary::{Direction, Summary};
@@ -103,7 +109,8 @@ async fn pass(
         });
     }
     let entries = &manifest.entries;
-    let mut p = plan(entries, &scanned.entries, opts.checksum);
+    let records = read_records(local, entries, &scanned.entries).await?;
+    let mut p = plan(entries, &scanned.entries, &records, opts.checksum);
 
     let mut summary = Summary::new(Direction::Destination);
     for e in entries.iter().filter(|e| e.kind.has_object()) {
@@ -160,7 +167,7 @@ async fn pass(
         let remote_only = p.downloads.iter().filter(|i| from_local(**i).is_none());
         summary.files_transferred = remote_only.clone().count() as u64;
         summary.bytes_transferred = remote_only.map(|i| entries[*i].size).sum();
-        summary.files_deleted = p.deletes.len() as u64;
+        summary.files_deleted = (p.deletes.len() + scanned.unsupported.len()) as u64;
         info!("dry run: nothing written");
         return Ok(PassResult::Done(summary));
     }
@@ -252,15 +259,23 @@ async fn pass(
     let root = local.to_path_buf();
     let staging_dir = staging.to_path_buf();
     let deletes = std::mem::take(&mut p.deletes);
+    let foreign: Vec<PathBuf> = scanned.unsupported.into_iter().map(|u| u.rel).collect();
     let stats = tokio::task::spawn_blocking(move || {
-        let r = commit(
-            &root,
-            &staging_dir,
-            &manifest.entries,
-            manifest.root.as_ref(),
-            &staged,
-            &deletes,
-        );
+        let r = crate::tree::Tree::open(&root)
+            .map_err(|e| SyncError::io("opening", &root, e))
+            .and_then(|tree| {
+                commit(
+                    &tree,
+                    &Commit {
+                        entries: &manifest.entries,
+                        root_meta: manifest.root.as_ref(),
+                        staged: &staged,
+                        deletes: &deletes,
+                        foreign: &foreign,
+                        records: &records,
+                    },
+                )
+            });
         let cleanup = remove_any(&staging_dir);
         let stats = r?;
         cleanup.map_err(|e| SyncError::io("removing staging", &staging_dir, e))?;
@@ -277,6 +292,34 @@ enum Download {
     /// Copied from a local file holding the same content, verified while copying.
     Local(Staged),
     Mismatch(String),
+}
+
+/// Reads the restore records of the local files that could already hold a manifest
+/// file (a regular file of the same size at the same path), by path.
+async fn read_records(
+    local: &Path,
+    entries: &[Entry],
+    scanned: &[crate::scan::ScanEntry],
+) -> Result<HashMap<String, Record>, SyncError> {
+    let candidates: Vec<String> = scanned
+        .iter()
+        .filter(|l| l.meta.kind == crate::localfs::FileKind::File)
+        .filter(|l| {
+            entries
+                .binary_search_by(|e| path_cmp(&e.path, &l.path))
+                .is_ok_and(|i| entries[i].kind == EntryKind::File && entries[i].size == l.meta.size)
+        })
+        .map(|l| l.path.clone())
+        .collect();
+    let root = local.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        candidates
+            .into_iter()
+            .filter_map(|rel| restored::read(&root.join(&rel)).map(|r| (rel, r)))
+            .collect()
+    })
+    .await
+    .map_err(join_error)
 }
 
 /// Streams one object into `temp`, verifying size and digest; zero blocks are
@@ -430,6 +473,9 @@ impl SparseWriter {
     }
 }
 
+/// Mode of a file restored from a bucket without a manifest: rclone's default.
+pub const RCLONE_FILE_MODE: u32 = 0o644;
+
 /// For a bucket with no manifest (written by plain rclone): the listing as a manifest,
 /// with mtimes from rclone's `mtime` metadata (else LastModified), MD5s from the
 /// ETag or `md5chksum`, and the implied parent directories (left with their local
@@ -458,6 +504,8 @@ async fn manifest_from_listing(remote: &Remote) -> Result<Manifest, SyncError> {
             };
             let mut e = Entry::new(o.path.clone(), EntryKind::File);
             e.size = o.size;
+            // What rclone gives the files it writes (0666 less the usual umask).
+            e.mode = Some(RCLONE_FILE_MODE);
             e.md5 = o
                 .etag
                 .as_deref()

@@ -27,6 +27,12 @@ pub enum SyncError {
         path: String,
         reason: &'static str,
     },
+    #[error(
+        "{count} local path(s) cannot be replicated: {list}; names must be UTF-8 without \
+         control characters (newline, tab, …) and symlink targets UTF-8 — rename them \
+         (nothing was uploaded)"
+    )]
+    UnsupportedNames { count: usize, list: String },
     #[error("invalid manifest {key} line {line}: {reason}")]
     ManifestInvalid {
         key: String,
@@ -95,6 +101,7 @@ impl SyncError {
             Self::LocalRootMissing { .. }
             | Self::EmptySource { .. }
             | Self::UnsafePath { .. }
+            | Self::UnsupportedNames { .. }
             | Self::ManifestInvalid { .. } => ErrorCategory::Config,
             Self::Store { source, .. } => store_category(source),
             Self::Transfers { first, .. } => first.category(),
@@ -120,6 +127,24 @@ impl SyncError {
             Self::Internal(_) => true,
             Self::Transfers { first, .. } => first.is_internal(),
             _ => false,
+        }
+    }
+
+    /// The refusal of a source holding `paths` (the first few are named).
+    pub fn unsupported_names(paths: &[crate::scan::Unsupported]) -> Self {
+        const SHOWN: usize = 5;
+        let mut list = paths
+            .iter()
+            .take(SHOWN)
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ");
+        if paths.len() > SHOWN {
+            list.push_str(&format!(" and {} more", paths.len() - SHOWN));
+        }
+        Self::UnsupportedNames {
+            count: paths.len(),
+            list,
         }
     }
 

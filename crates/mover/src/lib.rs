@@ -14,9 +14,11 @@
 //!   large one, streamed as it is produced): it is the commit point.
 //!
 //! The destination downloads into `<root>/.scribe-staging` (same filesystem, so the
-//! final rename is atomic), commits only a fully verified pass, and trusts a local
-//! file whose size and nanosecond mtime equal the manifest's (as rclone does; a
-//! touched file is re-hashed, never re-downloaded; `--checksum` re-hashes all).
+//! final rename is atomic), commits only a fully verified pass through a handle that
+//! never follows a symlink (see `tree`), and decides by SHA-256: a local file is
+//! trusted only when its restore record (a user xattr, see `restored`) names the
+//! manifest's content at the file's current size and mtime; otherwise it is
+//! re-hashed (a touched file is never re-downloaded; `--checksum` re-hashes all).
 //! Content some local file already holds (a rename or copy on the source) is copied
 //! from it, verified while copying, instead of downloaded (see `reuse`).
 #![forbid(unsafe_code)]
@@ -39,11 +41,13 @@ pub mod paths;
 pub mod plan;
 pub mod progress;
 pub mod restore;
+pub mod restored;
 pub mod reuse;
 pub mod scan;
 pub mod source;
 pub mod summary;
 pub mod transfer;
+pub mod tree;
 
 pub use error::SyncError;
 pub use options::SyncOptions;

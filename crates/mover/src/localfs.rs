@@ -1,12 +1,12 @@
 //! Local filesystem primitives shared by both directions: lstat-based metadata,
-//! opens that never follow a symlink, metadata application (owner, mode, times)
-//! that never follows one either, and directory creation that refuses to walk
-//! through anything but real directories.
+//! opens that never follow a symlink, and setting times without following one.
+//! (The destination's writes into the tree go through `tree`, which reaches every
+//! path one real directory at a time.)
 
 use std::fs::{File, Metadata, OpenOptions};
 use std::io;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::Path;
 
 use rustix::fs::{AtFlags, CWD, OFlags, Timespec, Timestamps};
 
@@ -105,83 +105,6 @@ pub fn set_times_nofollow(path: &Path, sec: i64, nsec: u32) -> io::Result<()> {
         last_modification: ts,
     };
     rustix::fs::utimensat(CWD, path, &times, AtFlags::SYMLINK_NOFOLLOW).map_err(io::Error::from)
-}
-
-/// Result of trying to set an owner: not being allowed is expected when not root
-/// and is counted, not failed on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Chown {
-    Done,
-    Unchanged,
-    NotPermitted,
-}
-
-/// lchown when the owner differs; EPERM becomes [`Chown::NotPermitted`].
-pub fn lchown_if_needed(
-    path: &Path,
-    have: Option<&LocalMeta>,
-    uid: Option<u32>,
-    gid: Option<u32>,
-) -> io::Result<Chown> {
-    let uid = uid.filter(|u| have.is_none_or(|h| h.uid != *u));
-    let gid = gid.filter(|g| have.is_none_or(|h| h.gid != *g));
-    if uid.is_none() && gid.is_none() {
-        return Ok(Chown::Unchanged);
-    }
-    match std::os::unix::fs::lchown(path, uid, gid) {
-        Ok(()) => Ok(Chown::Done),
-        Err(e) if e.kind() == io::ErrorKind::PermissionDenied || e.raw_os_error() == Some(1) => {
-            Ok(Chown::NotPermitted)
-        }
-        Err(e) => Err(e),
-    }
-}
-
-/// Sets permission bits of a path already known (by lstat) not to be a symlink.
-pub fn chmod(path: &Path, mode: u32) -> io::Result<()> {
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-}
-
-/// Makes sure `root/rel` is a real directory, creating missing components and
-/// checking every existing one with lstat, so nothing is ever created through a
-/// symlink. When `replace` is set, a non-directory in the way is removed (the
-/// manifest says a directory belongs there); otherwise it is an error.
-pub fn ensure_real_dir(root: &Path, rel: &str, replace: bool) -> io::Result<PathBuf> {
-    let mut cur = root.to_path_buf();
-    if rel.is_empty() {
-        return Ok(cur);
-    }
-    for part in rel.split('/') {
-        cur.push(part);
-        match lstat(&cur)? {
-            Some(m) if m.kind == FileKind::Dir => {}
-            Some(_) if replace => {
-                std::fs::remove_file(&cur)?;
-                mkdir(&cur)?;
-            }
-            Some(_) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::NotADirectory,
-                    format!(
-                        "{} is not a directory (refusing to write through it)",
-                        cur.display()
-                    ),
-                ));
-            }
-            None => mkdir(&cur)?,
-        }
-    }
-    Ok(cur)
-}
-
-fn mkdir(path: &Path) -> io::Result<()> {
-    match std::fs::create_dir(path) {
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => match lstat(path)? {
-            Some(m) if m.kind == FileKind::Dir => Ok(()),
-            _ => Err(e),
-        },
-        other => other,
-    }
 }
 
 /// Removes whatever is at `path` (a directory recursively, never following symlinks);

@@ -140,8 +140,8 @@ impl Manifest {
         out
     }
 
-    /// Parses and validates (paths safe, sorted, unique, kinds consistent). `key`
-    /// only names the manifest in errors.
+    /// Parses and validates (paths safe, sorted, unique, kinds consistent, nothing
+    /// below a non-directory entry). `key` only names the manifest in errors.
     pub fn parse(key: &str, bytes: &[u8]) -> Result<Self, SyncError> {
         let bad = |line: usize, reason: String| SyncError::ManifestInvalid {
             key: key.to_string(),
@@ -214,18 +214,24 @@ impl Manifest {
                 }
                 _ => {}
             }
-            let parent = crate::localfs::parent_rel(&e.path);
-            if !parent.is_empty()
-                && let Ok(i) = entries.binary_search_by(|p| path_cmp(&p.path, parent))
-                && entries[i].kind != EntryKind::Dir
-            {
-                return Err(bad(
-                    n,
-                    format!(
-                        "{:?} is inside {parent:?}, which is not a directory",
-                        e.path
-                    ),
-                ));
+            // No entry may live under anything but a directory entry: one below a
+            // symlink entry would have the restore write wherever the link points.
+            let mut above = crate::localfs::parent_rel(&e.path);
+            while !above.is_empty() {
+                if let Ok(i) = entries.binary_search_by(|p| path_cmp(&p.path, above))
+                    && entries[i].kind != EntryKind::Dir
+                {
+                    return Err(bad(
+                        n,
+                        format!(
+                            "{:?} is inside {above:?}, which is a {} entry, not a directory \
+                             (refusing to restore through it)",
+                            e.path,
+                            format!("{:?}", entries[i].kind).to_lowercase()
+                        ),
+                    ));
+                }
+                above = crate::localfs::parent_rel(above);
             }
             if let Some(sha) = &e.sha256
                 && (sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()))

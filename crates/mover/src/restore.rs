@@ -2,20 +2,23 @@
 //! to re-hash, which local paths to delete) and the blocking commit that applies a
 //! fully downloaded and verified pass to the tree: deletes, directories, files
 //! renamed in from staging, hardlinks, symlinks, then metadata (directories last,
-//! deepest first). Every path is reached only through real directories.
+//! deepest first) and the restore records (see `restored`). Every path is reached
+//! through [`Tree`], one real directory at a time, so nothing outside the root is
+//! ever written, removed or changed.
 
+use std::collections::{HashMap, HashSet};
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 
 use tracing::warn;
 
 use crate::diff::{Keyed, merge3};
 use crate::error::SyncError;
-use crate::localfs::{
-    Chown, FileKind, LocalMeta, chmod, ensure_real_dir, lchown_if_needed, lstat, parent_rel,
-    remove_any, set_times_nofollow,
-};
+use crate::localfs::{FileKind, LocalMeta};
 use crate::manifest::{Entry, EntryKind, RootMeta};
-use crate::scan::ScanEntry;
+use crate::restored::{self, Record, Verdict};
+use crate::scan::{STAGING_DIR, ScanEntry};
+use crate::tree::Tree;
 
 impl Keyed for ScanEntry {
     fn key(&self) -> &str {
@@ -28,16 +31,24 @@ impl Keyed for ScanEntry {
 pub struct Plan {
     /// Files whose content must be downloaded.
     pub downloads: Vec<usize>,
-    /// Files of the right size but another mtime (or `--checksum`): hash locally to decide.
+    /// Files of the right size whose content no record vouches for (or `--checksum`):
+    /// hash locally to decide.
     pub hash_checks: Vec<usize>,
     /// Local paths the manifest does not have, in path order.
     pub deletes: Vec<String>,
 }
 
-/// Pure: compares the manifest with the local scan. A local regular file with the
-/// manifest's size and mtime (to the nanosecond, as a previous restore set it) is
-/// trusted without re-hashing unless `checksum`.
-pub fn plan(manifest: &[Entry], local: &[ScanEntry], checksum: bool) -> Plan {
+/// Pure: compares the manifest with the local scan. A local regular file of the
+/// manifest's size is trusted without re-hashing only when its restore record
+/// (`records`, by path) vouches for the manifest's content at the file's current
+/// size and mtime, and is downloaded when the record says it holds other content;
+/// anything else is re-hashed. `checksum` re-hashes every candidate.
+pub fn plan(
+    manifest: &[Entry],
+    local: &[ScanEntry],
+    records: &HashMap<String, Record>,
+    checksum: bool,
+) -> Plan {
     let mut p = Plan::default();
     let none: [&Entry; 0] = [];
     let mut idx = 0usize;
@@ -51,10 +62,13 @@ pub fn plan(manifest: &[Entry], local: &[ScanEntry], checksum: bool) -> Plan {
                 }
                 match l {
                     Some(l) if l.meta.kind == FileKind::File && l.meta.size == m.size => {
-                        let same_time =
-                            (l.meta.mtime_sec, l.meta.mtime_nsec) == (m.mtime_sec, m.mtime_nsec);
-                        if checksum || !same_time {
-                            p.hash_checks.push(i);
+                        let verdict = records
+                            .get(&m.path)
+                            .map_or(Verdict::Unknown, |r| r.verdict(&l.meta, m));
+                        match verdict {
+                            Verdict::Same if !checksum => {}
+                            Verdict::Different => p.downloads.push(i),
+                            _ => p.hash_checks.push(i),
                         }
                     }
                     _ => p.downloads.push(i),
@@ -86,56 +100,73 @@ pub struct CommitStats {
     pub meta_denied: u64,
     /// The first path counted in `meta_denied`, for the warning.
     pub first_meta_denied: Option<PathBuf>,
+    /// Restore records that could not be kept (no user xattrs here, or not
+    /// permitted): those files are re-hashed next time. Reported once.
+    pub records_unsupported: u64,
 }
 
-/// Applies one verified pass to the tree (blocking).
-pub fn commit(
-    root: &Path,
-    staging: &Path,
-    entries: &[Entry],
-    root_meta: Option<&RootMeta>,
-    staged: &[Staged],
-    deletes: &[String],
-) -> Result<CommitStats, SyncError> {
+/// What one commit applies.
+pub struct Commit<'a> {
+    pub entries: &'a [Entry],
+    pub root_meta: Option<&'a RootMeta>,
+    pub staged: &'a [Staged],
+    /// Local paths to remove (in path order), and local names no manifest can hold
+    /// (not UTF-8, control characters), relative to the root.
+    pub deletes: &'a [String],
+    pub foreign: &'a [PathBuf],
+    /// Restore records as read before the pass, by path.
+    pub records: &'a HashMap<String, Record>,
+}
+
+/// Applies one verified pass to the tree (blocking). The staging directory must be
+/// `<root>/.scribe-staging`.
+pub fn commit(tree: &Tree, c: &Commit<'_>) -> Result<CommitStats, SyncError> {
     let mut stats = CommitStats::default();
-    let io = |action: &'static str, p: &Path| {
-        let p = p.to_path_buf();
+    let io = |action: &'static str, rel: &str| {
+        let p = tree.display(rel);
         move |e| SyncError::io(action, p, e)
     };
+    let entries = c.entries;
 
-    // Children sort after their parents, so reverse order removes the deepest first.
-    for rel in deletes.iter().rev() {
-        if !parents_are_real_dirs(root, rel) {
-            continue;
+    for rel in c.foreign {
+        if tree
+            .remove(rel.as_os_str())
+            .map_err(|e| SyncError::io("deleting", tree.display(&rel.to_string_lossy()), e))?
+        {
+            stats.deleted += 1;
         }
-        let path = root.join(rel);
-        remove_any(&path).map_err(io("deleting", &path))?;
-        stats.deleted += 1;
+    }
+    // Children sort after their parents, so reverse order removes the deepest first.
+    for rel in c.deletes.iter().rev() {
+        if tree.remove(OsStr::new(rel)).map_err(io("deleting", rel))? {
+            stats.deleted += 1;
+        }
     }
 
     for e in entries.iter().filter(|e| e.kind == EntryKind::Dir) {
-        ensure_real_dir(root, &e.path, true)
-            .map_err(io("creating directory", &root.join(&e.path)))?;
+        tree.ensure_dir(&e.path)
+            .map_err(io("creating directory", &e.path))?;
     }
 
-    for s in staged {
+    for s in c.staged {
         let e = &entries[s.index];
-        let dest = place(root, &e.path)?;
-        apply_meta(&s.temp, e, None, &mut stats)?;
-        std::fs::rename(&s.temp, &dest).map_err(io("renaming into place", &dest))?;
+        let temp = staging_rel(&s.temp)?;
+        record(tree, &temp, e, None, &mut stats)?;
+        apply_meta(tree, &temp, e, None, &mut stats)?;
+        tree.rename_into(&temp, &e.path)
+            .map_err(io("renaming into place", &e.path))?;
     }
 
     let mut n = 0usize;
     for e in entries.iter().filter(|e| e.kind == EntryKind::Hardlink) {
-        let first = root.join(e.target.as_deref().unwrap_or_default());
-        let dest = place(root, &e.path)?;
+        let first = e.target.as_deref().unwrap_or_default();
         let (Some(f), have) = (
-            lstat(&first).map_err(io("reading", &first))?,
-            lstat(&dest).map_err(io("reading", &dest))?,
+            tree.lstat(first).map_err(io("reading", first))?,
+            tree.lstat(&e.path).map_err(io("reading", &e.path))?,
         ) else {
             return Err(SyncError::io(
                 "linking",
-                &dest,
+                tree.display(&e.path),
                 std::io::Error::other("first path of the hardlink is missing"),
             ));
         };
@@ -143,44 +174,44 @@ pub fn commit(
             continue;
         }
         n += 1;
-        let tmp = staging.join(format!("link-{n}"));
-        std::fs::hard_link(&first, &tmp).map_err(io("linking", &dest))?;
-        std::fs::rename(&tmp, &dest).map_err(io("renaming into place", &dest))?;
+        let tmp = format!("{STAGING_DIR}/link-{n}");
+        tree.hard_link(first, &tmp, &e.path)
+            .map_err(io("linking", &e.path))?;
     }
 
     for e in entries.iter().filter(|e| e.kind == EntryKind::Symlink) {
         let target = e.target.as_deref().unwrap_or_default();
-        let dest = place(root, &e.path)?;
-        let current = std::fs::read_link(&dest).ok();
-        if current.as_deref() != Some(Path::new(target)) {
+        if tree.read_link(&e.path).as_deref() != Some(Path::new(target)) {
             n += 1;
-            let tmp = staging.join(format!("link-{n}"));
-            std::os::unix::fs::symlink(target, &tmp).map_err(io("creating symlink", &dest))?;
-            std::fs::rename(&tmp, &dest).map_err(io("renaming into place", &dest))?;
+            let tmp = format!("{STAGING_DIR}/link-{n}");
+            tree.symlink(target, &tmp, &e.path)
+                .map_err(io("creating symlink", &e.path))?;
         }
     }
 
-    let downloaded: std::collections::HashSet<usize> = staged.iter().map(|s| s.index).collect();
+    let downloaded: HashSet<usize> = c.staged.iter().map(|s| s.index).collect();
     for (i, e) in entries.iter().enumerate() {
         if matches!(e.kind, EntryKind::File | EntryKind::Symlink) && !downloaded.contains(&i) {
-            let path = root.join(&e.path);
-            let have = lstat(&path).map_err(io("reading", &path))?;
-            apply_meta(&path, e, have.as_ref(), &mut stats)?;
+            let have = tree.lstat(&e.path).map_err(io("reading", &e.path))?;
+            if e.kind == EntryKind::File {
+                record(tree, &e.path, e, c.records.get(&e.path), &mut stats)?;
+            }
+            apply_meta(tree, &e.path, e, have.as_ref(), &mut stats)?;
         }
     }
 
     // Staging lives in the root: drop it before the directory times are set.
-    remove_any(staging).map_err(io("removing staging", staging))?;
+    tree.remove(OsStr::new(STAGING_DIR))
+        .map_err(io("removing staging", STAGING_DIR))?;
     for e in entries
         .iter()
         .rev()
         .filter(|e| e.kind == EntryKind::Dir && e.mode.is_some())
     {
-        let path = root.join(&e.path);
-        let have = lstat(&path).map_err(io("reading", &path))?;
-        apply_meta(&path, e, have.as_ref(), &mut stats)?;
+        let have = tree.lstat(&e.path).map_err(io("reading", &e.path))?;
+        apply_meta(tree, &e.path, e, have.as_ref(), &mut stats)?;
     }
-    if let Some(r) = root_meta {
+    if let Some(r) = c.root_meta {
         let mut e = Entry::new("", EntryKind::Dir);
         (e.mode, e.uid, e.gid, e.mtime_sec, e.mtime_nsec) = (
             Some(r.mode),
@@ -189,9 +220,14 @@ pub fn commit(
             r.mtime_sec,
             r.mtime_nsec,
         );
-        let have = lstat(root).map_err(io("reading", root))?;
-        apply_meta(root, &e, have.as_ref(), &mut stats)?;
+        let have = tree.lstat("").map_err(io("reading", ""))?;
+        apply_meta(tree, "", &e, have.as_ref(), &mut stats)?;
     }
+    report(&stats);
+    Ok(stats)
+}
+
+fn report(stats: &CommitStats) {
     if stats.chown_denied > 0 {
         warn!(
             count = stats.chown_denied,
@@ -205,75 +241,85 @@ pub fn commit(
             "could not restore the mode or times of paths owned by another user (not permitted); their content is restored"
         );
     }
-    Ok(stats)
+    if stats.records_unsupported > 0 {
+        warn!(
+            count = stats.records_unsupported,
+            xattr = restored::XATTR,
+            "could not record what was restored (no user extended attributes here, or not permitted); those files are re-hashed on the next restore"
+        );
+    }
 }
 
-/// Prepares `root/rel` to receive a new object: its parent is made a real directory
-/// and a directory sitting at the name itself is removed.
-fn place(root: &Path, rel: &str) -> Result<PathBuf, SyncError> {
-    let parent = parent_rel(rel);
-    ensure_real_dir(root, parent, true)
-        .map_err(|e| SyncError::io("creating directory", root.join(parent), e))?;
-    let dest = root.join(rel);
-    if let Some(m) = lstat(&dest).map_err(|e| SyncError::io("reading", &dest, e))?
-        && m.kind == FileKind::Dir
-    {
-        std::fs::remove_dir_all(&dest)
-            .map_err(|e| SyncError::io("replacing directory", &dest, e))?;
-    }
-    Ok(dest)
+/// The root-relative path of a staged file.
+fn staging_rel(temp: &Path) -> Result<String, SyncError> {
+    let name = temp.file_name().and_then(|n| n.to_str()).ok_or_else(|| {
+        SyncError::Internal(format!("staged file {} has no name", temp.display()))
+    })?;
+    Ok(format!("{STAGING_DIR}/{name}"))
 }
 
-/// Whether every ancestor of `rel` under `root` is a real directory (not a symlink).
-fn parents_are_real_dirs(root: &Path, rel: &str) -> bool {
-    let mut cur = root.to_path_buf();
-    let parent = parent_rel(rel);
-    if parent.is_empty() {
-        return true;
+/// Writes the restore record of `rel` (which holds `e`'s content) unless `have`
+/// already is that record. Not being able to keep records is counted, not failed.
+fn record(
+    tree: &Tree,
+    rel: &str,
+    e: &Entry,
+    have: Option<&Record>,
+    stats: &mut CommitStats,
+) -> Result<(), SyncError> {
+    let Some(want) = Record::for_entry(e) else {
+        return Ok(());
+    };
+    if have == Some(&want) {
+        return Ok(());
     }
-    for part in parent.split('/') {
-        cur.push(part);
-        match lstat(&cur) {
-            Ok(Some(m)) if m.kind == FileKind::Dir => {}
-            _ => return false,
+    match tree.set_xattr(rel, restored::XATTR, &want.encode()) {
+        Ok(()) => Ok(()),
+        Err(err) if restored::is_unsupported(&err) => {
+            stats.records_unsupported += 1;
+            Ok(())
         }
+        Err(err) => Err(SyncError::io(
+            "recording what was restored in",
+            tree.display(rel),
+            err,
+        )),
     }
-    true
 }
 
 /// Owner, then mode (chown may clear setuid/setgid bits), then times; only what
-/// differs from `have` (everything when `have` is unknown).
+/// differs from `have` (everything when `have` is unknown). Never follows a symlink.
 fn apply_meta(
-    path: &Path,
+    tree: &Tree,
+    rel: &str,
     e: &Entry,
     have: Option<&LocalMeta>,
     stats: &mut CommitStats,
 ) -> Result<(), SyncError> {
     let io = |action: &'static str| {
-        let p = path.to_path_buf();
+        let p = tree.display(rel);
         move |err| SyncError::io(action, p, err)
     };
-    if lchown_if_needed(path, have, e.uid, e.gid).map_err(io("changing owner of"))?
-        == Chown::NotPermitted
-    {
-        stats.chown_denied += 1;
+    let uid = e.uid.filter(|u| have.is_none_or(|h| h.uid != *u));
+    let gid = e.gid.filter(|g| have.is_none_or(|h| h.gid != *g));
+    if uid.is_some() || gid.is_some() {
+        match tree.set_owner(rel, uid, gid) {
+            Err(err) if is_not_permitted(&err) => stats.chown_denied += 1,
+            r => r.map_err(io("changing owner of"))?,
+        }
     }
     if e.kind != EntryKind::Symlink
         && let Some(mode) = e.mode
     {
-        let after = lstat(path).map_err(io("reading"))?;
-        // chmod follows symlinks: never let it reach through one that appeared here.
-        if after.is_some_and(|a| a.kind == FileKind::Symlink) {
-            return Ok(());
-        }
+        let after = tree.lstat(rel).map_err(io("reading"))?;
         if after.is_none_or(|a| a.mode != mode) {
-            let r = chmod(path, mode);
-            permitted_or_counted(r, path, stats).map_err(io("changing mode of"))?;
+            let r = tree.set_mode(rel, mode);
+            permitted_or_counted(r, &tree.display(rel), stats).map_err(io("changing mode of"))?;
         }
     }
     if have.is_none_or(|h| (h.mtime_sec, h.mtime_nsec) != (e.mtime_sec, e.mtime_nsec)) {
-        let r = set_times_nofollow(path, e.mtime_sec, e.mtime_nsec);
-        permitted_or_counted(r, path, stats).map_err(io("setting times of"))?;
+        let r = tree.set_times(rel, e.mtime_sec, e.mtime_nsec);
+        permitted_or_counted(r, &tree.display(rel), stats).map_err(io("setting times of"))?;
     }
     Ok(())
 }
@@ -341,12 +387,16 @@ mod tests {
     }
 
     #[test]
-    fn plan_downloads_only_what_size_and_mtime_cannot_vouch_for() {
+    fn plan_trusts_only_what_a_restore_record_vouches_for() {
+        let mut rewritten = file("rewritten", 3, (5, 7));
+        rewritten.sha256 = Some("b".repeat(64));
         let manifest = [
             file("missing", 1, (5, 0)),
+            rewritten,
             file("same", 3, (5, 7)),
             file("sized", 4, (5, 7)),
             file("touched", 3, (5, 7)),
+            file("unrecorded", 3, (5, 7)),
             file("was-dir", 1, (5, 0)),
             file("was-link", 1, (5, 0)),
             Entry::new("z-dir", EntryKind::Dir),
@@ -354,22 +404,33 @@ mod tests {
         let here = [
             local("extra", FileKind::File, 1, (1, 0)),
             local("extra-dir", FileKind::Dir, 0, (1, 0)),
+            local("rewritten", FileKind::File, 3, (5, 7)),
             local("same", FileKind::File, 3, (5, 7)),
             local("sized", FileKind::File, 5, (5, 7)),
             local("touched", FileKind::File, 3, (5, 8)),
+            local("unrecorded", FileKind::File, 3, (5, 7)),
             local("was-dir", FileKind::Dir, 0, (5, 0)),
             local("was-link", FileKind::Symlink, 1, (5, 0)),
             local("z-dir", FileKind::Dir, 0, (5, 0)),
         ];
-        let p = plan(&manifest, &here, false);
-        assert_eq!(p.downloads, vec![0, 2, 4, 5]);
-        assert_eq!(p.hash_checks, vec![3]);
+        // What an earlier restore recorded: content "a…" at size 3, mtime (5, 7).
+        let old = Record::for_entry(&file("x", 3, (5, 7))).unwrap();
+        let records: HashMap<String, Record> = ["rewritten", "same", "touched"]
+            .into_iter()
+            .map(|p| (p.to_string(), old.clone()))
+            .collect();
+        let p = plan(&manifest, &here, &records, false);
+        // "rewritten" keeps size and mtime but the manifest wants other content.
+        assert_eq!(p.downloads, vec![0, 1, 3, 6, 7]);
+        // Touched since the record, or never recorded (no xattrs): hash to decide.
+        assert_eq!(p.hash_checks, vec![4, 5]);
         assert_eq!(
             p.deletes,
             vec!["extra".to_string(), "extra-dir".to_string()]
         );
-        let with_checksum = plan(&manifest, &here, true);
-        assert_eq!(with_checksum.hash_checks, vec![1, 3]);
+        let with_checksum = plan(&manifest, &here, &records, true);
+        assert_eq!(with_checksum.hash_checks, vec![2, 4, 5]);
+        assert_eq!(with_checksum.downloads, vec![0, 1, 3, 6, 7]);
     }
 
     #[test]

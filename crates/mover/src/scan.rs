@@ -2,7 +2,11 @@
 //! yields one entry at a time, so the source never holds the whole tree. One
 //! filesystem only, never following symlinks, skipping `lost+found` at the root and
 //! Scribe's staging directory; second and later links of a hardlinked inode become
-//! hardlink entries naming the first path (in path order).
+//! hardlink entries naming the first path (in path order). Names no manifest can
+//! carry (not UTF-8, control characters such as newline or tab) and symlinks whose
+//! target is not UTF-8 are not entries: they are collected as [`Unsupported`] for
+//! the caller to refuse (source) or remove (destination), never silently dropped.
+//! Special files (sockets, FIFOs, devices) are skipped, as rclone skips them.
 //!
 //! Order: each directory's names are sorted by bytes, with a directory present twice
 //! — its own entry under its name, and its contents under `name + "/"`. So `a` comes
@@ -41,8 +45,32 @@ pub struct ScanEntry {
 pub struct Scan {
     pub root: LocalMeta,
     pub entries: Vec<ScanEntry>,
-    /// Entries left out (special files, names that cannot be object keys).
+    /// Special files left out.
     pub skipped: usize,
+    /// Paths no manifest can carry, in walk order.
+    pub unsupported: Vec<Unsupported>,
+}
+
+/// A local path that cannot be an entry: its name, or its symlink target, is not
+/// representable in a manifest and an object key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unsupported {
+    /// The path relative to the root, as the filesystem has it.
+    pub rel: PathBuf,
+    pub reason: &'static str,
+}
+
+impl std::fmt::Display for Unsupported {
+    /// The path with its odd bytes escaped (`\n`, `\t`, `\xff`), and why.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let escaped: String = self.rel.as_os_str().as_bytes().escape_ascii().to_string();
+        let shown = match std::str::from_utf8(self.rel.as_os_str().as_bytes()) {
+            // Keep non-ASCII UTF-8 readable; escape only control characters.
+            Ok(s) => s.escape_debug().to_string(),
+            Err(_) => escaped,
+        };
+        write!(f, "\"{shown}\" ({})", self.reason)
+    }
 }
 
 /// Walks `root` into memory (blocking); the destination's view of its tree.
@@ -53,6 +81,7 @@ pub fn scan(root: &Path, group_hardlinks: bool) -> Result<Scan, SyncError> {
         root: *walk.root_meta(),
         entries,
         skipped: walk.skipped(),
+        unsupported: walk.take_unsupported(),
     })
 }
 
@@ -82,6 +111,7 @@ pub struct Walk {
     /// (dev, ino) → first path, only for files with more than one link.
     first_links: HashMap<(u64, u64), String>,
     skipped: usize,
+    unsupported: Vec<Unsupported>,
 }
 
 impl Walk {
@@ -95,6 +125,7 @@ impl Walk {
             stack: vec![frame],
             first_links: HashMap::new(),
             skipped: 0,
+            unsupported: Vec::new(),
         })
     }
 
@@ -102,9 +133,14 @@ impl Walk {
         &self.root_meta
     }
 
-    /// Entries left out so far (special files, names that cannot be object keys).
+    /// Special files left out so far.
     pub fn skipped(&self) -> usize {
         self.skipped
+    }
+
+    /// The paths found so far that no manifest can carry (see the module doc).
+    pub fn take_unsupported(&mut self) -> Vec<Unsupported> {
+        std::mem::take(&mut self.unsupported)
     }
 
     /// The entry for `name` in the top frame, or `None` when it is skipped.
@@ -120,9 +156,13 @@ impl Walk {
         let rel = match name.to_str() {
             Some(n) if !n.chars().any(char::is_control) => join_rel(&frame.rel, n),
             _ => {
-                warn!(path = %path.display(), "skipping a name that is not valid UTF-8 or has control characters (cannot be an object key)");
+                let mut rel = PathBuf::from(&frame.rel);
+                rel.push(name);
                 frame.blocked.insert(name.clone());
-                self.skipped += 1;
+                self.unsupported.push(Unsupported {
+                    rel,
+                    reason: "name is not UTF-8 or has control characters",
+                });
                 return Ok(None);
             }
         };
@@ -139,8 +179,10 @@ impl Walk {
                 match t.to_str() {
                     Some(t) => Some(t.to_string()),
                     None => {
-                        warn!(path = %rel, "skipping a symlink whose target is not valid UTF-8");
-                        self.skipped += 1;
+                        self.unsupported.push(Unsupported {
+                            rel: PathBuf::from(&rel),
+                            reason: "symlink target is not UTF-8",
+                        });
                         return Ok(None);
                     }
                 }

@@ -81,7 +81,15 @@ pub async fn sync(remote: &Remote, local: &Path, opts: &SyncOptions) -> Result<S
         body,
         root: root_meta,
         skipped,
+        unsupported,
     } = merged;
+    if !unsupported.is_empty() {
+        // Never report success without them: a human has to rename them.
+        for u in &unsupported {
+            warn!(path = %u, "cannot replicate this path");
+        }
+        return Err(SyncError::unsupported_names(&unsupported));
+    }
     if pass.entries == 0
         && (pass.prev_entries > 0 || pass.remote_objects > 0)
         && !opts.allow_empty_source
@@ -228,6 +236,7 @@ struct Merged {
     body: File,
     root: LocalMeta,
     skipped: usize,
+    unsupported: Vec<crate::scan::Unsupported>,
 }
 
 /// One merge pass: the walk runs on a blocking thread, fed by the manifest reader
@@ -331,6 +340,7 @@ fn merge_blocking(
         body,
         root: *walk.root_meta(),
         skipped: walk.skipped(),
+        unsupported: walk.take_unsupported(),
     })
 }
 

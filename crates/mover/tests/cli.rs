@@ -277,3 +277,78 @@ fn help_exits_0_and_names_the_env_vars() {
         assert!(text.contains(var), "--help mentions {var}");
     }
 }
+
+#[test]
+fn boolean_variables_accept_1_0_yes_no_true_false_in_any_case() {
+    let env = Env::new();
+    std::fs::write(env.path("data/f"), b"x").unwrap();
+    let data = env.path("data").to_str().unwrap().to_string();
+    let remote = env.path("bucket").to_str().unwrap().to_string();
+    let source = |vars: &[(&str, &str)]| {
+        env.run(
+            &[
+                "source",
+                "--section",
+                "local",
+                "--remote-path",
+                &remote,
+                "--mount-path",
+                &data,
+            ],
+            vars,
+        )
+    };
+    let manifest = env.path("bucket/.scribe/manifest.jsonl");
+    for yes in ["1", "yes", "YES", "True", "true"] {
+        let out = source(&[("SCRIBE_DRY_RUN", yes)]);
+        assert_eq!(code(&out), 0, "SCRIBE_DRY_RUN={yes}");
+        assert!(!manifest.exists(), "SCRIBE_DRY_RUN={yes} is a dry run");
+    }
+    for no in ["0", "no", "No", "FALSE"] {
+        std::fs::remove_dir_all(env.path("bucket")).ok();
+        let out = source(&[("SCRIBE_DRY_RUN", no), ("SCRIBE_CHECKSUM", "Yes")]);
+        assert_eq!(code(&out), 0, "SCRIBE_DRY_RUN={no}");
+        assert!(manifest.exists(), "SCRIBE_DRY_RUN={no} writes");
+    }
+    std::fs::remove_file(env.path("data/f")).unwrap();
+    let out = source(&[("SCRIBE_ALLOW_EMPTY_SOURCE", "0")]);
+    assert_config_failure(&out, "allow-empty-source");
+    let out = source(&[("SCRIBE_ALLOW_EMPTY_SOURCE", "YES")]);
+    assert_eq!(code(&out), 0);
+    assert_config_failure(&source(&[("SCRIBE_DRY_RUN", "maybe")]), "maybe");
+}
+
+#[test]
+fn names_no_manifest_can_carry_fail_the_source_with_78_naming_them() {
+    use std::os::unix::ffi::OsStrExt;
+    let env = Env::new();
+    std::fs::write(env.path("data/fine"), b"x").unwrap();
+    std::fs::write(env.path("data/new\nline"), b"y").unwrap();
+    std::fs::write(
+        env.path("data")
+            .join(std::ffi::OsStr::from_bytes(b"latin1-\xe9")),
+        b"z",
+    )
+    .unwrap();
+    let remote = env.path("bucket").to_str().unwrap().to_string();
+    let out = env.run(
+        &[
+            "source",
+            "--section",
+            "local",
+            "--remote-path",
+            &remote,
+            "--mount-path",
+            env.path("data").to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_config_failure(&out, "2 local path(s) cannot be replicated");
+    let err = summary(&out)["error"].as_str().unwrap().to_string();
+    assert!(err.contains(r#""latin1-\xe9""#), "{err}");
+    assert!(err.contains(r#""new\nline""#), "{err}");
+    assert!(
+        !env.path("bucket/fine").exists(),
+        "nothing uploaded when a name cannot be carried"
+    );
+}

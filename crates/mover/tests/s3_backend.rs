@@ -33,6 +33,7 @@ fn args(config: &std::path::Path, section: &str, remote_path: &str) -> OpenArgs 
         section: section.to_owned(),
         remote_path: remote_path.to_owned(),
         custom_ca: None,
+        create_bucket: true,
     }
 }
 
@@ -212,6 +213,33 @@ async fn unsupported_type_names_section_and_type() {
 }
 
 #[tokio::test]
+async fn only_an_opening_allowed_to_create_makes_a_missing_bucket() {
+    let moto = Moto::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let conf = write_conf(&dir, &moto.rclone_section("moto", ""));
+    let destination = OpenArgs {
+        create_bucket: false,
+        ..args(&conf, "moto", "typo-bucket/p")
+    };
+    let err = open_err(&destination, &Env::default()).await;
+    assert_eq!(err.category(), ErrorCategory::Config, "{err}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("\"typo-bucket\"") && msg.contains("no such bucket"),
+        "{msg}"
+    );
+    assert!(
+        !bucket_exists(&moto, &dir, "typo-bucket").await,
+        "the destination must not create a bucket"
+    );
+    // The source may.
+    open(&args(&conf, "moto", "typo-bucket/p"), &Env::default())
+        .await
+        .unwrap();
+    open(&destination, &Env::default()).await.unwrap();
+}
+
+#[tokio::test]
 async fn missing_bucket_with_no_check_bucket_is_a_config_error() {
     let moto = Moto::start().await;
     let dir = tempfile::tempdir().unwrap();
@@ -332,6 +360,7 @@ async fn remote_defined_only_by_environment_and_encrypted_config_work() {
         section: "envs3".into(),
         remote_path: "env-bucket".into(),
         custom_ca: None,
+        create_bucket: true,
     };
     open(&no_file, &env).await.unwrap();
 

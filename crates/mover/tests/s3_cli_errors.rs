@@ -96,6 +96,35 @@ async fn missing_bucket_with_no_check_bucket_exits_78() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn destination_with_a_mistyped_bucket_exits_78_and_creates_nothing() {
+    let moto = Moto::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let conf = conf(&dir, &moto.rclone_section("moto", ""));
+    let dst = dir.path().join("dst");
+    std::fs::create_dir(&dst).unwrap();
+    let run = Job::new(&conf, "moto", "replcia/p", &dst)
+        .destination()
+        .await;
+    run.assert_failed(78, &["\"replcia\"", "no such bucket"]);
+    assert_logged(&run);
+    // Still missing: a second destination run says the same.
+    Job::new(&conf, "moto", "replcia/p", &dst)
+        .destination()
+        .await
+        .assert_failed(78, &["no such bucket"]);
+    // The source still creates its bucket, and the destination then restores it.
+    let src = source_tree(&dir);
+    Job::new(&conf, "moto", "replica/p", &src)
+        .source()
+        .await
+        .assert_ok();
+    Job::new(&conf, "moto", "replica/p", &dst)
+        .destination()
+        .await
+        .assert_ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bucket_denied_by_policy_exits_78_while_other_buckets_work() {
     let moto = Moto::start_with_restricted_user("forbidden").await;
     let (key, secret) = moto.restricted.clone().unwrap();

@@ -36,6 +36,7 @@ impl conformance::Factory for S3 {
             section: "moto".into(),
             remote_path: format!("conformance-{n}/replica/db"),
             custom_ca: None,
+            create_bucket: true,
         };
         let mut remote = open(&args, &Env::default())
             .await

@@ -199,3 +199,46 @@ async fn storage_class_of_the_section_is_set_on_every_object() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_object_store_cannot_address_do_not_wedge_either_direction() {
+    let moto = Moto::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("rclone.conf");
+    std::fs::write(&conf, moto.rclone_section("moto", "")).unwrap();
+    let (src, dst) = (dir.path().join("src"), dir.path().join("dst"));
+    write(&src, "a.txt", b"alpha");
+    write(&src, "dir/b", b"beta");
+    // The bucket exists; then someone else writes keys object_store rejects.
+    Job::new(&conf, "moto", "foreign/p", &src)
+        .arg("--dry-run")
+        .source()
+        .await
+        .assert_ok();
+    for key in ["p/odd//double", "p/ctl\u{1}char", "p/dot/./seg"] {
+        moto.put_raw("foreign", key, b"not ours");
+    }
+    // A destination before any source: the foreign keys are no data of ours, so
+    // nothing is replicated yet (retry later), not a configuration error.
+    std::fs::create_dir(&dst).unwrap();
+    Job::new(&conf, "moto", "foreign/p", &dst)
+        .destination()
+        .await
+        .assert_failed(75, &["nothing has been replicated"]);
+    let run = Job::new(&conf, "moto", "foreign/p", &src).source().await;
+    run.assert_ok();
+    assert!(
+        run.stderr.contains("odd//double"),
+        "the skipped key is named:\n{}",
+        run.tail()
+    );
+    Job::new(&conf, "moto", "foreign/p", &dst)
+        .destination()
+        .await
+        .assert_ok();
+    assert_eq!(std::fs::read(dst.join("dir/b")).unwrap(), b"beta");
+    // Nothing changed: the next source run is a no-op and still succeeds.
+    let again = Job::new(&conf, "moto", "foreign/p", &src).source().await;
+    again.assert_ok();
+    assert_eq!(again.count("filesTransferred"), 0);
+}

@@ -13,6 +13,7 @@ use crate::config::{self, ConfigError, Env, RemoteConfig};
 use crate::remote::{ErrorCategory, Remote, UploadOptions};
 
 mod s3;
+mod s3_list;
 pub mod s3_settings;
 pub mod sigv4;
 
@@ -49,6 +50,10 @@ pub struct OpenArgs {
     pub remote_path: String,
     /// PEM bundle whose certificates are trusted in addition to the system roots.
     pub custom_ca: Option<PathBuf>,
+    /// Create the bucket when it is missing (the source, as rclone does unless
+    /// `no_check_bucket`). The destination never creates one: a missing bucket is a
+    /// configuration error ("no such bucket"), so a typo is not papered over.
+    pub create_bucket: bool,
 }
 
 /// Why a remote could not be opened.
@@ -109,7 +114,7 @@ impl BackendError {
 }
 
 /// Parse the configuration, apply environment precedence, build the store and
-/// (for S3) check or create the bucket.
+/// (for S3) check the bucket, creating it only when `args.create_bucket`.
 pub async fn open(args: &OpenArgs, env: &Env) -> Result<Remote, BackendError> {
     let file = config::load(args.config_path.as_deref(), env)?;
     let remote = RemoteConfig::resolve(&file, &args.section, env)?;

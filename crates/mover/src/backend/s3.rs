@@ -1,11 +1,13 @@
 //! The `type = s3` backend: an object_store `AmazonS3` aimed at the bucket URL
-//! computed by [`S3Settings`], plus the bucket check/creation object_store cannot
-//! do (SigV4-signed HeadBucket / CreateBucket / one-key ListObjectsV2 via reqwest).
+//! computed by [`S3Settings`], plus what object_store cannot do: the bucket check
+//! (SigV4-signed HeadBucket / one-key ListObjectsV2 via reqwest), CreateBucket only
+//! when the caller may create (the source; the destination never creates a bucket,
+//! so a mistyped name is "no such bucket"), and the listing itself (see `s3_list`).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey};
+use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey, AwsCredentialProvider};
 use object_store::path::Path as ObjectPath;
 use object_store::{BackoffConfig, Certificate, ClientOptions, RetryConfig};
 use reqwest::{Method, StatusCode};
@@ -53,21 +55,21 @@ pub(super) async fn open(
     };
     let store = build_store(&settings, env, &certificates)?;
     let http = http_client(&settings, &certificates)?;
-    let key = signing_key(&settings, &store).await?;
+    check_credentials(&settings, &store).await?;
     let bucket = BucketClient {
-        settings: &settings,
+        settings: settings.clone(),
         http,
-        key,
+        credentials: (settings.auth != Auth::Anonymous).then(|| store.credentials().clone()),
     };
     if settings.no_check_bucket {
         bucket.probe_list().await?;
     } else {
-        bucket.ensure().await?;
+        bucket.ensure(args.create_bucket).await?;
     }
     let description = settings.describe();
     info!(remote = %description, virtual_hosted = settings.virtual_hosted, "opened s3 remote");
     Ok(Remote {
-        store: Arc::new(store),
+        store: Arc::new(super::s3_list::Listed::new(Arc::new(store), bucket)),
         prefix: ObjectPath::from(settings.prefix.as_str()),
         upload: settings.upload.clone(),
         description,
@@ -247,52 +249,47 @@ fn http_client(
     })
 }
 
-async fn signing_key(
-    settings: &S3Settings,
-    store: &AmazonS3,
-) -> Result<Option<SigningKey>, BackendError> {
+/// Fetches the credentials once, so a broken credential chain is reported as such
+/// before any request.
+async fn check_credentials(settings: &S3Settings, store: &AmazonS3) -> Result<(), BackendError> {
     if settings.auth == Auth::Anonymous {
-        return Ok(None);
+        return Ok(());
     }
-    let credential =
-        store
-            .credentials()
-            .get_credential()
-            .await
-            .map_err(|e| BackendError::Credentials {
-                section: settings.section.clone(),
-                message: e.to_string(),
-            })?;
-    Ok(Some(SigningKey {
-        key_id: credential.key_id.clone(),
-        secret_key: credential.secret_key.clone(),
-        token: credential.token.clone(),
-    }))
+    store
+        .credentials()
+        .get_credential()
+        .await
+        .map(drop)
+        .map_err(|e| BackendError::Credentials {
+            section: settings.section.clone(),
+            message: e.to_string(),
+        })
 }
 
-/// Bucket-level requests against one bucket URL.
-struct BucketClient<'a> {
-    settings: &'a S3Settings,
+/// Bucket-level requests against one bucket URL (also the listing, see `s3_list`).
+pub(super) struct BucketClient {
+    pub(super) settings: S3Settings,
     http: reqwest::Client,
-    key: Option<SigningKey>,
+    /// object_store's provider (it caches and refreshes); `None` when anonymous.
+    credentials: Option<AwsCredentialProvider>,
 }
 
 /// What came back from one bucket-level request.
-struct Reply {
-    status: StatusCode,
+pub(super) struct Reply {
+    pub(super) status: StatusCode,
     region_hint: Option<String>,
-    body: String,
+    pub(super) body: String,
 }
 
-impl BucketClient<'_> {
-    /// HeadBucket; create the bucket when it does not exist.
-    async fn ensure(&self) -> Result<(), BackendError> {
+impl BucketClient {
+    /// HeadBucket; create the bucket when it does not exist and `create` is set.
+    async fn ensure(&self, create: bool) -> Result<(), BackendError> {
         let head = self
             .send("checking bucket", Method::HEAD, &[], &[], Vec::new())
             .await?;
         match head.status {
             s if s.is_success() => Ok(()),
-            StatusCode::NOT_FOUND => self.create().await,
+            StatusCode::NOT_FOUND if create => self.create().await,
             // Some policies allow object access but not HeadBucket: listing decides.
             StatusCode::FORBIDDEN => self.probe_list().await,
             _ => Err(self.failure("checking bucket", &head)),
@@ -355,11 +352,49 @@ impl BucketClient<'_> {
         headers: &[(String, String)],
         body: Vec<u8>,
     ) -> Result<Reply, BackendError> {
+        self.send_with_attempts(
+            action,
+            BUCKET_REQUEST_ATTEMPTS,
+            method,
+            query,
+            headers,
+            body,
+        )
+        .await
+    }
+
+    /// [`BucketClient::send`] with up to `attempts` tries (backoff capped at 15 s).
+    pub(super) async fn send_with_attempts(
+        &self,
+        action: &'static str,
+        attempts: u32,
+        method: Method,
+        query: &[(String, String)],
+        headers: &[(String, String)],
+        body: Vec<u8>,
+    ) -> Result<Reply, BackendError> {
+        let key = match &self.credentials {
+            None => None,
+            Some(c) => {
+                let c = c
+                    .get_credential()
+                    .await
+                    .map_err(|e| BackendError::Credentials {
+                        section: self.settings.section.clone(),
+                        message: e.to_string(),
+                    })?;
+                Some(SigningKey {
+                    key_id: c.key_id.clone(),
+                    secret_key: c.secret_key.clone(),
+                    token: c.token.clone(),
+                })
+            }
+        };
         let mut attempt = 0;
         loop {
             attempt += 1;
             let outcome = self
-                .send_once(method.clone(), query, headers, body.clone())
+                .send_once(key.as_ref(), method.clone(), query, headers, body.clone())
                 .await;
             let retryable = match &outcome {
                 Ok(reply) => {
@@ -367,7 +402,7 @@ impl BucketClient<'_> {
                 }
                 Err(e) => !is_certificate_error(e),
             };
-            if !retryable || attempt >= BUCKET_REQUEST_ATTEMPTS {
+            if !retryable || attempt >= attempts {
                 return outcome.map_err(|e| {
                     // An untrusted certificate needs a CA bundle, not a retry.
                     let category = if is_certificate_error(&e) {
@@ -379,12 +414,13 @@ impl BucketClient<'_> {
                 });
             }
             debug!(action, attempt, "retrying bucket request");
-            tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
+            tokio::time::sleep(Duration::from_millis(200 << attempt.min(6))).await;
         }
     }
 
     async fn send_once(
         &self,
+        key: Option<&SigningKey>,
         method: Method,
         query: &[(String, String)],
         headers: &[(String, String)],
@@ -404,7 +440,7 @@ impl BucketClient<'_> {
             Some(port) => format!("{}:{port}", url.host_str().unwrap_or_default()),
             None => url.host_str().unwrap_or_default().to_owned(),
         };
-        let all_headers = match &self.key {
+        let all_headers = match key {
             Some(key) => {
                 let payload = sigv4::sha256_hex(&body);
                 let request = sigv4::Request {
@@ -438,7 +474,7 @@ impl BucketClient<'_> {
         })
     }
 
-    fn failure(&self, action: &'static str, reply: &Reply) -> BackendError {
+    pub(super) fn failure(&self, action: &'static str, reply: &Reply) -> BackendError {
         let code = error_code(&reply.body);
         let category =
             if reply.status.is_server_error() || reply.status == StatusCode::TOO_MANY_REQUESTS {
@@ -448,9 +484,14 @@ impl BucketClient<'_> {
             };
         let explanation = match (reply.status, code.as_deref()) {
             (StatusCode::NOT_FOUND, _) if self.settings.no_check_bucket => {
-                "bucket does not exist (no_check_bucket = true, so it is not created)".to_owned()
+                "no such bucket (no_check_bucket = true, so it is not created)".to_owned()
             }
-            (StatusCode::NOT_FOUND, _) => "bucket does not exist".to_owned(),
+            (StatusCode::NOT_FOUND, _) if action == "checking bucket" => {
+                "no such bucket (the destination never creates one: check the bucket name, \
+                 or let the source create it)"
+                    .to_owned()
+            }
+            (StatusCode::NOT_FOUND, _) => "no such bucket".to_owned(),
             (StatusCode::FORBIDDEN, Some("SignatureDoesNotMatch")) => {
                 "403 SignatureDoesNotMatch: secret_access_key is wrong".to_owned()
             }

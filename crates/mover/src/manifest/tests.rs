@@ -162,6 +162,33 @@ fn entries_inside_a_non_directory_are_rejected() {
     assert!(err.to_string().contains("not a directory"), "{err}");
 }
 
+#[test]
+fn entries_anywhere_below_a_symlink_entry_are_rejected_naming_them() {
+    // `link -> /etc/passwd` with `link/b/c`: the immediate parent `link/b` is not in
+    // the manifest, but an ancestor is a symlink entry.
+    let mut m = sample();
+    let mut f = Entry::new("link/b/c", EntryKind::File);
+    f.sha256 = Some(sha('c'));
+    m.entries.push(f);
+    let err = Manifest::parse("k", &m.to_bytes()).unwrap_err();
+    assert!(
+        matches!(err, SyncError::ManifestInvalid { line: 6, .. }),
+        "{err}"
+    );
+    let text = err.to_string();
+    assert!(
+        text.contains("\"link/b/c\" is inside \"link\", which is a symlink entry"),
+        "{text}"
+    );
+    // Below a file entry is refused the same way.
+    let mut m = sample();
+    let mut d = Entry::new("a b/ü.txt/x/y", EntryKind::Dir);
+    d.mtime_sec = 1;
+    m.entries.insert(2, d);
+    let err = Manifest::parse("k", &m.to_bytes()).unwrap_err();
+    assert!(err.to_string().contains("which is a file entry"), "{err}");
+}
+
 fn memory_remote() -> Remote {
     Remote {
         store: std::sync::Arc::new(object_store::memory::InMemory::new()),

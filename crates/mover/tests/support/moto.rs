@@ -257,6 +257,31 @@ impl Moto {
         ))
     }
 
+    /// Puts an object at exactly `key` with boto3 (from moto's own Python), for keys
+    /// no Rust client here can write (`a//b`, control characters).
+    pub fn put_raw(&self, bucket: &str, key: &str, body: &[u8]) {
+        let python = moto_binary().parent().unwrap().join("python");
+        let script = "import boto3,sys\n\
+            s3=boto3.client('s3',endpoint_url=sys.argv[1],region_name='us-east-1',\
+            aws_access_key_id=sys.argv[2],aws_secret_access_key=sys.argv[3])\n\
+            s3.put_object(Bucket=sys.argv[4],Key=sys.argv[5],Body=sys.stdin.buffer.read())\n";
+        let mut child = Command::new(python)
+            .args([
+                "-c",
+                script,
+                &self.endpoint,
+                &self.access_key,
+                &self.secret_key,
+            ])
+            .args([bucket, key])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .expect("running moto's python");
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(body).unwrap();
+        assert!(child.wait().unwrap().success(), "boto3 put of {key:?}");
+    }
+
     /// An rclone.conf section for this server (path style, `provider = Other`),
     /// with `extra` lines appended.
     pub fn rclone_section(&self, section: &str, extra: &str) -> String {

@@ -302,6 +302,7 @@ pub async fn list_bucket(
         section: section.to_owned(),
         remote_path: bucket.to_owned(),
         custom_ca: None,
+        create_bucket: true,
     };
     let remote = open(&args, &Env::default())
         .await
