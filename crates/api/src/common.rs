@@ -39,6 +39,7 @@ pub struct TriggerSpec {
     #[schemars(pattern(SCHEDULE_PATTERN))]
     pub schedule: Option<String>,
     /// Any new value starts one synchronization; once done, `status.lastManualSync` equals it.
+    /// While set (non-empty) it replaces the schedule: no scheduled syncs, no `nextSyncTime`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub manual: Option<String>,
 }

@@ -15,8 +15,11 @@ pub const CREATED_BY_VALUE: &str = "scribe";
 pub const LABEL_OWNER_NAME: &str = "scribe.backube/owner-name";
 /// Label naming the owning custom resource's kind (`ReplicationSource` / `ReplicationDestination`).
 pub const LABEL_OWNER_KIND: &str = "scribe.backube/owner-kind";
-/// Label on a destination snapshot that must survive rotation of `latestImage`.
+/// Label on a VolumeSnapshot the user wants kept: Scribe never deletes it and releases it
+/// (removes its owner reference and Scribe's labels) so the garbage collector keeps it too.
 pub const LABEL_DO_NOT_DELETE: &str = "scribe.backube/do-not-delete";
+/// VolSync's name for [`LABEL_DO_NOT_DELETE`], honoured the same way.
+pub const LABEL_DO_NOT_DELETE_VOLSYNC: &str = "volsync.backube/do-not-delete";
 
 /// Condition type from the seed: did the last reconcile succeed?
 pub const CONDITION_RECONCILED: &str = "Reconciled";

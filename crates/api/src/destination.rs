@@ -55,7 +55,8 @@ pub struct ReplicationDestinationSpec {
     /// When to pull; absent means continuously.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trigger: Option<TriggerSpec>,
-    /// Stop starting new synchronizations (a running one finishes).
+    /// Start no new synchronization, and suspend a running mover (its Job scaled to no pods)
+    /// until unpaused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub paused: Option<bool>,
     /// Rclone-style replication through object storage.

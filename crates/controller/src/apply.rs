@@ -1,8 +1,11 @@
 //! Apply (client required): carries out a plan's [`Action`]s in order — server-side apply
-//! (field manager `scribe-controller`, forced: the controller owns these objects) or delete
+//! (field manager `scribe-controller`, forced: the controller owns these objects), a JSON
+//! merge patch of one field (a Job's parallelism; a released snapshot's owner references —
+//! applying a partial object would drop the fields the apply does not name), or delete
 //! (404 counts as done; Jobs with propagationPolicy Background so their pods go too).
 //! Every action is idempotent, so a pass interrupted half-way is simply repeated.
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{DeleteParams, Patch, PatchParams, PropagationPolicy};
 use kube::{Api, Client, Resource};
 use serde::Serialize;
@@ -21,6 +24,14 @@ use crate::snapshot::VolumeSnapshot;
 pub enum ApplyError {
     #[error("applying {kind} {namespace}/{name}: {source}")]
     Apply {
+        kind: &'static str,
+        namespace: String,
+        name: String,
+        #[source]
+        source: Box<kube::Error>,
+    },
+    #[error("patching {kind} {namespace}/{name}: {source}")]
+    Patch {
         kind: &'static str,
         namespace: String,
         name: String,
@@ -53,9 +64,9 @@ impl ApplyError {
     /// The API error behind this one, if any.
     pub fn kube_error(&self) -> Option<&kube::Error> {
         match self {
-            ApplyError::Apply { source, .. } | ApplyError::Delete { source, .. } => {
-                Some(source.as_ref())
-            }
+            ApplyError::Apply { source, .. }
+            | ApplyError::Patch { source, .. }
+            | ApplyError::Delete { source, .. } => Some(source.as_ref()),
             _ => None,
         }
     }
@@ -183,6 +194,67 @@ async fn delete_one(
     }
 }
 
+/// The merge patch that sets a Job's `spec.parallelism`.
+pub fn scale_patch(parallelism: i32) -> serde_json::Value {
+    serde_json::json!({"spec": {"parallelism": parallelism}})
+}
+
+/// The merge patch that releases a VolumeSnapshot: its owner references without the CR's
+/// (a merge patch replaces the list whole, so the resourceVersion guards against losing a
+/// concurrent change; null when none is left).
+pub fn release_patch(
+    resource_version: Option<&str>,
+    owner_references: &[OwnerReference],
+) -> serde_json::Value {
+    let refs = if owner_references.is_empty() {
+        serde_json::Value::Null
+    } else {
+        serde_json::to_value(owner_references).unwrap_or(serde_json::Value::Null)
+    };
+    let mut meta = serde_json::json!({ "ownerReferences": refs });
+    if let Some(rv) = resource_version {
+        meta["resourceVersion"] = rv.into();
+    }
+    serde_json::json!({ "metadata": meta })
+}
+
+async fn merge_patch<K>(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    patch: &serde_json::Value,
+) -> Result<(), ApplyError>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Serialize
+        + DeserializeOwned
+        + Clone
+        + std::fmt::Debug,
+{
+    let kind = kind_static::<K>();
+    let params = PatchParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..PatchParams::default()
+    };
+    match Api::<K>::namespaced(client.clone(), ns)
+        .patch(name, &params, &Patch::Merge(patch))
+        .await
+    {
+        Ok(_) => {
+            debug!(kind, namespace = ns, name, "patched");
+            Ok(())
+        }
+        // Gone already: nothing left to scale or release.
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(source) => Err(ApplyError::Patch {
+            kind,
+            namespace: ns.into(),
+            name: name.into(),
+            source: Box::new(source),
+        }),
+    }
+}
+
 /// Carries out `actions` in order in namespace `ns`, stopping at the first failure (later
 /// actions may depend on earlier ones, e.g. the PiT PVC on its snapshot).
 pub async fn apply_actions(
@@ -195,6 +267,17 @@ pub async fn apply_actions(
             Action::ApplyVolumeSnapshot(o) => apply_one(client, ns, o.as_ref()).await?,
             Action::ApplyPvc(o) => apply_one(client, ns, o.as_ref()).await?,
             Action::ApplyJob(o) => apply_one(client, ns, o.as_ref()).await?,
+            Action::ScaleJob { name, parallelism } => {
+                merge_patch::<Job>(client, ns, name, &scale_patch(*parallelism)).await?
+            }
+            Action::ReleaseVolumeSnapshot {
+                name,
+                resource_version,
+                owner_references,
+            } => {
+                let patch = release_patch(resource_version.as_deref(), owner_references);
+                merge_patch::<VolumeSnapshot>(client, ns, name, &patch).await?
+            }
             Action::Delete { kind, name } => delete_one(client, ns, *kind, name).await?,
         }
     }
@@ -226,6 +309,31 @@ mod tests {
         assert!(body.get("status").is_none());
         assert!(body["metadata"].get("resourceVersion").is_none());
         assert!(body["metadata"].get("uid").is_none());
+    }
+
+    #[test]
+    fn release_keeps_other_owners_and_guards_with_the_resource_version() {
+        let other = OwnerReference {
+            api_version: "example.com/v1".into(),
+            kind: "Backup".into(),
+            name: "b".into(),
+            uid: "u-b".into(),
+            ..Default::default()
+        };
+        let p = release_patch(Some("42"), std::slice::from_ref(&other));
+        assert_eq!(p["metadata"]["resourceVersion"], "42");
+        assert_eq!(p["metadata"]["ownerReferences"][0]["uid"], "u-b");
+        assert_eq!(
+            p["metadata"]["ownerReferences"].as_array().map(Vec::len),
+            Some(1)
+        );
+        let p = release_patch(None, &[]);
+        assert!(p["metadata"]["ownerReferences"].is_null());
+        assert!(p["metadata"].get("resourceVersion").is_none());
+        assert_eq!(
+            scale_patch(0),
+            serde_json::json!({"spec": {"parallelism": 0}})
+        );
     }
 
     #[test]

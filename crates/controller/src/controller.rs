@@ -15,13 +15,14 @@ use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret};
 use kube::api::{ListParams, ObjectMeta};
+use kube::runtime::controller::Error as ControllerError;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{Controller, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use scribe_api::constants::{CREATED_BY_VALUE, GROUP, LABEL_CREATED_BY};
 use scribe_api::{ReplicationDestination, ReplicationSource};
 use tokio::sync::watch;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::context::{Context, ControllerConfig, Planner};
 use crate::http::{Health, HttpError, LeaderState, Server};
@@ -265,10 +266,27 @@ async fn probe_until_ready(client: Client, health: Arc<Health>) {
     }
 }
 
-fn log_result<T, E: std::fmt::Display>(r: Result<T, E>) -> futures::future::Ready<()> {
-    if let Err(e) = r {
-        // Reconcile errors are already logged by error_policy; this covers watch/queue errors.
-        warn!(error = %e, "controller event");
+/// Whether an error of a Controller's output stream is worth a warning. Two are routine and
+/// go to debug: a reconcile scheduled for an object deleted meanwhile (kube-runtime's
+/// `ObjectNotFound`, after every deletion of a CR whose owned objects still change), and a
+/// failed reconcile (already logged by `error_policy`, with its category). Watch, queue and
+/// runner errors warn.
+pub fn worth_a_warning<R, Q>(e: &ControllerError<R, Q>) -> bool {
+    !matches!(
+        e,
+        ControllerError::ObjectNotFound(_) | ControllerError::ReconcilerFailed(..)
+    )
+}
+
+fn log_result<T, R, Q>(r: Result<T, ControllerError<R, Q>>) -> futures::future::Ready<()>
+where
+    R: std::error::Error,
+    Q: std::error::Error,
+{
+    match r {
+        Err(e) if worth_a_warning(&e) => warn!(error = %e, "controller event"),
+        Err(e) => debug!(error = %e, "controller event"),
+        Ok(_) => {}
     }
     futures::future::ready(())
 }
@@ -394,6 +412,30 @@ mod tests {
             owners_of::<ReplicationDestination>(&meta).is_empty(),
             "a source's Job does not wake a destination"
         );
+    }
+
+    #[test]
+    fn a_reconcile_of_a_deleted_object_is_debug_not_a_warning() {
+        type E = ControllerError<std::io::Error, watcher::Error>;
+        let gone = || {
+            Box::new(
+                ObjectRef::<ReplicationSource>::new("db")
+                    .within("apps")
+                    .erase(),
+            )
+        };
+        let not_found: E = ControllerError::ObjectNotFound(gone());
+        assert!(
+            not_found
+                .to_string()
+                .contains("that was not found in local store"),
+            "{not_found}"
+        );
+        assert!(!worth_a_warning(&not_found));
+        let failed: E = ControllerError::ReconcilerFailed(std::io::Error::other("x"), gone());
+        assert!(!worth_a_warning(&failed), "error_policy logs it already");
+        let queue: E = ControllerError::QueueError(watcher::Error::NoResourceVersion);
+        assert!(worth_a_warning(&queue));
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Observe (client required, read-only): everything the plan needs to know about one custom
 //! resource — its Secret, volumes, point-in-time copies, mover Job and the Job's finished pod
 //! (exit code and termination message, see [`mover_report`]) or, while it runs, why its pod
-//! has not started (see [`mover_waiting`]), and a destination's snapshots.
+//! has not started (see [`mover_waiting`]), the pods using a source volume the mover will
+//! mount directly (copyMethod None), and a destination's snapshots.
 //! A missing object (404) is an observation (`None`), not an error.
 
 use k8s_openapi::api::batch::v1::Job;
@@ -13,6 +14,7 @@ use scribe_api::{
 };
 
 use crate::builders::names::{self, Owner};
+use crate::plan::placement;
 use crate::plan::{MoverReport, MoverWaiting, ObservedDestination, ObservedSource};
 use crate::snapshot::VolumeSnapshot;
 
@@ -156,6 +158,17 @@ pub async fn observe_source(
     };
     let job = get::<Job>(client, &ns, &names::source_job_name(&name), "Job").await?;
     let (mover, mover_waiting) = observe_mover(client, &ns, job.as_ref()).await?;
+    let direct = matches!(
+        rclone.copy_method,
+        SourceCopyMethod::None | SourceCopyMethod::Direct
+    );
+    let source_pvc_pods = match source_pvc.as_ref() {
+        // Only needed to place a new mover Job, and only for a volume one node can attach.
+        Some(pvc) if direct && job.is_none() && !attaches_anywhere(pvc) => {
+            pods_mounting(client, &ns, &cr.spec.source_pvc).await?
+        }
+        _ => Vec::new(),
+    };
     Ok(ObservedSource {
         cr: cr.clone(),
         secret,
@@ -165,7 +178,38 @@ pub async fn observe_source(
         job,
         mover,
         mover_waiting,
+        source_pvc_pods,
     })
+}
+
+/// Whether a volume can be mounted on any node (ReadWriteMany or ReadOnlyMany).
+fn attaches_anywhere(pvc: &PersistentVolumeClaim) -> bool {
+    pvc.spec
+        .as_ref()
+        .and_then(|s| s.access_modes.as_ref())
+        .is_some_and(|m| {
+            m.iter()
+                .any(|m| m == "ReadWriteMany" || m == "ReadOnlyMany")
+        })
+}
+
+/// The pods of namespace `ns` that mount PVC `claim` (pods cannot be selected by volume:
+/// all are listed, as VolSync does).
+async fn pods_mounting(client: &Client, ns: &str, claim: &str) -> Result<Vec<Pod>, ObserveError> {
+    let pods = Api::<Pod>::namespaced(client.clone(), ns)
+        .list(&ListParams::default())
+        .await
+        .map_err(|source| ObserveError::List {
+            kind: "Pod",
+            namespace: ns.into(),
+            selector: String::new(),
+            source: Box::new(source),
+        })?;
+    Ok(pods
+        .items
+        .into_iter()
+        .filter(|p| placement::mounts(p, claim))
+        .collect())
 }
 
 /// Observes a ReplicationDestination.

@@ -6,14 +6,16 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Container, PodSecurityContext, PodSpec, ResourceRequirements};
+use k8s_openapi::api::core::v1::{
+    Container, PodSecurityContext, PodSpec, ResourceRequirements, Toleration,
+};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use scribe_api::{
     CustomCaSpec, DestinationCopyMethod, MoverOptions, ReplicationDestination, ReplicationSource,
     SourceCopyMethod,
 };
-use scribe_controller::builders::job::{Direction, MoverJobParams, build_mover_job};
+use scribe_controller::builders::job::{Direction, MoverJobParams, Placement, build_mover_job};
 use scribe_controller::builders::names::Owner;
 use scribe_controller::builders::pvc::{DataSource, PvcParams, build_pvc, requested_storage};
 use scribe_controller::plan::Settings;
@@ -42,6 +44,17 @@ fn settings() -> Settings {
 }
 
 fn job(direction: Direction, mover: &MoverOptions, has_config: bool, env_keys: &[&str]) -> Job {
+    shaped_job(direction, mover, has_config, env_keys, false, None)
+}
+
+fn shaped_job(
+    direction: Direction,
+    mover: &MoverOptions,
+    has_config: bool,
+    env_keys: &[&str],
+    read_only: bool,
+    placement: Option<&Placement>,
+) -> Job {
     let owner = owner();
     let settings = settings();
     build_mover_job(&MoverJobParams {
@@ -55,6 +68,8 @@ fn job(direction: Direction, mover: &MoverOptions, has_config: bool, env_keys: &
         section: "aws-s3-bucket",
         remote_path: "bucket/prefix",
         data_pvc: "scribe-src-db",
+        read_only,
+        placement,
         mover,
     })
 }
@@ -152,7 +167,7 @@ fn job_spec_has_no_retries_beyond_two_and_never_restarts() {
 
 #[test]
 fn secret_is_mounted_read_only_0440_with_only_rclone_conf() {
-    let j = job(Direction::Source, &MoverOptions::default(), true, &[]);
+    let j = job(Direction::Destination, &MoverOptions::default(), true, &[]);
     let vols = pod(&j).volumes.as_ref().expect("volumes");
     let secret = vols
         .iter()
@@ -178,9 +193,17 @@ fn secret_is_mounted_read_only_0440_with_only_rclone_conf() {
 }
 
 #[test]
-fn data_volume_is_read_only_for_the_source_and_writable_for_the_destination() {
-    for (direction, ro) in [(Direction::Source, true), (Direction::Destination, false)] {
-        let j = job(direction, &MoverOptions::default(), true, &[]);
+fn data_volume_is_mounted_read_only_only_when_asked() {
+    // The plan asks for it only for a ReadOnlyMany-only source volume (see plan::placement).
+    for ro in [true, false] {
+        let j = shaped_job(
+            Direction::Source,
+            &MoverOptions::default(),
+            true,
+            &[],
+            ro,
+            None,
+        );
         let mounts = container(&j).volume_mounts.clone().expect("mounts");
         let data = mounts
             .iter()
@@ -209,8 +232,71 @@ fn data_volume_is_read_only_for_the_source_and_writable_for_the_destination() {
 }
 
 #[test]
-fn default_security_is_non_root_with_fs_group_and_a_locked_down_container() {
+fn a_placed_mover_requires_the_node_by_name_and_tolerates_what_the_app_tolerates() {
+    let placement = Placement {
+        node_name: "node-7".into(),
+        tolerations: vec![Toleration {
+            key: Some("dedicated".into()),
+            operator: Some("Exists".into()),
+            effect: Some("NoSchedule".into()),
+            ..Default::default()
+        }],
+    };
+    let j = shaped_job(
+        Direction::Source,
+        &MoverOptions::default(),
+        true,
+        &[],
+        false,
+        Some(&placement),
+    );
+    let v = serde_json::to_value(pod(&j)).expect("json");
+    assert_eq!(
+        v["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+            [0]["matchFields"][0],
+        serde_json::json!({"key": "metadata.name", "operator": "In", "values": ["node-7"]})
+    );
+    assert_eq!(v["tolerations"][0]["key"], "dedicated");
+    let free = job(Direction::Source, &MoverOptions::default(), true, &[]);
+    assert!(pod(&free).affinity.is_none() && pod(&free).tolerations.is_none());
+    assert_eq!(free.spec.as_ref().and_then(|s| s.parallelism), Some(1));
+}
+
+#[test]
+fn source_pods_have_no_fs_group_so_the_kubelet_leaves_the_volume_alone() {
+    // With an fsGroup the kubelet would chgrp/chmod every file of a writable source volume.
     let j = job(Direction::Source, &MoverOptions::default(), true, &[]);
+    let psc = pod(&j)
+        .security_context
+        .clone()
+        .expect("pod security context");
+    assert_eq!(
+        (
+            psc.run_as_non_root,
+            psc.run_as_user,
+            psc.run_as_group,
+            psc.fs_group
+        ),
+        (Some(true), Some(65532), Some(65532), None)
+    );
+    let secret = pod(&j)
+        .volumes
+        .as_ref()
+        .expect("volumes")
+        .iter()
+        .find(|v| v.name == "rclone-config")
+        .and_then(|v| v.secret.clone())
+        .expect("secret volume");
+    assert_eq!(
+        secret.default_mode,
+        Some(0o444),
+        "readable without the fsGroup"
+    );
+}
+
+#[test]
+fn default_security_is_non_root_with_fs_group_and_a_locked_down_container() {
+    let j = job(Direction::Destination, &MoverOptions::default(), true, &[]);
     let psc = pod(&j)
         .security_context
         .clone()
@@ -416,6 +502,7 @@ fn pvc_from_snapshot_has_snapshot_data_source_and_requested_size() {
         access_modes: vec!["ReadWriteOnce".into()],
         capacity: Quantity("5Gi".into()),
         storage_class_name: Some("fast".into()),
+        volume_mode: Some("Block".into()),
         data_source: Some(DataSource::Snapshot("scribe-src-db".into())),
     });
     let spec = pvc.spec.as_ref().expect("spec");
@@ -424,6 +511,7 @@ fn pvc_from_snapshot_has_snapshot_data_source_and_requested_size() {
     assert_eq!(ds.kind, "VolumeSnapshot");
     assert_eq!(requested_storage(&pvc), Some(Quantity("5Gi".into())));
     assert_eq!(spec.storage_class_name.as_deref(), Some("fast"));
+    assert_eq!(spec.volume_mode.as_deref(), Some("Block"));
     assert_eq!(
         pvc.metadata.owner_references.as_ref().expect("owner")[0].uid,
         "uid-1"
@@ -440,6 +528,7 @@ fn cloned_pvc_references_the_source_pvc_in_the_core_group() {
         access_modes: vec!["ReadWriteOnce".into()],
         capacity: Quantity("1Gi".into()),
         storage_class_name: None,
+        volume_mode: None,
         data_source: Some(DataSource::Pvc("data".into())),
     });
     let ds = pvc.spec.and_then(|s| s.data_source).expect("data source");

@@ -63,6 +63,27 @@ impl World {
                     self.job = Some(j);
                     self.jobs_created += 1;
                 }
+                Action::ScaleJob { name, parallelism } => {
+                    if let Some(j) = self
+                        .job
+                        .as_mut()
+                        .filter(|j| j.metadata.name.as_deref() == Some(name))
+                    {
+                        j.spec.get_or_insert_with(Default::default).parallelism =
+                            Some(*parallelism);
+                    }
+                }
+                Action::ReleaseVolumeSnapshot {
+                    name,
+                    owner_references,
+                    ..
+                } => {
+                    for s in &mut self.snapshots {
+                        if s.metadata.name.as_deref() == Some(name) {
+                            s.metadata.owner_references = Some(owner_references.clone());
+                        }
+                    }
+                }
                 Action::Delete { kind, name } => match kind {
                     ObjectKind::Job => {
                         self.job = self
@@ -226,6 +247,7 @@ fn run_source(
                 .find(|p| p.metadata.name.as_deref().is_some_and(pit))
                 .cloned(),
             job: world.job.clone(),
+            source_pvc_pods: Vec::new(),
             mover: world.job_done(),
             mover_waiting: None,
         };

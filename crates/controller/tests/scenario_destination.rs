@@ -1,5 +1,6 @@
 //! ReplicationDestination scenarios with the real plan: publishing a synchronized state as a
-//! VolumeSnapshot over two passes (create the image, then rotate `latestImage` once it is ready).
+//! VolumeSnapshot over two passes (create the image, then rotate `latestImage` once it is ready),
+//! and releasing an image labelled do-not-delete (a merge patch of its owner references).
 
 mod support;
 
@@ -110,5 +111,61 @@ async fn ready_new_image_is_published_and_the_previous_one_and_the_job_are_delet
     assert_metric(
         &metrics,
         r#"scribe_sync_success_total{name="db",namespace="apps",role="destination"} 1"#,
+    );
+}
+
+#[tokio::test]
+async fn an_image_labelled_do_not_delete_is_released_by_a_guarded_merge_patch() {
+    let (ctx, _, mut api) = setup(Arc::new(RealPlanner));
+    let mut j = destination_json("Snapshot");
+    j["status"] = json!({
+        "lastSyncTime": "2024-05-01T09:30:07Z",
+        "latestImage": {"apiGroup": "snapshot.storage.k8s.io", "kind": "VolumeSnapshot", "name": OLD}
+    });
+    let cr: ReplicationDestination = serde_json::from_value(j).unwrap();
+    let task = tokio::spawn(reconcile(Arc::new(cr), ctx.clone()));
+
+    api.expect(Method::GET, SECRET).await.ok(secret());
+    api.expect(Method::GET, DST_PVC)
+        .await
+        .ok(pvc("scribe-dest-db"));
+    api.expect(Method::GET, DST_JOB).await.not_found();
+    let mut kept = ready_snapshot(
+        OLD,
+        "scribe-dest-db",
+        "ReplicationDestination",
+        "2024-05-01T09:00:07Z",
+    );
+    kept["metadata"]["labels"]["volsync.backube/do-not-delete"] = json!("true");
+    kept["metadata"]["resourceVersion"] = json!("314");
+    api.expect(Method::GET, SNAPS).await.ok(list(
+        "VolumeSnapshotList",
+        "snapshot.storage.k8s.io/v1",
+        vec![kept.clone()],
+    ));
+
+    let patch = api.expect(Method::PATCH, &format!("{SNAPS}/{OLD}")).await;
+    assert_eq!(
+        patch.content_type.as_deref(),
+        Some("application/merge-patch+json")
+    );
+    assert_eq!(patch.query("fieldManager"), Some("scribe-controller"));
+    assert_eq!(
+        patch.body,
+        json!({"metadata": {"ownerReferences": null, "resourceVersion": "314"}})
+    );
+    kept["metadata"]
+        .as_object_mut()
+        .unwrap()
+        .remove("ownerReferences");
+    patch.ok(kept);
+    api.expect(Method::PATCH, DST_STATUS)
+        .await
+        .ok(destination_json("Snapshot"));
+    let (result, events) = finish_pass(api, ctx, task).await;
+    result.unwrap();
+    assert!(
+        events.iter().any(|e| e["reason"] == "Released"),
+        "{events:?}"
     );
 }

@@ -26,7 +26,7 @@ use support::fixtures::paths::*;
 use support::fixtures::*;
 use support::passes::{
     assert_metric, assert_source_sync_counted, expect_finished_destination_reads,
-    expect_finished_source_reads, expect_fresh_source_reads, now, setup,
+    expect_finished_source_reads, expect_fresh_source_reads, expect_source_pvc_pods, now, setup,
 };
 use support::scripted::Scripted;
 
@@ -238,6 +238,7 @@ async fn source_with_missing_secret_writes_failed_status_and_warning_without_tou
     api.expect(Method::GET, SRC_PVC).await.ok(pvc("data"));
     // copyMethod None: no PiT snapshot or PVC to look for.
     api.expect(Method::GET, SRC_JOB).await.not_found();
+    expect_source_pvc_pods(&mut api, vec![]).await;
     let st = api.expect(Method::PATCH, SRC_STATUS).await;
     assert_eq!(st.body["status"]["conditions"][0]["type"], "Reconciled");
     assert_eq!(st.body["status"]["conditions"][0]["status"], "False");
@@ -276,6 +277,7 @@ async fn a_stale_cached_cr_never_starts_a_job_and_the_pass_is_planned_again() {
     api.expect(Method::GET, SECRET).await.ok(secret());
     api.expect(Method::GET, SRC_PVC).await.ok(pvc("data"));
     api.expect(Method::GET, SRC_JOB).await.not_found();
+    expect_source_pvc_pods(&mut api, vec![]).await;
     // The API server has a newer CR (our last status write) than the cache gave the pass.
     let mut newer = source_json("None");
     newer["metadata"]["resourceVersion"] = "11".into();
@@ -313,6 +315,7 @@ async fn apply_conflict_fails_the_pass_before_status_and_requeues_with_backoff()
     api.expect(Method::GET, SECRET).await.ok(secret());
     api.expect(Method::GET, SRC_PVC).await.ok(pvc("data"));
     api.expect(Method::GET, SRC_JOB).await.not_found();
+    expect_source_pvc_pods(&mut api, vec![]).await;
     // About to start a Job: the CR is read again to make sure the cache is current.
     api.expect(Method::GET, SRC_CR)
         .await
@@ -453,6 +456,7 @@ async fn cleared_status_fields_are_removed_with_nulls() {
     api.expect(Method::GET, SECRET).await.ok(secret());
     api.expect(Method::GET, SRC_PVC).await.ok(pvc("data"));
     api.expect(Method::GET, SRC_JOB).await.not_found();
+    expect_source_pvc_pods(&mut api, vec![]).await;
     let st = api.expect(Method::PATCH, SRC_STATUS).await;
     assert_eq!(
         st.body,

@@ -15,7 +15,7 @@ use support::fixtures::paths::*;
 use support::fixtures::*;
 use support::passes::{
     assert_metric, assert_source_sync_counted, expect_deletes, expect_finished_source_reads,
-    expect_fresh_source_reads, finish_pass, setup,
+    expect_fresh_source_reads, expect_source_pvc_pods, finish_pass, setup,
 };
 
 /// A source that syncs continuously (no trigger), so the first pass starts at once.
@@ -207,5 +207,114 @@ async fn failed_status_write_fails_the_pass_and_publishes_no_event() {
     assert_metric(
         &metrics,
         r#"scribe_reconcile_errors_total{name="db",namespace="apps",role="source"} 1"#,
+    );
+}
+
+#[tokio::test]
+async fn direct_copy_of_a_volume_in_use_runs_the_mover_on_the_node_of_the_pod_using_it() {
+    let (ctx, _, mut api) = setup(Arc::new(RealPlanner));
+    let cr: ReplicationSource = serde_json::from_value(continuous_source("None")).unwrap();
+    let task = tokio::spawn(reconcile(Arc::new(cr), ctx.clone()));
+
+    api.expect(Method::GET, SECRET).await.ok(secret());
+    api.expect(Method::GET, SRC_PVC).await.ok(pvc("data"));
+    api.expect(Method::GET, SRC_JOB).await.not_found();
+    let app = |name: &str, claim: &str, node: &str| {
+        json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": NS},
+            "spec": {"nodeName": node, "containers": [{"name": "app", "image": "app"}],
+                "volumes": [{"name": "v", "persistentVolumeClaim": {"claimName": claim}}],
+                "tolerations": [{"key": "dedicated", "operator": "Exists", "effect": "NoSchedule"}]},
+            "status": {"phase": "Running"}
+        })
+    };
+    expect_source_pvc_pods(
+        &mut api,
+        vec![
+            app("logs-0", "logs", "node-a"),
+            app("db-0", "data", "node-b"),
+        ],
+    )
+    .await;
+    // About to start a Job: the CR is read again to make sure the cache is current.
+    api.expect(Method::GET, SRC_CR)
+        .await
+        .ok(continuous_source("None"));
+
+    let apply = api.expect(Method::PATCH, SRC_JOB).await;
+    apply.assert_apply();
+    let spec = &apply.body["spec"]["template"]["spec"];
+    assert_eq!(
+        spec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+            [0]["matchFields"][0]["values"],
+        json!(["node-b"]),
+        "{spec}"
+    );
+    assert_eq!(spec["tolerations"][0]["key"], "dedicated", "{spec}");
+    assert_eq!(
+        spec["volumes"][0]["persistentVolumeClaim"],
+        json!({"claimName": "data", "readOnly": false})
+    );
+    apply.echo();
+    api.expect(Method::PATCH, SRC_STATUS)
+        .await
+        .ok(continuous_source("None"));
+    let (result, _) = finish_pass(api, ctx, task).await;
+    result.unwrap();
+}
+
+#[tokio::test]
+async fn pausing_suspends_the_running_mover_job_by_a_merge_patch_of_its_parallelism() {
+    let (ctx, _, mut api) = setup(Arc::new(RealPlanner));
+    let mut j = continuous_source("Snapshot");
+    j["spec"]["paused"] = json!(true);
+    j["status"] = json!({"lastSyncStartTime": "2024-05-01T10:00:00Z"});
+    let cr: ReplicationSource = serde_json::from_value(j.clone()).unwrap();
+    let task = tokio::spawn(reconcile(Arc::new(cr), ctx.clone()));
+
+    api.expect(Method::GET, SECRET).await.ok(secret());
+    api.expect(Method::GET, SRC_PVC).await.ok(pvc("data"));
+    api.expect(Method::GET, PIT_SNAP).await.ok(ready_snapshot(
+        "scribe-src-db",
+        "data",
+        "ReplicationSource",
+        "2024-05-01T10:00:00Z",
+    ));
+    api.expect(Method::GET, PIT_PVC)
+        .await
+        .ok(pvc("scribe-src-db"));
+    api.expect(Method::GET, SRC_JOB)
+        .await
+        .ok(running_job("scribe-rclone-src-db"));
+    // No pod yet: listed by the Job's uid label, then the legacy one.
+    for _ in 0..2 {
+        api.expect(Method::GET, PODS)
+            .await
+            .ok(list("PodList", "v1", vec![]));
+    }
+
+    let scale = api.expect(Method::PATCH, SRC_JOB).await;
+    assert_eq!(
+        scale.content_type.as_deref(),
+        Some("application/merge-patch+json")
+    );
+    assert_eq!(scale.body, json!({"spec": {"parallelism": 0}}));
+    let mut suspended = running_job("scribe-rclone-src-db");
+    suspended["spec"]["parallelism"] = json!(0);
+    scale.ok(suspended);
+    let st = api.expect(Method::PATCH, SRC_STATUS).await;
+    let status = &st.body["status"];
+    assert_eq!(
+        condition(status, "Synchronizing")["reason"],
+        "Paused",
+        "{status}"
+    );
+    st.ok(j);
+    let (result, events) = finish_pass(api, ctx, task).await;
+    result.unwrap();
+    assert!(
+        events.iter().any(|e| e["reason"] == "MoverSuspended"),
+        "{events:?}"
     );
 }

@@ -3,16 +3,26 @@
 //!
 //! Hardened by default (non-root 65532, read-only root FS, no capabilities, RuntimeDefault
 //! seccomp). A `moverSecurityContext` with `runAsUser: 0` gets back only the capabilities
-//! its direction needs (see [`root_capabilities`]), still without privilege escalation. The Secret is mounted 0440 and the pod gets fsGroup 65532, so the non-root mover
-//! can read it — VolSync's 0600 mount made that impossible (VolSync #720).
+//! its direction needs (see [`root_capabilities`]), still without privilege escalation.
+//! A destination pod gets fsGroup 65532 and its Secret is mounted 0440, so the non-root mover
+//! can read it — VolSync's 0600 mount made that impossible (VolSync #720). A source pod gets
+//! no fsGroup and a 0444 Secret instead: with fsGroup the kubelet chgrps and chmods (g+rw,
+//! setgid) every file of a writable volume before the mover starts, which would rewrite the
+//! modes of the user's own volume (copyMethod None) and the modes recorded in the bucket (the
+//! end-to-end scenarios caught this on a real control plane).
+//! The data volume is mounted read-only only when the plan says so (a ReadOnlyMany-only
+//! volume); a [`Placement`] pins the pod to the node already using an RWO volume. The Job
+//! runs one pod at a time (`parallelism` 1; the plan scales it to 0 while the CR is paused).
 
 use k8s_openapi::api::batch::v1::{
     Job, JobSpec, PodFailurePolicy, PodFailurePolicyOnExitCodesRequirement, PodFailurePolicyRule,
 };
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMapVolumeSource, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource,
-    KeyToPath, PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec,
-    SeccompProfile, SecretKeySelector, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
+    Affinity, Capabilities, ConfigMapVolumeSource, Container, EmptyDirVolumeSource, EnvVar,
+    EnvVarSource, KeyToPath, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm,
+    PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec,
+    SeccompProfile, SecretKeySelector, SecretVolumeSource, SecurityContext, Toleration, Volume,
+    VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use scribe_api::MoverOptions;
@@ -35,8 +45,12 @@ pub const CONTAINER_NAME: &str = "mover";
 /// Kubernetes retries the pod this many times before the Job fails (transient failures only:
 /// see [`pod_failure_policy`]).
 pub const BACKOFF_LIMIT: i32 = 2;
-/// Mode of the mounted Secret: owner and group read (the group is the pod's fsGroup).
+/// Mode of the mounted Secret when the pod has an fsGroup: owner and group read.
 pub const SECRET_MODE: i32 = 0o440;
+/// Mode of the mounted Secret when the pod has no fsGroup (the default source pod): the
+/// files are root-owned, so the non-root mover reads them as "other". Only this pod's single
+/// container sees the volume.
+pub const SECRET_MODE_WITHOUT_FS_GROUP: i32 = 0o444;
 /// Key used when `customCA.key` is not given.
 pub const DEFAULT_CA_KEY: &str = "ca.crt";
 
@@ -52,6 +66,37 @@ impl Direction {
         match self {
             Self::Source => "source",
             Self::Destination => "destination",
+        }
+    }
+}
+
+/// Where the mover must run: on the node of a pod that already mounts its (RWO) volume —
+/// the volume can be attached to that node only — tolerating what that pod tolerates.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Placement {
+    pub node_name: String,
+    pub tolerations: Vec<Toleration>,
+}
+
+impl Placement {
+    /// Required node affinity on the node's name (`metadata.name`, exact, unlike the
+    /// `kubernetes.io/hostname` label, which may differ from it).
+    pub fn affinity(&self) -> Affinity {
+        Affinity {
+            node_affinity: Some(NodeAffinity {
+                required_during_scheduling_ignored_during_execution: Some(NodeSelector {
+                    node_selector_terms: vec![NodeSelectorTerm {
+                        match_fields: Some(vec![NodeSelectorRequirement {
+                            key: "metadata.name".to_string(),
+                            operator: "In".to_string(),
+                            values: Some(vec![self.node_name.clone()]),
+                        }]),
+                        match_expressions: None,
+                    }],
+                }),
+                preferred_during_scheduling_ignored_during_execution: None,
+            }),
+            ..Affinity::default()
         }
     }
 }
@@ -73,6 +118,11 @@ pub struct MoverJobParams<'a> {
     pub remote_path: &'a str,
     /// The PVC mounted at `/data`.
     pub data_pvc: &'a str,
+    /// Mount it read-only: only for a ReadOnlyMany-only volume (a read-only mount cannot be
+    /// relabelled for SELinux, so it is used only where a writable one is impossible).
+    pub read_only: bool,
+    /// Pin the mover to a node (copyMethod None on a volume in use), else let it schedule.
+    pub placement: Option<&'a Placement>,
     pub mover: &'a MoverOptions,
 }
 
@@ -84,13 +134,14 @@ fn env(name: &str, value: &str) -> EnvVar {
     }
 }
 
-/// The pod security context used when the CR sets none.
-pub fn default_pod_security_context() -> PodSecurityContext {
+/// The pod security context used when the CR sets none: non-root 65532; fsGroup only for a
+/// destination (see the module doc for why a source has none).
+pub fn default_pod_security_context(direction: Direction) -> PodSecurityContext {
     PodSecurityContext {
         run_as_non_root: Some(true),
         run_as_user: Some(DEFAULT_MOVER_ID),
         run_as_group: Some(DEFAULT_MOVER_ID),
-        fs_group: Some(DEFAULT_MOVER_ID),
+        fs_group: (direction == Direction::Destination).then_some(DEFAULT_MOVER_ID),
         seccomp_profile: Some(SeccompProfile {
             type_: "RuntimeDefault".to_string(),
             localhost_profile: None,
@@ -144,7 +195,17 @@ pub fn pod_failure_policy() -> PodFailurePolicy {
 
 /// The complete Job, ready for server-side apply.
 pub fn build_mover_job(p: &MoverJobParams<'_>) -> Job {
-    let read_only = p.direction == Direction::Source;
+    let pod_security_context = p
+        .mover
+        .mover_security_context
+        .clone()
+        .unwrap_or_else(|| default_pod_security_context(p.direction));
+    let secret_mode = if pod_security_context.fs_group.is_some() {
+        SECRET_MODE
+    } else {
+        SECRET_MODE_WITHOUT_FS_GROUP
+    };
+    let read_only = p.read_only;
     let mut env_vars = vec![
         env("DIRECTION", p.direction.as_str()),
         env("RCLONE_CONFIG_SECTION", p.section),
@@ -194,7 +255,7 @@ pub fn build_mover_job(p: &MoverJobParams<'_>) -> Job {
                     path: RCLONE_CONFIG_KEY.to_string(),
                     mode: None,
                 }]),
-                default_mode: Some(SECRET_MODE),
+                default_mode: Some(secret_mode),
                 optional: None,
             }),
             ..Volume::default()
@@ -219,7 +280,7 @@ pub fn build_mover_job(p: &MoverJobParams<'_>) -> Job {
                 secret: Some(SecretVolumeSource {
                     secret_name: Some(secret.clone()),
                     items,
-                    default_mode: Some(SECRET_MODE),
+                    default_mode: Some(secret_mode),
                     optional: None,
                 }),
                 ..Volume::default()
@@ -230,7 +291,7 @@ pub fn build_mover_job(p: &MoverJobParams<'_>) -> Job {
                 config_map: Some(ConfigMapVolumeSource {
                     name: cm.clone(),
                     items,
-                    default_mode: Some(SECRET_MODE),
+                    default_mode: Some(secret_mode),
                     optional: None,
                 }),
                 ..Volume::default()
@@ -266,11 +327,6 @@ pub fn build_mover_job(p: &MoverJobParams<'_>) -> Job {
     // Ours win: the owner labels are how the controller finds the pod again.
     pod_labels.extend(p.owner.labels());
 
-    let pod_security_context = p
-        .mover
-        .mover_security_context
-        .clone()
-        .unwrap_or_else(default_pod_security_context);
     // Only an explicit uid 0 counts: without runAsUser the image's user (non-root) applies.
     let runs_as_root = pod_security_context.run_as_user == Some(0);
     let container = Container {
@@ -287,6 +343,8 @@ pub fn build_mover_job(p: &MoverJobParams<'_>) -> Job {
     Job {
         metadata: p.owner.object_meta(p.name),
         spec: Some(JobSpec {
+            // Set to 0 while the CR is paused (the Job controller then stops the pod).
+            parallelism: Some(1),
             backoff_limit: Some(BACKOFF_LIMIT),
             pod_failure_policy: Some(pod_failure_policy()),
             template: PodTemplateSpec {
@@ -301,6 +359,11 @@ pub fn build_mover_job(p: &MoverJobParams<'_>) -> Job {
                     security_context: Some(pod_security_context),
                     containers: vec![container],
                     volumes: Some(volumes),
+                    affinity: p.placement.map(Placement::affinity),
+                    tolerations: p
+                        .placement
+                        .map(|pl| pl.tolerations.clone())
+                        .filter(|t| !t.is_empty()),
                     ..PodSpec::default()
                 }),
             },

@@ -29,6 +29,9 @@ pub struct PvcParams<'a> {
     pub capacity: Quantity,
     /// None: the cluster's default StorageClass.
     pub storage_class_name: Option<String>,
+    /// `Filesystem` or `Block`; None: the cluster's default (Filesystem). A point-in-time copy
+    /// takes its source's.
+    pub volume_mode: Option<String>,
     pub data_source: Option<DataSource>,
 }
 
@@ -58,6 +61,7 @@ pub fn build_pvc(p: &PvcParams<'_>) -> PersistentVolumeClaim {
                 ..VolumeResourceRequirements::default()
             }),
             storage_class_name: p.storage_class_name.clone(),
+            volume_mode: p.volume_mode.clone(),
             data_source,
             ..PersistentVolumeClaimSpec::default()
         }),
@@ -72,6 +76,16 @@ pub fn requested_storage(pvc: &PersistentVolumeClaim) -> Option<Quantity> {
         .resources
         .as_ref()?
         .requests
+        .as_ref()?
+        .get("storage")
+        .cloned()
+}
+
+/// The size of the volume bound to a PVC (`status.capacity.storage`), once it is bound.
+pub fn bound_capacity(pvc: &PersistentVolumeClaim) -> Option<Quantity> {
+    pvc.status
+        .as_ref()?
+        .capacity
         .as_ref()?
         .get("storage")
         .cloned()

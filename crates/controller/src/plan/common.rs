@@ -21,6 +21,7 @@ use super::mover::{
     FailureKind, MAX_MESSAGE, backoff, bounded_head, bounded_tail, classify, mover_logs,
     parse_summary,
 };
+use super::snapshots::kept;
 use super::trigger::TriggerState;
 use super::{Action, EventIntent, MetricIntent, MoverReport, ObjectKind};
 
@@ -92,6 +93,8 @@ status_parts!(ReplicationSourceStatus, ReplicationDestinationStatus);
 pub struct Ctx {
     pub now: Timestamp,
     pub generation: Option<i64>,
+    /// When the CR was created: the first sync is due from then (`nextSyncTime` before it).
+    pub created: Option<Timestamp>,
     /// The CR's uid: only objects with an owner reference to it are ever deleted.
     pub owner_uid: Option<String>,
     pub st: Common,
@@ -110,6 +113,7 @@ impl Ctx {
         Self {
             now,
             generation,
+            created: None,
             owner_uid: None,
             st,
             actions: Vec::new(),
@@ -160,13 +164,25 @@ impl Ctx {
 
     /// Deletes an observed object unless it is already being deleted — and only if this CR
     /// owns it: an object someone else created under one of our names is never deleted; the
-    /// Reconciled condition names it instead.
+    /// Reconciled condition names it instead. A VolumeSnapshot labelled do-not-delete is
+    /// released instead (see [`Ctx::release`]).
     pub fn delete(&mut self, kind: ObjectKind, meta: &ObjectMeta) {
         if meta.deletion_timestamp.is_some() {
             return;
         }
         let name = meta.name.clone().unwrap_or_default();
-        if !owned_by(meta, self.owner_uid.as_deref()) {
+        let owned = owned_by(meta, self.owner_uid.as_deref());
+        if kind == ObjectKind::VolumeSnapshot && kept(meta) {
+            if owned {
+                self.release(meta);
+            } else {
+                self.fail(format!(
+                    "VolumeSnapshot {name} is labelled do-not-delete, so Scribe released it and keeps it, but it holds the name the next point-in-time copy needs: delete it once it is no longer needed"
+                ));
+            }
+            return;
+        }
+        if !owned {
             self.fail(format!(
                 "{} {name} is in the way but not owned by this resource (no owner reference to uid {}); Scribe does not delete it: delete or rename it",
                 kind_label(kind),

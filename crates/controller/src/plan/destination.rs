@@ -4,20 +4,22 @@
 //! provisioned once and kept so only changes transfer) → mover Job → on success, copyMethod
 //! `Snapshot`: VolumeSnapshot `scribe-dest-<name>-<YYYYMMDDHHMMSS>` (from the Job's completion
 //! time, so every pass names it the same), published as `latestImage` only once readyToUse,
-//! then older images rotate out (unless labelled do-not-delete); `None`: latestImage is the PVC.
+//! then older images rotate out; `None`: latestImage is the PVC. Images labelled do-not-delete
+//! (`scribe.backube/` or `volsync.backube/`) are released, never deleted. An image the
+//! snapshotter fails to take is replaced (see `snapshots`).
 //! The succeeded Job is kept until the image is published: it is the durable marker of "data
 //! synced, image pending", and no new Job can start while it exists (no torn snapshot).
 
 use k8s_openapi::api::core::v1::TypedLocalObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::jiff::Timestamp;
-use scribe_api::constants::{LABEL_DO_NOT_DELETE, REASON_SYNC_IN_PROGRESS};
+use scribe_api::constants::REASON_SYNC_IN_PROGRESS;
 use scribe_api::{DestinationCopyMethod, ReplicationDestinationStatus};
 
-use super::common::{CLEANUP_POLL, Ctx, StatusParts};
+use super::common::{CLEANUP_POLL, Ctx, StatusParts, owned_by};
 use super::conditions::truncate;
 use super::mover::config_fingerprint;
-use super::steps::{snapshot_error, snapshot_ready};
+use super::snapshots::{kept, snapshot_error, snapshot_ready};
 use super::validate::{RcloneSecret, ValidationError, check_custom_ca, check_rclone_secret};
 use super::{DestinationPlan, MetricIntent, ObjectKind, ObservedDestination, Settings};
 use crate::builders::job::{Direction, MoverJobParams};
@@ -40,6 +42,7 @@ pub fn plan_destination(
     let status = obs.cr.status.clone().unwrap_or_default();
     let mut ctx = Ctx::new(status.common(), obs.cr.metadata.generation, now);
     ctx.owner_uid = obs.cr.metadata.uid.clone();
+    ctx.created = obs.cr.metadata.creation_timestamp.as_ref().map(|t| t.0);
     let mut latest_image = status.latest_image.clone();
     run(&mut ctx, obs, settings, &mut latest_image);
     let last = ctx.st.last_sync_time.as_ref().map(|t| t.0);
@@ -66,10 +69,7 @@ pub fn plan_destination(
 }
 
 fn do_not_delete(s: &VolumeSnapshot) -> bool {
-    s.metadata
-        .labels
-        .as_ref()
-        .is_some_and(|l| l.contains_key(LABEL_DO_NOT_DELETE))
+    kept(&s.metadata)
 }
 
 fn name_of(s: &VolumeSnapshot) -> &str {
@@ -117,6 +117,11 @@ fn run(
     let trigger = ctx.trigger_state(spec.trigger.as_ref(), last_sync);
     let validation = validate(obs);
     ctx.record_checks(&trigger, &validation);
+    // Images labelled do-not-delete are the user's: released, so the garbage collector
+    // keeps them when this CR goes, and never rotated out.
+    for image in ours.iter().filter(|s| do_not_delete(s)) {
+        ctx.release(&image.metadata);
+    }
 
     // Images are not iteration objects: only the Job marks an iteration in progress.
     let found: Vec<(ObjectKind, &ObjectMeta)> = obs
@@ -141,6 +146,7 @@ fn run(
             obs.mover_waiting.as_ref(),
             &fingerprint,
             "",
+            paused,
         ) {
             let job_created = job.metadata.creation_timestamp.as_ref().map(|t| t.0);
             let image = if use_snapshots {
@@ -170,11 +176,14 @@ fn run(
                 {
                     return;
                 }
-                // Rotate: everything we made except the new image and protected ones.
-                for old in ours
-                    .iter()
-                    .filter(|s| name_of(s) != wanted && !do_not_delete(s))
-                {
+                // Rotate: everything we own except the new image and protected ones (a
+                // released image is no longer ours and is left alone).
+                let uid = ctx.owner_uid.clone();
+                for old in ours.iter().filter(|s| {
+                    name_of(s) != wanted
+                        && !do_not_delete(s)
+                        && owned_by(&s.metadata, uid.as_deref())
+                }) {
                     ctx.delete(ObjectKind::VolumeSnapshot, &old.metadata);
                 }
                 if provisioned
@@ -201,7 +210,8 @@ fn run(
                 obs.mover.as_ref(),
                 spec.trigger.as_ref(),
                 &[(ObjectKind::Job, &job.metadata)],
-                format!("synchronized; deleting mover Job {job_name}"),
+                // As in the passes that wait for the deletion: the status is written once.
+                format!("deleting mover Job {job_name} of the last synchronization"),
             );
         }
         return;
@@ -242,6 +252,7 @@ fn run(
                 access_modes: rc.access_modes.clone(),
                 capacity: rc.capacity.clone().unwrap_or_default(),
                 storage_class_name: rc.storage_class_name.clone(),
+                volume_mode: None,
                 data_source: None,
             });
             ctx.create_pvc(pvc, &pvc_name);
@@ -259,6 +270,8 @@ fn run(
         section: &rc.rclone_config_section,
         remote_path: &rc.rclone_dest_path,
         data_pvc: &pvc_name,
+        read_only: false,
+        placement: None,
         mover: &rc.mover,
     });
 }

@@ -1,7 +1,7 @@
 //! The pure core of the controller: given a custom resource, the objects observed for it
 //! and `now`, decide what to do. No client, no clock, no I/O — the reconcilers in
 //! `reconcile/` observe, call [`plan_source`] / [`plan_destination`], carry out the `Apply*`
-//! actions in order, write the returned status (only when it changed), then carry out the
+//! and patch (`ScaleJob`, `ReleaseVolumeSnapshot`) actions in order, write the returned status (only when it changed), then carry out the
 //! `Delete` actions in order — deletions wait for the status so a lost status write never
 //! loses the objects the next pass needs. A plan never deletes and creates the same object.
 //!
@@ -10,13 +10,17 @@
 //! How the state machine stays restart-safe: `status.lastSyncStartTime` marks an open
 //! iteration (cleared on success). Objects observed without one are adopted when created after
 //! `lastSyncTime` (a status write was lost) and cleaned up otherwise; `Apply*` actions are only
-//! emitted for objects that were not observed, so a pass never rebuilds an existing Job. All
-//! times in the returned status are whole seconds (what the API server stores).
+//! emitted for objects that were not observed, so a pass never rebuilds an existing Job (it
+//! only scales one: `ScaleJob` while paused). All times in the returned status are whole
+//! seconds (what the API server stores), and none is `now` unless something happened at
+//! `now`: planning the same observation later gives the same status, so a pass that changes
+//! nothing writes nothing (tests/plan_stability.rs checks this for every fixture).
 
 use std::time::Duration;
 
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use k8s_openapi::jiff::Timestamp;
 use scribe_api::{
     ReplicationDestination, ReplicationDestinationStatus, ReplicationSource,
@@ -29,7 +33,9 @@ mod common;
 pub mod conditions;
 mod destination;
 pub mod mover;
+pub mod placement;
 pub mod schedule;
+pub mod snapshots;
 mod source;
 mod steps;
 pub mod trigger;
@@ -85,6 +91,9 @@ pub struct ObservedSource {
     pub mover: Option<MoverReport>,
     /// Why the mover has not started, while the Job runs and its pod is stuck.
     pub mover_waiting: Option<MoverWaiting>,
+    /// Pods in the namespace that mount `spec.sourcePVC` (copyMethod None/Direct, read while
+    /// no mover Job exists): a mover reading an RWO volume must run on their node.
+    pub source_pvc_pods: Vec<Pod>,
 }
 
 /// Everything observed for one ReplicationDestination.
@@ -113,8 +122,8 @@ pub enum ObjectKind {
     VolumeSnapshot,
 }
 
-/// One step for the runtime to carry out: creations in order before the status write,
-/// deletions in order after it. Every action is idempotent.
+/// One step for the runtime to carry out: creations and patches in order before the status
+/// write, deletions in order after it. Every action is idempotent.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Action {
     /// Server-side apply (field manager `scribe-controller`, force) of a complete object,
@@ -122,6 +131,20 @@ pub enum Action {
     ApplyVolumeSnapshot(Box<VolumeSnapshot>),
     ApplyPvc(Box<PersistentVolumeClaim>),
     ApplyJob(Box<Job>),
+    /// Merge-patch `spec.parallelism` of an existing mover Job: 0 suspends it while the CR
+    /// is paused (the Job controller stops its pod), 1 resumes it.
+    ScaleJob {
+        name: String,
+        parallelism: i32,
+    },
+    /// Give up a VolumeSnapshot labelled do-not-delete: a merge patch (guarded by
+    /// `resource_version`) leaves only `owner_references` (the CR's own removed) and removes
+    /// Scribe's labels, so neither Scribe nor the garbage collector deletes it.
+    ReleaseVolumeSnapshot {
+        name: String,
+        resource_version: Option<String>,
+        owner_references: Vec<OwnerReference>,
+    },
     /// Delete by name in the CR's namespace (404 is success). Jobs are deleted with
     /// propagationPolicy Background so their pods go too.
     Delete {

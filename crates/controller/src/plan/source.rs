@@ -1,7 +1,9 @@
 //! The ReplicationSource state machine.
 //!
 //! Iteration: trigger due → PiT copy (`Snapshot`: VolumeSnapshot then a PVC restored from it;
-//! `Clone`: a PVC cloned from the source; `None`/`Direct`: the source PVC itself) → mover Job →
+//! `Clone`: a PVC cloned from the source, as large as its bound volume; both take the source's
+//! volumeMode; `None`/`Direct`: the source PVC itself, the mover on the node of a pod using it,
+//! see `placement`) → mover Job (suspended while paused) →
 //! on success record the sync and delete the Job and PiT objects; on failure classify (78:
 //! wait for a config change; else back off, keeping the PiT objects for the retry).
 //! `status.lastSyncStartTime` marks an open iteration; objects found without one are either
@@ -16,11 +18,19 @@ use scribe_api::constants::REASON_ERROR;
 use super::common::{Ctx, StatusParts};
 use super::conditions::truncate;
 use super::mover::config_fingerprint;
+use super::placement;
+use super::snapshots::kept;
 use super::validate::{RcloneSecret, ValidationError, check_custom_ca, check_rclone_secret};
 use super::{MetricIntent, ObjectKind, ObservedSource, Settings, SourcePlan};
 use crate::builders::job::{Direction, MoverJobParams};
 use crate::builders::names::{Owner, source_job_name, source_pit_name};
-use crate::builders::pvc::{DataSource, PvcParams, build_pvc, requested_storage};
+use crate::builders::pvc::{DataSource, PvcParams, bound_capacity, build_pvc, requested_storage};
+
+/// What the Synchronizing condition says while the objects of a finished iteration go: the
+/// same in the pass that finishes it and in the passes that wait for the deletions, so the
+/// status written once is not rewritten.
+const CLEANING_UP: &str =
+    "deleting the mover Job and point-in-time copy of the last synchronization";
 
 /// Plans one reconcile pass of a ReplicationSource. Pure: same input, same plan.
 pub fn plan_source(obs: &ObservedSource, settings: &Settings, now: Timestamp) -> SourcePlan {
@@ -29,6 +39,7 @@ pub fn plan_source(obs: &ObservedSource, settings: &Settings, now: Timestamp) ->
     let status = cr.status.clone().unwrap_or_default();
     let mut ctx = Ctx::new(status.common(), cr.metadata.generation, now);
     ctx.owner_uid = obs.cr.metadata.uid.clone();
+    ctx.created = cr.metadata.creation_timestamp.as_ref().map(|t| t.0);
     run(&mut ctx, obs, settings);
     let out_of_sync = ctx
         .metrics
@@ -67,6 +78,10 @@ fn run(ctx: &mut Ctx, obs: &ObservedSource, settings: &Settings) {
     let trigger = ctx.trigger_state(spec.trigger.as_ref(), last_sync);
     let validation = validate(obs);
     ctx.record_checks(&trigger, &validation);
+    if let Some(snapshot) = obs.snapshot.as_ref().filter(|s| kept(&s.metadata)) {
+        // Labelled do-not-delete: never ours to delete, nor the garbage collector's.
+        ctx.release(&snapshot.metadata);
+    }
 
     let existing: Vec<(ObjectKind, &ObjectMeta)> = [
         obs.job.as_ref().map(|j| (ObjectKind::Job, &j.metadata)),
@@ -81,13 +96,7 @@ fn run(ctx: &mut Ctx, obs: &ObservedSource, settings: &Settings) {
     .flatten()
     .collect();
 
-    if !ctx.open_iteration(
-        &existing,
-        "deleting the mover Job and point-in-time copy of the last synchronization",
-        &trigger,
-        paused,
-        validation.is_ok(),
-    ) {
+    if !ctx.open_iteration(&existing, CLEANING_UP, &trigger, paused, validation.is_ok()) {
         return;
     }
     if let Some(job) = &obs.job {
@@ -108,13 +117,14 @@ fn run(ctx: &mut Ctx, obs: &ObservedSource, settings: &Settings) {
             obs.mover_waiting.as_ref(),
             &fingerprint,
             &detail,
+            paused,
         ) {
             ctx.finish_iteration(
                 at.min(ctx.now),
                 obs.mover.as_ref(),
                 spec.trigger.as_ref(),
                 &existing,
-                "synchronized; deleting the mover Job and point-in-time copy",
+                CLEANING_UP,
             );
         }
         return;
@@ -127,32 +137,35 @@ fn run(ctx: &mut Ctx, obs: &ObservedSource, settings: &Settings) {
         return;
     };
     let rc = &spec.rclone;
-    let source_modes = source_pvc
-        .spec
-        .as_ref()
-        .and_then(|s| s.access_modes.clone())
-        .unwrap_or_default();
+    let source_spec = source_pvc.spec.clone().unwrap_or_default();
     let access_modes = if rc.access_modes.is_empty() {
-        source_modes
+        source_spec.access_modes.clone().unwrap_or_default()
     } else {
         rc.access_modes.clone()
     };
-    let storage_class = rc.storage_class_name.clone().or_else(|| {
-        source_pvc
-            .spec
-            .as_ref()
-            .and_then(|s| s.storage_class_name.clone())
-    });
+    let storage_class = rc
+        .storage_class_name
+        .clone()
+        .or(source_spec.storage_class_name.clone());
 
+    // The volume the mover reads, the access modes it has, and where the mover must run.
+    let mut placement = None;
+    let mut data_modes = access_modes.clone();
     // The point-in-time PVC to create (its size and origin), once the copy method knows them.
     let mut new_pit = None;
     let data_pvc = match rc.copy_method {
-        SourceCopyMethod::None | SourceCopyMethod::Direct => spec.source_pvc.clone(),
+        SourceCopyMethod::None | SourceCopyMethod::Direct => {
+            data_modes = source_spec.access_modes.clone().unwrap_or_default();
+            placement = placement::placement(source_pvc, &obs.source_pvc_pods);
+            spec.source_pvc.clone()
+        }
         SourceCopyMethod::Clone => {
             if obs.pit_pvc.is_none() {
+                // A clone is at least as large as the volume it copies: its actual size first.
                 let Some(capacity) = rc
                     .capacity
                     .clone()
+                    .or_else(|| bound_capacity(source_pvc))
                     .or_else(|| requested_storage(source_pvc))
                 else {
                     ctx.fail(format!(
@@ -195,6 +208,14 @@ fn run(ctx: &mut Ctx, obs: &ObservedSource, settings: &Settings) {
             pit_name.clone()
         }
     };
+    if let Some(modes) = obs
+        .pit_pvc
+        .as_ref()
+        .filter(|_| data_pvc == pit_name)
+        .and_then(|p| p.spec.as_ref()?.access_modes.clone())
+    {
+        data_modes = modes;
+    }
     if let Some((capacity, data_source)) = new_pit {
         let pvc = build_pvc(&PvcParams {
             name: &pit_name,
@@ -202,6 +223,7 @@ fn run(ctx: &mut Ctx, obs: &ObservedSource, settings: &Settings) {
             access_modes,
             capacity,
             storage_class_name: storage_class,
+            volume_mode: source_spec.volume_mode.clone(),
             data_source: Some(data_source),
         });
         ctx.create_pvc(pvc, &pit_name);
@@ -230,6 +252,8 @@ fn run(ctx: &mut Ctx, obs: &ObservedSource, settings: &Settings) {
         section: &rc.rclone_config_section,
         remote_path: &rc.rclone_dest_path,
         data_pvc: &data_pvc,
+        read_only: placement::read_only(&data_modes),
+        placement: placement.as_ref(),
         mover: &rc.mover,
     });
 }

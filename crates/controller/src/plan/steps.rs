@@ -1,7 +1,8 @@
 //! The steps of an iteration both state machines (`source`, `destination`) take, as methods
 //! of the pass being planned: checking trigger and configuration, the gate before a new
-//! iteration, cleaning up leftovers, following the mover Job, gating and starting a new Job,
-//! creating and waiting for point-in-time objects, and finishing the iteration. Each side's
+//! iteration, cleaning up leftovers, following (and, while paused, suspending) the mover Job,
+//! gating and starting a new Job, creating PVCs, and finishing the iteration (snapshots are
+//! in `snapshots`). Each side's
 //! module reads as its own state machine calling these.
 
 use k8s_openapi::api::batch::v1::Job;
@@ -18,13 +19,10 @@ use super::common::{CLEANUP_POLL, Ctx, POLL, adoptable, owned_by};
 use super::conditions::{find, truncate};
 use super::mover::{JobPhase, bounded_head, job_phase};
 use super::schedule::ScheduleError;
-use super::trigger::{TriggerState, evaluate};
+use super::trigger::{History, TriggerState, evaluate};
 use super::validate::ValidationError;
 use super::{Action, MoverReport, MoverWaiting, ObjectKind};
 use crate::builders::job::{MoverJobParams, build_mover_job};
-use crate::builders::names::Owner;
-use crate::builders::volume_snapshot::build_volume_snapshot;
-use crate::snapshot::VolumeSnapshot;
 
 /// Most bytes of a stuck pod's message quoted in the Synchronizing condition.
 pub const MAX_WAITING_MESSAGE: usize = 300;
@@ -48,8 +46,11 @@ impl Ctx {
     ) -> Result<TriggerState, ScheduleError> {
         evaluate(
             trigger,
-            last_sync,
-            self.st.last_manual_sync.as_ref(),
+            History {
+                last_sync,
+                last_manual: self.st.last_manual_sync.as_ref(),
+                created: self.created,
+            },
             self.now,
         )
     }
@@ -167,6 +168,7 @@ impl Ctx {
     /// Handles the mover Job of the open iteration while it runs or after it failed; returns
     /// when it succeeded (its completion time, else `now`), for the caller to finish the
     /// iteration. `detail` is appended to the running message (e.g. a PVC still pending).
+    /// While `paused`, a running Job is suspended (parallelism 0), and resumed after.
     pub fn job_succeeded(
         &mut self,
         job: &Job,
@@ -174,10 +176,14 @@ impl Ctx {
         waiting: Option<&MoverWaiting>,
         fingerprint: &str,
         detail: &str,
+        paused: bool,
     ) -> Option<Timestamp> {
         match job_phase(job) {
             JobPhase::Running => {
                 let name = job.metadata.name.as_deref().unwrap_or_default();
+                if self.scale_job(job, paused) {
+                    return None;
+                }
                 let state = match waiting {
                     Some(w) => self.mover_not_started(name, w),
                     None => format!("mover Job {name} is running"),
@@ -191,6 +197,42 @@ impl Ctx {
             }
             JobPhase::Succeeded { at } => Some(at.map_or(self.now, truncate)),
         }
+    }
+
+    /// Suspends a running mover Job while paused (`spec.parallelism` 0: the Job controller
+    /// stops its pod, and the mover, told by SIGTERM, leaves the last committed state intact)
+    /// and resumes it once unpaused. True while it is suspended: the watch on the CR brings
+    /// the pass that resumes it.
+    fn scale_job(&mut self, job: &Job, paused: bool) -> bool {
+        let name = job.metadata.name.clone().unwrap_or_default();
+        let parallelism = job.spec.as_ref().and_then(|s| s.parallelism);
+        let wanted = i32::from(!paused);
+        // Unset means 1 (a Job of an earlier version): only an explicit 0 needs resuming.
+        if parallelism.unwrap_or(1) != wanted && job.metadata.deletion_timestamp.is_none() {
+            self.actions.push(Action::ScaleJob {
+                name: name.clone(),
+                parallelism: wanted,
+            });
+            let (reason, note) = if paused {
+                ("MoverSuspended", "suspended (spec.paused)")
+            } else {
+                ("MoverResumed", "resumed")
+            };
+            self.event(
+                false,
+                reason,
+                "Synchronize",
+                format!("mover Job {name} {note}"),
+            );
+        }
+        if paused {
+            self.syncing(
+                false,
+                REASON_PAUSED,
+                format!("paused (spec.paused): mover Job {name} is suspended until unpaused"),
+            );
+        }
+        paused
     }
 
     /// The message for a mover Job whose pod is stuck before its container starts, with a
@@ -272,58 +314,12 @@ impl Ctx {
         );
     }
 
-    /// The ready VolumeSnapshot `name` of PVC `pvc`, or None while the pass waits for it
-    /// (creating it first when it was not observed; showing its error if it reports one).
-    pub fn ready_snapshot<'s>(
-        &mut self,
-        observed: Option<&'s VolumeSnapshot>,
-        name: &str,
-        owner: &Owner,
-        pvc: &str,
-        class: Option<&str>,
-    ) -> Option<&'s VolumeSnapshot> {
-        let Some(snapshot) = observed else {
-            let snap = build_volume_snapshot(name, owner, pvc, class);
-            self.create(
-                Action::ApplyVolumeSnapshot(Box::new(snap)),
-                "VolumeSnapshot",
-                name,
-            );
-            self.progress(format!("waiting for VolumeSnapshot {name} to be ready"));
-            return None;
-        };
-        if snapshot_ready(snapshot) {
-            return Some(snapshot);
-        }
-        let msg = match snapshot_error(snapshot) {
-            Some(e) => {
-                format!("waiting for VolumeSnapshot {name} to be ready: snapshot error: {e}")
-            }
-            None => format!("waiting for VolumeSnapshot {name} to be ready"),
-        };
-        self.progress(msg);
-        None
-    }
-
     /// Creates the mover Job of the open iteration.
     pub fn start_job(&mut self, params: &MoverJobParams) {
         let job = build_mover_job(params);
         self.create(Action::ApplyJob(Box::new(job)), "Job", params.name);
         self.progress(format!("started mover Job {}", params.name));
     }
-}
-
-/// Whether a VolumeSnapshot is ready to use.
-pub fn snapshot_ready(s: &VolumeSnapshot) -> bool {
-    s.status.as_ref().and_then(|st| st.ready_to_use) == Some(true)
-}
-
-/// The error a VolumeSnapshot reports, if any.
-pub fn snapshot_error(s: &VolumeSnapshot) -> Option<String> {
-    s.status
-        .as_ref()
-        .and_then(|st| st.error.as_ref())
-        .and_then(|e| e.message.clone())
 }
 
 #[cfg(test)]

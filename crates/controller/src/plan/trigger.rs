@@ -2,8 +2,13 @@
 //!
 //! Like VolSync: the first sync starts as soon as the CR exists; the next one is due at the
 //! first firing after the last completion (so a firing during a sync does not queue another);
-//! a manual value different from `status.lastManualSync` starts one sync; without any trigger
-//! the next sync starts as soon as the previous one is done.
+//! a non-empty `trigger.manual` replaces the schedule — a value different from
+//! `status.lastManualSync` starts one sync, and no `nextSyncTime` is reported while it is set;
+//! without any trigger the next sync starts as soon as the previous one is done.
+//!
+//! Nothing here depends on `now` but `due`, `missed_interval` and `wait`: the status fields
+//! derived from it (`nextSyncTime`, the waiting message) are the same at every pass, so a
+//! pass that changes nothing writes nothing.
 
 use std::time::Duration;
 
@@ -20,7 +25,8 @@ pub struct TriggerState {
     pub due: bool,
     /// A manual value that differs from `lastManualSync` (drives `due`).
     pub manual_pending: bool,
-    /// `status.nextSyncTime` (schedules only).
+    /// `status.nextSyncTime` (schedules only): the first firing after the last sync, or
+    /// before any sync the time the first one became due (the CR's creation).
     pub next_sync_time: Option<Timestamp>,
     /// Reason of the Synchronizing condition while not due.
     pub waiting_reason: &'static str,
@@ -35,45 +41,30 @@ fn non_empty(s: Option<&String>) -> Option<&str> {
     s.map(String::as_str).filter(|s| !s.is_empty())
 }
 
-/// Evaluates the trigger against the last completed sync.
+/// What the trigger is evaluated against.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct History<'a> {
+    /// End of the last completed sync (`status.lastSyncTime`, or a sync just finished).
+    pub last_sync: Option<Timestamp>,
+    /// `status.lastManualSync`.
+    pub last_manual: Option<&'a String>,
+    /// When the CR was created: before its first sync, the time that sync became due.
+    pub created: Option<Timestamp>,
+}
+
+/// Evaluates the trigger against the history of syncs at `now`.
 pub fn evaluate(
     trigger: Option<&TriggerSpec>,
-    last_sync: Option<Timestamp>,
-    last_manual: Option<&String>,
+    history: History<'_>,
     now: Timestamp,
 ) -> Result<TriggerState, ScheduleError> {
+    let last_sync = history.last_sync;
     let manual = trigger.and_then(|t| non_empty(t.manual.as_ref()));
-    let manual_pending = manual.is_some() && manual != non_empty(last_manual);
+    let manual_pending = manual.is_some() && manual != non_empty(history.last_manual);
     let schedule = trigger.and_then(|t| non_empty(t.schedule.as_ref()));
-    match (schedule, manual) {
-        (Some(spec), _) => {
-            let schedule = Schedule::parse(spec)?;
-            let next = last_sync.and_then(|l| schedule.next_after(l));
-            let scheduled_due = match (last_sync, next) {
-                (None, _) => true,
-                (Some(_), Some(n)) => n <= now,
-                // A schedule that never fires again (e.g. a past date) never becomes due.
-                (Some(_), None) => false,
-            };
-            let missed_interval = next
-                .and_then(|n| schedule.next_after(n))
-                .is_some_and(|nn| nn < now);
-            let next_sync_time = if last_sync.is_none() { Some(now) } else { next };
-            let waiting_message = match next {
-                Some(n) => format!("waiting for the schedule {spec:?}; next sync at {n}"),
-                None => format!("the schedule {spec:?} does not fire again"),
-            };
-            Ok(TriggerState {
-                due: scheduled_due || manual_pending,
-                manual_pending,
-                next_sync_time,
-                waiting_reason: REASON_WAITING_FOR_SCHEDULE,
-                waiting_message,
-                missed_interval,
-                wait: next.map(|n| until(now, n)),
-            })
-        }
-        (None, Some(value)) => Ok(TriggerState {
+    match (manual, schedule) {
+        // A manual trigger replaces the schedule (VolSync): one sync per new value.
+        (Some(value), _) => Ok(TriggerState {
             due: manual_pending,
             manual_pending,
             next_sync_time: None,
@@ -84,6 +75,38 @@ pub fn evaluate(
             missed_interval: false,
             wait: None,
         }),
+        (None, Some(spec)) => {
+            let schedule = Schedule::parse(spec)?;
+            let next = last_sync.and_then(|l| schedule.next_after(l));
+            let due = match (last_sync, next) {
+                (None, _) => true,
+                (Some(_), Some(n)) => n <= now,
+                // A schedule that never fires again (e.g. a past date) never becomes due.
+                (Some(_), None) => false,
+            };
+            let missed_interval = next
+                .and_then(|n| schedule.next_after(n))
+                .is_some_and(|nn| nn < now);
+            // Never `now`: a status that changes with every pass would trigger the next one.
+            let next_sync_time = if last_sync.is_none() {
+                history.created
+            } else {
+                next
+            };
+            let waiting_message = match next {
+                Some(n) => format!("waiting for the schedule {spec:?}; next sync at {n}"),
+                None => format!("the schedule {spec:?} does not fire again"),
+            };
+            Ok(TriggerState {
+                due,
+                manual_pending: false,
+                next_sync_time,
+                waiting_reason: REASON_WAITING_FOR_SCHEDULE,
+                waiting_message,
+                missed_interval,
+                wait: next.map(|n| until(now, n)),
+            })
+        }
         (None, None) => Ok(TriggerState {
             due: true,
             manual_pending: false,
@@ -111,25 +134,55 @@ mod tests {
         }
     }
 
+    /// Evaluates `trigger` after a sync at `last_sync` (manual value `last_manual`) at `now`.
+    fn eval(
+        trigger: Option<&TriggerSpec>,
+        last_sync: Option<&str>,
+        last_manual: Option<&str>,
+        now: &str,
+    ) -> Result<TriggerState, ScheduleError> {
+        let last_manual = last_manual.map(String::from);
+        evaluate(
+            trigger,
+            History {
+                last_sync: last_sync.map(ts),
+                last_manual: last_manual.as_ref(),
+                created: Some(ts("2026-01-01T00:00:00Z")),
+            },
+            ts(now),
+        )
+    }
+
     #[test]
     fn first_sync_is_due_immediately() {
-        let t = evaluate(
+        let t = eval(
             Some(&sched("0 * * * *", None)),
             None,
             None,
-            ts("2026-01-01T00:30:00Z"),
+            "2026-01-01T00:30:00Z",
         )
         .expect("ok");
         assert!(t.due);
     }
 
     #[test]
+    fn before_the_first_sync_next_sync_time_is_the_creation_not_now() {
+        let at = |now| {
+            eval(Some(&sched("0 * * * *", None)), None, None, now)
+                .expect("ok")
+                .next_sync_time
+        };
+        assert_eq!(at("2026-01-01T00:30:00Z"), Some(ts("2026-01-01T00:00:00Z")));
+        assert_eq!(at("2026-01-01T00:30:00Z"), at("2026-01-01T05:00:37Z"));
+    }
+
+    #[test]
     fn schedule_waits_until_the_next_firing_after_the_last_sync() {
-        let t = evaluate(
+        let t = eval(
             Some(&sched("0 * * * *", None)),
-            Some(ts("2026-01-01T00:05:00Z")),
+            Some("2026-01-01T00:05:00Z"),
             None,
-            ts("2026-01-01T00:30:00Z"),
+            "2026-01-01T00:30:00Z",
         )
         .expect("ok");
         assert!(!t.due);
@@ -140,11 +193,11 @@ mod tests {
 
     #[test]
     fn missed_interval_is_detected_after_two_firings() {
-        let t = evaluate(
+        let t = eval(
             Some(&sched("0 * * * *", None)),
-            Some(ts("2026-01-01T00:05:00Z")),
+            Some("2026-01-01T00:05:00Z"),
             None,
-            ts("2026-01-01T02:30:00Z"),
+            "2026-01-01T02:30:00Z",
         )
         .expect("ok");
         assert!(t.due && t.missed_interval);
@@ -152,14 +205,31 @@ mod tests {
 
     #[test]
     fn manual_value_different_from_last_is_due_even_with_a_schedule() {
-        let t = evaluate(
+        let t = eval(
             Some(&sched("0 * * * *", Some("two"))),
-            Some(ts("2026-01-01T00:05:00Z")),
-            Some(&"one".to_string()),
-            ts("2026-01-01T00:30:00Z"),
+            Some("2026-01-01T00:05:00Z"),
+            Some("one"),
+            "2026-01-01T00:30:00Z",
         )
         .expect("ok");
         assert!(t.due && t.manual_pending);
+    }
+
+    #[test]
+    fn a_manual_trigger_replaces_the_schedule() {
+        // The schedule fired long ago, but the manual value was synced: nothing is due,
+        // no nextSyncTime, no missed interval.
+        let t = eval(
+            Some(&sched("0 * * * *", Some("one"))),
+            Some("2026-01-01T00:05:00Z"),
+            Some("one"),
+            "2026-01-01T05:30:00Z",
+        )
+        .expect("ok");
+        assert!(!t.due && !t.missed_interval);
+        assert_eq!(t.next_sync_time, None);
+        assert_eq!(t.waiting_reason, REASON_WAITING_FOR_MANUAL);
+        assert_eq!(t.wait, None);
     }
 
     #[test]
@@ -168,11 +238,11 @@ mod tests {
             schedule: None,
             manual: Some("one".into()),
         };
-        let t = evaluate(
+        let t = eval(
             Some(&trig),
-            Some(ts("2026-01-01T00:05:00Z")),
-            Some(&"one".into()),
-            ts("2026-01-02T00:00:00Z"),
+            Some("2026-01-01T00:05:00Z"),
+            Some("one"),
+            "2026-01-02T00:00:00Z",
         )
         .expect("ok");
         assert!(!t.due);
@@ -181,21 +251,21 @@ mod tests {
 
     #[test]
     fn no_trigger_means_continuous() {
-        let t = evaluate(
+        let t = eval(
             None,
-            Some(ts("2026-01-01T00:05:00Z")),
+            Some("2026-01-01T00:05:00Z"),
             None,
-            ts("2026-01-01T00:05:01Z"),
+            "2026-01-01T00:05:01Z",
         )
         .expect("ok");
         assert!(t.due);
         let empty = TriggerSpec::default();
         assert!(
-            evaluate(
+            eval(
                 Some(&empty),
-                Some(ts("2026-01-01T00:05:00Z")),
+                Some("2026-01-01T00:05:00Z"),
                 None,
-                ts("2026-01-01T00:05:01Z")
+                "2026-01-01T00:05:01Z"
             )
             .expect("ok")
             .due
@@ -205,11 +275,11 @@ mod tests {
     #[test]
     fn invalid_schedule_is_an_error() {
         assert!(
-            evaluate(
+            eval(
                 Some(&sched("* * *", None)),
                 None,
                 None,
-                ts("2026-01-01T00:00:00Z")
+                "2026-01-01T00:00:00Z"
             )
             .is_err()
         );

@@ -1,6 +1,7 @@
 //! The reconcile pipeline shared by both kinds:
-//! observe (client, read-only) → plan (pure, [`crate::context::Planner`]) → create (the plan's
-//! `Apply*` actions) → status (only when changed) → delete (the plan's `Delete` actions) →
+//! observe (client, read-only) → plan (pure, [`crate::context::Planner`]) → create and patch
+//! (the plan's `Apply*`, `ScaleJob` and `ReleaseVolumeSnapshot` actions) → status (only when
+//! changed) → delete (the plan's `Delete` actions) →
 //! events and metrics (after the status, so a pass that failed to record its transition
 //! repeats it instead of counting it twice).
 //!

@@ -56,6 +56,14 @@ pub async fn expect_fresh_source_reads(api: &mut ApiServer, secret_found: bool) 
     api.expect(Method::GET, SRC_JOB).await.not_found();
 }
 
+/// For a copyMethod None source without a Job: the namespace's pods are listed (pods cannot
+/// be selected by volume) to find a node already using its RWO volume; answered with `pods`.
+pub async fn expect_source_pvc_pods(api: &mut ApiServer, pods: Vec<Value>) {
+    let seen = api.expect(Method::GET, PODS).await;
+    assert_eq!(seen.query("labelSelector"), None, "{:?}", seen.query);
+    seen.ok(list("PodList", "v1", pods));
+}
+
 /// Observing a copyMethod Snapshot source whose mover Job succeeded: ready PiT snapshot,
 /// PiT PVC, the Job, and its pod's report.
 pub async fn expect_finished_source_reads(api: &mut ApiServer) {
