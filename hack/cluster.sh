@@ -23,6 +23,9 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 DIR="${SCRIBE_CLUSTER_DIR:-$ROOT/e2e/.cluster}"
+# Ports chosen at `up` are remembered in $DIR/ports, so later subcommands agree with them.
+# shellcheck disable=SC1091
+[[ -f "$DIR/ports" ]] && source "$DIR/ports"
 NS_CTRL=scribe-system
 NODE=scribe-e2e-node
 DRIVER=hostpath.csi.k8s.io
@@ -286,6 +289,11 @@ EOF
 up() {
   mkdir -p "$DIR" "$LOGS" "$PIDS" "$DIR/node"
   local t0=$SECONDS
+  printf 'SCRIBE_ETCD_PORT=%s\nSCRIBE_API_PORT=%s\nSCRIBE_S3_PORT=%s\nSCRIBE_METRICS_PORT=%s\n' \
+    "$ETCD_PORT" "$API_PORT" "$S3_PORT" "$METRICS_BASE" > "$DIR/ports"
+  if ! alive kube-apiserver && (exec 3<>"/dev/tcp/127.0.0.1/$API_PORT") 2>/dev/null; then
+    die "port $API_PORT is taken by another process (another cluster?); set SCRIBE_API_PORT, SCRIBE_ETCD_PORT, SCRIBE_S3_PORT, SCRIBE_METRICS_PORT"
+  fi
   log "building the pinned upstream binaries (first run: tens of minutes; then cached)"
   BIN=$(bin_dir)
   [[ -x "$ROOT/.venv/bin/moto_server" ]] || bash "$ROOT/hack/setup-test-deps.sh"
