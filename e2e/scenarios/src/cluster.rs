@@ -2,8 +2,8 @@
 //! `hack/cluster.sh up`, or set by hand for a real cluster such as kind): the admin client
 //! (`KUBECONFIG`), the S3 endpoint and keys (`SCRIBE_E2E_S3_*`), and — on the local cluster
 //! only — the state and cluster directories and the cluster script, whose subcommands restart
-//! the controller or freeze S3. Operations that need the script fail with a message saying
-//! so: a scenario that cannot run is a failure, never a skip.
+//! the controller or freeze S3 ([`Cluster::s3_stop`]). Operations that need the script fail
+//! with a message saying so: a scenario that cannot run is a failure, never a skip.
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -140,6 +140,20 @@ impl Cluster {
             .collect()
     }
 
+    /// Freezes the S3 server (`cluster.sh s3-stop`: SIGSTOP, requests hang). The returned
+    /// guard resumes it ([`S3Freeze::resume`], or `s3-start` on drop, even when the scenario
+    /// fails): every other scenario shares the server.
+    pub async fn s3_stop(&self) -> Result<S3Freeze> {
+        let script = self.script_path("freezing the S3 server")?;
+        let freeze = S3Freeze {
+            cluster: self.clone(),
+            script,
+            resumed: false,
+        };
+        self.script(&["s3-stop"]).await?;
+        Ok(freeze)
+    }
+
     /// An rclone.conf holding one section named `section` for the S3 server: the script's
     /// `rclone-conf SECTION` on the local cluster, else built from `SCRIBE_E2E_S3_*`.
     pub async fn rclone_conf(&self, section: &str) -> Result<String> {
@@ -152,6 +166,46 @@ impl Cluster {
             return Ok(conf);
         }
         Ok(rclone_section(section, &self.s3))
+    }
+}
+
+/// The S3 server frozen by [`Cluster::s3_stop`]; resumed by [`S3Freeze::resume`] or on drop.
+pub struct S3Freeze {
+    cluster: Cluster,
+    script: PathBuf,
+    resumed: bool,
+}
+
+impl S3Freeze {
+    /// Resumes the S3 server (`cluster.sh s3-start`: SIGCONT).
+    pub async fn resume(mut self) -> Result<()> {
+        self.cluster.script(&["s3-start"]).await?;
+        self.resumed = true;
+        Ok(())
+    }
+}
+
+impl Drop for S3Freeze {
+    fn drop(&mut self) {
+        if self.resumed {
+            return;
+        }
+        // No runtime to await on here (this may run while a panic unwinds): run it blocking.
+        let outcome = std::process::Command::new(&self.script)
+            .arg("s3-start")
+            .stdin(Stdio::null())
+            .status();
+        match outcome {
+            Ok(st) if st.success() => eprintln!("S3 server resumed (s3-start on drop)"),
+            Ok(st) => eprintln!(
+                "`{} s3-start` on drop failed ({st}): the S3 server may still be frozen",
+                self.script.display()
+            ),
+            Err(e) => eprintln!(
+                "`{} s3-start` on drop could not run ({e}): the S3 server may still be frozen",
+                self.script.display()
+            ),
+        }
     }
 }
 

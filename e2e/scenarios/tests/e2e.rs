@@ -39,3 +39,6 @@ mod robustness;
 
 #[path = "e2e/scale.rs"]
 mod scale;
+
+#[path = "e2e/outage.rs"]
+mod outage;
