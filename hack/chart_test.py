@@ -59,6 +59,10 @@ EXPECTED_CLUSTER_RULES = (
     | _triples([""], ["persistentvolumeclaims"], ["get", "list", "watch", "create", "patch", "delete"])
     | _triples([""], ["secrets"], ["get", "list", "watch"])
     | _triples([""], ["pods"], ["get", "list", "watch"])
+    # get only: the mover's moverServiceAccount must exist before its Job is created (polled, not watched).
+    | _triples([""], ["serviceaccounts"], ["get"])
+    # get only: the mover's customCA ConfigMap and key must exist before its Job is created (polled, not watched).
+    | _triples([""], ["configmaps"], ["get"])
     | _triples(["", "events.k8s.io"], ["events"], ["create", "patch"])
     | _triples(
         ["snapshot.storage.k8s.io"], ["volumesnapshots"], ["get", "list", "watch", "create", "patch", "delete"]

@@ -33,6 +33,9 @@ pub const REASON_WAITING_FOR_SCHEDULE: &str = "WaitingForSchedule";
 pub const REASON_WAITING_FOR_MANUAL: &str = "WaitingForManual";
 pub const REASON_CLEANING_UP: &str = "CleaningUp";
 pub const REASON_PAUSED: &str = "Paused";
+/// Reconciled=False: the API server refused to create, patch or delete an object (quota,
+/// admission webhook, RBAC, invalid object, a kind not installed); the message is the API's.
+pub const REASON_APPLY_FAILED: &str = "ApplyFailed";
 
 /// Key in the Secret named by `rcloneConfig` that holds rclone.conf.
 pub const RCLONE_CONFIG_KEY: &str = "rclone.conf";

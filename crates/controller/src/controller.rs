@@ -2,8 +2,12 @@
 //! kube-runtime Controllers (ReplicationSource, ReplicationDestination) with their watches:
 //! - owned Jobs, PVCs and VolumeSnapshots (label `app.kubernetes.io/created-by=scribe`) map to
 //!   their owner through [`owners_of`];
-//! - Secrets map to every custom resource in their namespace whose `spec.rclone.rcloneConfig`
-//!   names them ([`users_of_secret`]), read from the Controller's own reflector store.
+//! - Secrets (watched as metadata only) map to every custom resource in their namespace
+//!   whose `spec.rclone.rcloneConfig` names them ([`users_of_secret`]), read from the
+//!   Controller's own reflector store.
+//!
+//! Each of these watches backs off on its own ([`isolated`]): a cluster without the
+//! VolumeSnapshot API (copyMethod Clone/None only) still gets every other watch.
 //!
 //! `/readyz` turns ready once the API serves both kinds ([`probe_until_ready`]).
 //! Pods are not watched: a Job's status changes when its pod finishes, which is enough.
@@ -14,13 +18,14 @@ use std::sync::Arc;
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret};
-use kube::api::{ListParams, ObjectMeta};
+use kube::api::{ListParams, ObjectMeta, PartialObjectMeta};
 use kube::runtime::controller::Error as ControllerError;
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::{Controller, watcher};
+use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use scribe_api::constants::{CREATED_BY_VALUE, GROUP, LABEL_CREATED_BY};
 use scribe_api::{ReplicationDestination, ReplicationSource};
+use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
@@ -291,7 +296,58 @@ where
     futures::future::ready(())
 }
 
-/// A Controller for `K` with its owned-object and Secret watches.
+/// The triggers of one secondary watch, made harmless to the others: kube-runtime puts all
+/// of a Controller's triggers behind one backoff, so a watch that keeps failing (the
+/// VolumeSnapshot API is not installed on a cluster whose users only Clone or copy directly,
+/// or RBAC forbids it) would pause the CR, Job and PVC watches too. Here the watch backs off
+/// on its own, its errors are logged (the first one at warn, the rest at debug) and never
+/// reach the shared stream; once the API appears the watch starts delivering.
+pub fn isolated<S, T>(
+    what: &'static str,
+    stream: S,
+) -> impl futures::Stream<Item = Result<T, watcher::Error>> + Send + 'static
+where
+    S: futures::Stream<Item = Result<T, watcher::Error>> + Send + 'static,
+    T: Send + 'static,
+{
+    let warned = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    stream.filter_map(move |r| {
+        let warned = warned.clone();
+        async move {
+            match r {
+                Ok(o) => Some(Ok(o)),
+                Err(e) => {
+                    if warned.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                        debug!(watch = what, error = %e, "watch failed; retrying with backoff");
+                    } else {
+                        warn!(watch = what, error = %e, "watch failed; retrying with backoff (the other watches go on)");
+                    }
+                    None
+                }
+            }
+        }
+    })
+}
+
+/// The objects a watch of `K` delivers, with its own backoff, isolated from the others.
+fn owned_watch<O>(
+    api: Api<O>,
+    config: watcher::Config,
+    what: &'static str,
+) -> impl futures::Stream<Item = Result<O, watcher::Error>> + Send + 'static
+where
+    O: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
+    O::DynamicType: Default + Clone + Eq + std::hash::Hash,
+{
+    isolated(
+        what,
+        watcher(api, config).default_backoff().touched_objects(),
+    )
+}
+
+/// A Controller for `K` with its owned-object and Secret watches. Each secondary watch backs
+/// off on its own ([`isolated`]); Secrets are watched as metadata only (their data is read
+/// by the pass that needs it), which keeps every Secret's contents out of memory.
 fn controller_for<K>(client: &Client, stop: watch::Receiver<bool>) -> Controller<K>
 where
     K: ReplicationKind + UsesSecret,
@@ -304,24 +360,34 @@ where
         kube::runtime::controller::Config::default().debounce(std::time::Duration::from_secs(1));
     let c = Controller::new(Api::<K>::all(client.clone()), watcher::Config::default())
         .with_config(config)
-        .watches(Api::<Job>::all(client.clone()), owned.clone(), |o: Job| {
-            owners_of::<K>(o.meta())
-        })
-        .watches(
-            Api::<PersistentVolumeClaim>::all(client.clone()),
-            owned.clone(),
+        .watches_stream(
+            owned_watch(Api::<Job>::all(client.clone()), owned.clone(), "Job"),
+            |o: Job| owners_of::<K>(o.meta()),
+        )
+        .watches_stream(
+            owned_watch(
+                Api::<PersistentVolumeClaim>::all(client.clone()),
+                owned.clone(),
+                "PersistentVolumeClaim",
+            ),
             |o: PersistentVolumeClaim| owners_of::<K>(o.meta()),
         )
-        .watches(
-            Api::<VolumeSnapshot>::all(client.clone()),
-            owned,
+        .watches_stream(
+            owned_watch(
+                Api::<VolumeSnapshot>::all(client.clone()),
+                owned,
+                "VolumeSnapshot",
+            ),
             |o: VolumeSnapshot| owners_of::<K>(o.meta()),
         );
     let store = c.store();
-    c.watches(
-        Api::<Secret>::all(client.clone()),
-        watcher::Config::default(),
-        move |s: Secret| {
+    c.watches_stream(
+        owned_watch(
+            Api::<PartialObjectMeta<Secret>>::all(client.clone()),
+            watcher::Config::default(),
+            "Secret (metadata)",
+        ),
+        move |s: PartialObjectMeta<Secret>| {
             users_of_secret(
                 &store.state(),
                 &s.namespace().unwrap_or_default(),
@@ -436,6 +502,31 @@ mod tests {
         assert!(!worth_a_warning(&failed), "error_policy logs it already");
         let queue: E = ControllerError::QueueError(watcher::Error::NoResourceVersion);
         assert!(worth_a_warning(&queue));
+    }
+
+    #[tokio::test]
+    async fn a_failing_watch_never_reaches_the_shared_trigger_stream() {
+        // kube-runtime backs off the merged triggers of a Controller on any error: an error
+        // that got through (the VolumeSnapshot API missing) would pause every watch.
+        let not_installed = || {
+            watcher::Error::InitialListFailed(kube::Error::Api(Box::new(
+                kube::core::Status::failure(
+                    "the server could not find the requested resource",
+                    "NotFound",
+                )
+                .with_code(404),
+            )))
+        };
+        let raw = futures::stream::iter(vec![
+            Err(not_installed()),
+            Ok(1),
+            Err(not_installed()),
+            Err(not_installed()),
+            Ok(2),
+        ]);
+        let out: Vec<Result<i32, watcher::Error>> = isolated("VolumeSnapshot", raw).collect().await;
+        assert_eq!(out.len(), 2);
+        assert!(out.iter().all(Result::is_ok));
     }
 
     #[test]

@@ -1,21 +1,25 @@
 //! Observe (client required, read-only): everything the plan needs to know about one custom
-//! resource — its Secret, volumes, point-in-time copies, mover Job and the Job's finished pod
+//! resource — its Secret, the mover's ServiceAccount and custom CA object (only those the spec
+//! names, see [`observe_mover_refs`]), volumes, point-in-time copies (during an open
+//! iteration whatever the copyMethod, so a switch leaks nothing), mover Job and the Job's finished pod
 //! (exit code and termination message, see [`mover_report`]) or, while it runs, why its pod
 //! has not started (see [`mover_waiting`]), the pods using a source volume the mover will
 //! mount directly (copyMethod None), and a destination's snapshots.
 //! A missing object (404) is an observation (`None`), not an error.
 
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret, ServiceAccount};
 use kube::api::ListParams;
 use kube::{Api, Client, ResourceExt};
 use scribe_api::{
-    DestinationCopyMethod, ReplicationDestination, ReplicationSource, SourceCopyMethod,
+    DestinationCopyMethod, MoverOptions, ReplicationDestination, ReplicationSource,
+    SourceCopyMethod,
 };
 
 use crate::builders::names::{self, Owner};
 use crate::plan::placement;
-use crate::plan::{MoverReport, MoverWaiting, ObservedDestination, ObservedSource};
+use crate::plan::validate::secret_entries;
+use crate::plan::{MoverRefs, MoverReport, MoverWaiting, ObservedDestination, ObservedSource};
 use crate::snapshot::VolumeSnapshot;
 
 /// Errors while reading the cluster.
@@ -119,6 +123,40 @@ async fn observe_mover(
     Ok((None, None))
 }
 
+/// Looks up the ServiceAccount and custom CA object the mover pod would reference (only
+/// those the spec names; not watched: a plan blocked on them polls).
+pub async fn observe_mover_refs(
+    client: &Client,
+    ns: &str,
+    mover: &MoverOptions,
+) -> Result<MoverRefs, ObserveError> {
+    let mut refs = MoverRefs::default();
+    if let Some(sa) = mover.mover_service_account.as_deref() {
+        refs.service_account_missing = get::<ServiceAccount>(client, ns, sa, "ServiceAccount")
+            .await?
+            .is_none();
+    }
+    let Some(ca) = mover.custom_ca.as_ref() else {
+        return Ok(refs);
+    };
+    let keys = match (ca.secret_name.as_deref(), ca.config_map_name.as_deref()) {
+        (Some(name), _) => get::<Secret>(client, ns, name, "Secret")
+            .await?
+            .map(|s| secret_entries(&s).into_keys().collect()),
+        (None, Some(name)) => get::<ConfigMap>(client, ns, name, "ConfigMap")
+            .await?
+            .map(|c| {
+                let text = c.data.unwrap_or_default().into_keys();
+                let binary = c.binary_data.unwrap_or_default().into_keys();
+                text.chain(binary).collect()
+            }),
+        (None, None) => return Ok(refs),
+    };
+    refs.custom_ca_missing = keys.is_none();
+    refs.custom_ca_keys = keys;
+    Ok(refs)
+}
+
 /// Observes a ReplicationSource.
 pub async fn observe_source(
     client: &Client,
@@ -128,10 +166,17 @@ pub async fn observe_source(
     let name = cr.name_any();
     let rclone = &cr.spec.rclone;
     let secret = get::<Secret>(client, &ns, &rclone.rclone_config, "Secret").await?;
+    let mover_refs = observe_mover_refs(client, &ns, &rclone.mover).await?;
     let source_pvc =
         get::<PersistentVolumeClaim>(client, &ns, &cr.spec.source_pvc, "PersistentVolumeClaim")
             .await?;
-    let snapshot = if rclone.copy_method == SourceCopyMethod::Snapshot {
+    // During an open iteration the PiT objects are read whatever the copyMethod, so those of
+    // the method in place before a switch are seen (and deleted), not leaked.
+    let open = cr
+        .status
+        .as_ref()
+        .is_some_and(|s| s.last_sync_start_time.is_some());
+    let snapshot = if open || rclone.copy_method == SourceCopyMethod::Snapshot {
         get::<VolumeSnapshot>(
             client,
             &ns,
@@ -142,10 +187,11 @@ pub async fn observe_source(
     } else {
         None
     };
-    let pit_pvc = if matches!(
-        rclone.copy_method,
-        SourceCopyMethod::Snapshot | SourceCopyMethod::Clone
-    ) {
+    let pit_pvc = if open
+        || matches!(
+            rclone.copy_method,
+            SourceCopyMethod::Snapshot | SourceCopyMethod::Clone
+        ) {
         get::<PersistentVolumeClaim>(
             client,
             &ns,
@@ -172,6 +218,7 @@ pub async fn observe_source(
     Ok(ObservedSource {
         cr: cr.clone(),
         secret,
+        mover_refs,
         source_pvc,
         snapshot,
         pit_pvc,
@@ -221,6 +268,7 @@ pub async fn observe_destination(
     let name = cr.name_any();
     let rclone = &cr.spec.rclone;
     let secret = get::<Secret>(client, &ns, &rclone.rclone_config, "Secret").await?;
+    let mover_refs = observe_mover_refs(client, &ns, &rclone.mover).await?;
     let pvc_name = rclone
         .destination_pvc
         .clone()
@@ -261,6 +309,7 @@ pub async fn observe_destination(
     Ok(ObservedDestination {
         cr: cr.clone(),
         secret,
+        mover_refs,
         dest_pvc,
         job,
         mover,

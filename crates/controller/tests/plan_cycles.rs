@@ -235,6 +235,7 @@ fn run_source(
         let obs = ObservedSource {
             cr: cr.clone(),
             secret: Some(secret()),
+            mover_refs: Default::default(),
             source_pvc: Some(source_pvc()),
             snapshot: world
                 .snapshots
@@ -341,6 +342,7 @@ fn destination_keeps_one_image_and_publishes_only_ready_snapshots() {
         let obs = ObservedDestination {
             cr: cr.clone(),
             secret: Some(secret()),
+            mover_refs: Default::default(),
             dest_pvc: world
                 .pvcs
                 .iter()

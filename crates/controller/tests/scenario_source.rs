@@ -318,3 +318,41 @@ async fn pausing_suspends_the_running_mover_job_by_a_merge_patch_of_its_parallel
         "{events:?}"
     );
 }
+
+#[tokio::test]
+async fn after_a_switch_to_none_mid_iteration_the_old_snapshot_and_pvc_are_read_and_deleted() {
+    let (ctx, _, mut api) = setup(Arc::new(RealPlanner));
+    let mut j = continuous_source("None");
+    j["status"] = json!({"lastSyncStartTime": "2024-05-01T10:00:00Z"});
+    let cr: ReplicationSource = serde_json::from_value(j.clone()).unwrap();
+    let task = tokio::spawn(reconcile(Arc::new(cr), ctx.clone()));
+
+    api.expect(Method::GET, SECRET).await.ok(secret());
+    api.expect(Method::GET, SRC_PVC).await.ok(pvc("data"));
+    // An open iteration: the PiT objects are read although copyMethod None makes none.
+    api.expect(Method::GET, PIT_SNAP).await.ok(ready_snapshot(
+        "scribe-src-db",
+        "data",
+        "ReplicationSource",
+        "2024-05-01T10:00:00Z",
+    ));
+    let mut restored = pvc("scribe-src-db");
+    restored["spec"]["dataSource"] = json!({"apiGroup": "snapshot.storage.k8s.io",
+        "kind": "VolumeSnapshot", "name": "scribe-src-db"});
+    api.expect(Method::GET, PIT_PVC).await.ok(restored);
+    api.expect(Method::GET, SRC_JOB).await.not_found();
+    expect_source_pvc_pods(&mut api, vec![]).await;
+
+    let st = api.expect(Method::PATCH, SRC_STATUS).await;
+    assert_eq!(
+        condition(&st.body["status"], "Synchronizing")["reason"],
+        "CleaningUp",
+        "{}",
+        st.body
+    );
+    st.ok(j);
+    let deleted = expect_deletes(&mut api, SRC_JOB, 2).await;
+    assert_eq!(deleted, vec![PIT_PVC.to_string(), PIT_SNAP.to_string()]);
+    let (result, _) = finish_pass(api, ctx, task).await;
+    result.unwrap();
+}

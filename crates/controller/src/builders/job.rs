@@ -21,9 +21,10 @@ use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, ConfigMapVolumeSource, Container, EmptyDirVolumeSource, EnvVar,
     EnvVarSource, KeyToPath, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm,
     PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec,
-    SeccompProfile, SecretKeySelector, SecretVolumeSource, SecurityContext, Toleration, Volume,
-    VolumeMount,
+    ResourceRequirements, SeccompProfile, SecretKeySelector, SecretVolumeSource, SecurityContext,
+    Toleration, Volume, VolumeMount,
 };
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use scribe_api::MoverOptions;
 use scribe_api::constants::RCLONE_CONFIG_KEY;
@@ -53,6 +54,34 @@ pub const SECRET_MODE: i32 = 0o440;
 pub const SECRET_MODE_WITHOUT_FS_GROUP: i32 = 0o444;
 /// Key used when `customCA.key` is not given.
 pub const DEFAULT_CA_KEY: &str = "ca.crt";
+
+/// CPU the mover requests when `moverResources` is unset: enough to be scheduled on a busy
+/// node, no CPU limit (throttling would only make a sync slower).
+pub const DEFAULT_CPU_REQUEST: &str = "100m";
+/// Memory the mover requests when `moverResources` is unset: its working set on small trees.
+pub const DEFAULT_MEMORY_REQUEST: &str = "64Mi";
+/// Memory limit when `moverResources` is unset: four times the mover's goal of at most
+/// 128 MiB, so a large manifest or a burst of parallel multipart buffers is not OOM-killed
+/// (an OOM kill looks like a transient failure and would be retried forever), while a leak
+/// cannot take a node's memory. `moverResources` replaces all of this.
+pub const DEFAULT_MEMORY_LIMIT: &str = "512Mi";
+
+/// The mover's resources when `moverResources` is unset (a pod without any is BestEffort:
+/// first evicted, and unbounded).
+pub fn default_resources() -> ResourceRequirements {
+    let q = |s: &str| Quantity(s.to_string());
+    ResourceRequirements {
+        requests: Some(
+            [
+                ("cpu".to_string(), q(DEFAULT_CPU_REQUEST)),
+                ("memory".to_string(), q(DEFAULT_MEMORY_REQUEST)),
+            ]
+            .into(),
+        ),
+        limits: Some([("memory".to_string(), q(DEFAULT_MEMORY_LIMIT))].into()),
+        ..ResourceRequirements::default()
+    }
+}
 
 /// Which way the mover copies.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -335,7 +364,12 @@ pub fn build_mover_job(p: &MoverJobParams<'_>) -> Job {
         image_pull_policy: Some(p.settings.mover_image_pull_policy.clone()),
         env: Some(env_vars),
         volume_mounts: Some(mounts),
-        resources: p.mover.mover_resources.clone(),
+        resources: Some(
+            p.mover
+                .mover_resources
+                .clone()
+                .unwrap_or_else(default_resources),
+        ),
         security_context: Some(container_security_context(p.direction, runs_as_root)),
         termination_message_policy: Some("FallbackToLogsOnError".to_string()),
         ..Container::default()

@@ -20,7 +20,9 @@ use super::common::{CLEANUP_POLL, Ctx, StatusParts, owned_by};
 use super::conditions::truncate;
 use super::mover::config_fingerprint;
 use super::snapshots::{kept, snapshot_error, snapshot_ready};
-use super::validate::{RcloneSecret, ValidationError, check_custom_ca, check_rclone_secret};
+use super::validate::{
+    RcloneSecret, ValidationError, check_custom_ca, check_mover_refs, check_rclone_secret,
+};
 use super::{DestinationPlan, MetricIntent, ObjectKind, ObservedDestination, Settings};
 use crate::builders::job::{Direction, MoverJobParams};
 use crate::builders::names::{
@@ -198,6 +200,15 @@ fn run(
                     name: wanted,
                 }
             } else {
+                // Images of an earlier copyMethod Snapshot go once the volume is the image
+                // (the observation lists them while latestImage still names one).
+                let uid = ctx.owner_uid.clone();
+                for old in ours
+                    .iter()
+                    .filter(|s| !do_not_delete(s) && owned_by(&s.metadata, uid.as_deref()))
+                {
+                    ctx.delete(ObjectKind::VolumeSnapshot, &old.metadata);
+                }
                 TypedLocalObjectReference {
                     api_group: None,
                     kind: "PersistentVolumeClaim".to_string(),
@@ -305,5 +316,6 @@ fn validate(obs: &ObservedDestination) -> Result<RcloneSecret, ValidationError> 
         }
     }
     check_custom_ca(rc.mover.custom_ca.as_ref())?;
+    check_mover_refs(&rc.mover, &obs.mover_refs)?;
     Ok(secret)
 }

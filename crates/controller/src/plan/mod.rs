@@ -73,12 +73,28 @@ pub struct MoverWaiting {
     pub message: String,
 }
 
+/// What was observed of the objects the mover pod references besides the rclone Secret:
+/// a pod naming a missing ServiceAccount is never created, and one mounting a missing
+/// Secret/ConfigMap (or key) never starts, so the plan checks them before creating the Job.
+/// The default (nothing missing, keys not read) is what a spec naming neither observes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MoverRefs {
+    /// `moverServiceAccount` is set and that ServiceAccount does not exist.
+    pub service_account_missing: bool,
+    /// The `customCA` Secret or ConfigMap is named and does not exist.
+    pub custom_ca_missing: bool,
+    /// The keys of the `customCA` Secret or ConfigMap when it exists (`None`: not read).
+    pub custom_ca_keys: Option<Vec<String>>,
+}
+
 /// Everything observed for one ReplicationSource.
 #[derive(Clone, Debug)]
 pub struct ObservedSource {
     pub cr: ReplicationSource,
     /// The Secret named by `spec.rclone.rcloneConfig`, if it exists.
     pub secret: Option<Secret>,
+    /// The ServiceAccount and custom CA the mover pod references.
+    pub mover_refs: MoverRefs,
     /// `spec.sourcePVC`, if it exists.
     pub source_pvc: Option<PersistentVolumeClaim>,
     /// VolumeSnapshot `scribe-src-<name>` (copyMethod Snapshot).
@@ -101,6 +117,8 @@ pub struct ObservedSource {
 pub struct ObservedDestination {
     pub cr: ReplicationDestination,
     pub secret: Option<Secret>,
+    /// The ServiceAccount and custom CA the mover pod references.
+    pub mover_refs: MoverRefs,
     /// The destination PVC (`destinationPVC` or `scribe-dest-<name>`).
     pub dest_pvc: Option<PersistentVolumeClaim>,
     /// Job `scribe-rclone-dst-<name>`.

@@ -20,7 +20,9 @@ use super::conditions::truncate;
 use super::mover::config_fingerprint;
 use super::placement;
 use super::snapshots::kept;
-use super::validate::{RcloneSecret, ValidationError, check_custom_ca, check_rclone_secret};
+use super::validate::{
+    RcloneSecret, ValidationError, check_custom_ca, check_mover_refs, check_rclone_secret,
+};
 use super::{MetricIntent, ObjectKind, ObservedSource, Settings, SourcePlan};
 use crate::builders::job::{Direction, MoverJobParams};
 use crate::builders::names::{Owner, source_job_name, source_pit_name};
@@ -127,6 +129,15 @@ fn run(ctx: &mut Ctx, obs: &ObservedSource, settings: &Settings) {
                 CLEANING_UP,
             );
         }
+        return;
+    }
+
+    // Point-in-time copies of the copyMethod in place before a switch go before the new
+    // method makes its own (a PVC of the old kind holds the name the new one needs; and a
+    // pass that deletes creates nothing).
+    let stale = stale_pit(obs);
+    if !stale.is_empty() {
+        ctx.clean_up(&stale, SWITCHED);
         return;
     }
 
@@ -273,7 +284,41 @@ fn validate(obs: &ObservedSource) -> Result<RcloneSecret, ValidationError> {
         });
     }
     check_custom_ca(rc.mover.custom_ca.as_ref())?;
+    check_mover_refs(&rc.mover, &obs.mover_refs)?;
     Ok(secret)
+}
+
+/// What the Synchronizing condition says while the copies of a previous copyMethod go.
+const SWITCHED: &str = "deleting the point-in-time copy made for the previous copyMethod";
+
+/// The observed point-in-time objects the current copyMethod would not have made: a
+/// VolumeSnapshot unless it is `Snapshot`; the PVC with `None`/`Direct`, or when it was
+/// restored from a snapshot (`Clone`) or cloned from a PVC (`Snapshot`).
+fn stale_pit(obs: &ObservedSource) -> Vec<(ObjectKind, &ObjectMeta)> {
+    let method = &obs.cr.spec.rclone.copy_method;
+    let mut out = Vec::new();
+    if let Some(s) = obs.snapshot.as_ref()
+        && *method != SourceCopyMethod::Snapshot
+    {
+        out.push((ObjectKind::VolumeSnapshot, &s.metadata));
+    }
+    if let Some(p) = obs.pit_pvc.as_ref() {
+        let from = p.spec.as_ref().and_then(|s| {
+            s.data_source
+                .as_ref()
+                .map(|d| d.kind.as_str())
+                .or(s.data_source_ref.as_ref().map(|d| d.kind.as_str()))
+        });
+        let stale = match method {
+            SourceCopyMethod::None | SourceCopyMethod::Direct => true,
+            SourceCopyMethod::Clone => from == Some("VolumeSnapshot"),
+            SourceCopyMethod::Snapshot => from == Some("PersistentVolumeClaim"),
+        };
+        if stale {
+            out.push((ObjectKind::PersistentVolumeClaim, &p.metadata));
+        }
+    }
+    out
 }
 
 fn pvc_phase(pvc: &PersistentVolumeClaim) -> Option<&str> {

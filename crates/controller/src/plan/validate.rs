@@ -5,7 +5,10 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::Secret;
-use scribe_api::CustomCaSpec;
+use scribe_api::{CustomCaSpec, MoverOptions};
+
+use super::MoverRefs;
+use crate::builders::job::DEFAULT_CA_KEY;
 use scribe_api::constants::{RCLONE_CONFIG_KEY, RCLONE_ENV_PREFIX};
 
 /// Why the mover could not be configured.
@@ -41,6 +44,16 @@ pub enum ValidationError {
     ProvisioningFieldMissing { field: &'static str },
     #[error("spec.rclone.customCA needs exactly one of secretName or configMapName")]
     CustomCa,
+    #[error("ServiceAccount {name} (spec.rclone.moverServiceAccount) not found")]
+    ServiceAccountMissing { name: String },
+    #[error("{kind} {name} (spec.rclone.customCA) not found")]
+    CustomCaMissing { kind: &'static str, name: String },
+    #[error("{kind} {name} (spec.rclone.customCA) has no key {key}")]
+    CustomCaKeyMissing {
+        kind: &'static str,
+        name: String,
+        key: String,
+    },
 }
 
 /// Secret keys with this prefix are the mover's own settings (e.g. `SCRIBE_TRANSFERS`,
@@ -160,6 +173,35 @@ pub fn check_custom_ca(ca: Option<&CustomCaSpec>) -> Result<(), ValidationError>
     match ca {
         Some(ca) if ca.secret_name.is_some() == ca.config_map_name.is_some() => {
             Err(ValidationError::CustomCa)
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The objects the mover pod references exist: the ServiceAccount (else the Job controller
+/// cannot create the pod) and the custom CA Secret/ConfigMap with its key (else the pod
+/// never starts). Call after [`check_custom_ca`].
+pub fn check_mover_refs(mover: &MoverOptions, refs: &MoverRefs) -> Result<(), ValidationError> {
+    if refs.service_account_missing
+        && let Some(name) = mover.mover_service_account.as_ref()
+    {
+        return Err(ValidationError::ServiceAccountMissing { name: name.clone() });
+    }
+    let Some(ca) = mover.custom_ca.as_ref() else {
+        return Ok(());
+    };
+    let (kind, name) = match (&ca.secret_name, &ca.config_map_name) {
+        (Some(s), _) => ("Secret", s.clone()),
+        (None, Some(c)) => ("ConfigMap", c.clone()),
+        (None, None) => return Ok(()),
+    };
+    if refs.custom_ca_missing {
+        return Err(ValidationError::CustomCaMissing { kind, name });
+    }
+    let key = ca.key.clone().unwrap_or_else(|| DEFAULT_CA_KEY.to_string());
+    match refs.custom_ca_keys.as_ref() {
+        Some(keys) if !keys.contains(&key) => {
+            Err(ValidationError::CustomCaKeyMissing { kind, name, key })
         }
         _ => Ok(()),
     }

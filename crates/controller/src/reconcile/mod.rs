@@ -14,7 +14,9 @@
 //!
 //! A pass never waits for a Job or a snapshot: it returns and the watches on owned objects,
 //! or the plan's `requeue_after`, bring the next one. Errors are typed; [`error_policy`]
-//! logs them with structured fields and requeues with exponential backoff.
+//! logs them with structured fields and requeues with exponential backoff. A write the API
+//! server refuses (quota, webhook, RBAC, invalid) also lands in the CR: Reconciled=False,
+//! reason ApplyFailed, with the API's message, and a Warning Event ([`failure`]).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -30,6 +32,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tracing::{debug, error, warn};
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+
 use crate::apply::{ApplyError, apply_actions};
 use crate::context::Context;
 use crate::events;
@@ -37,6 +41,8 @@ use crate::metrics::{MetricKey, Role};
 use crate::observe::{self, ObserveError, observe_destination, observe_source};
 use crate::plan::{Action as PlanAction, Plan};
 use crate::status::{StatusError, write_status};
+
+pub mod failure;
 
 /// Why a reconcile pass failed.
 #[derive(Debug, thiserror::Error)]
@@ -96,9 +102,11 @@ pub trait ReplicationKind:
     + Sync
     + 'static
 {
-    type Status: Serialize + PartialEq + Send + Sync + std::fmt::Debug;
+    type Status: Serialize + PartialEq + Clone + Default + Send + Sync + std::fmt::Debug;
     const ROLE: Role;
     fn current_status(&self) -> Option<&Self::Status>;
+    fn conditions(status: &Self::Status) -> &[Condition];
+    fn conditions_mut(status: &mut Self::Status) -> &mut Vec<Condition>;
     /// Observe, then plan with `ctx.planner` at `ctx.now()`.
     fn observe_and_plan(
         &self,
@@ -108,6 +116,12 @@ pub trait ReplicationKind:
 
 impl ReplicationKind for ReplicationSource {
     type Status = ReplicationSourceStatus;
+    fn conditions(status: &Self::Status) -> &[Condition] {
+        &status.conditions
+    }
+    fn conditions_mut(status: &mut Self::Status) -> &mut Vec<Condition> {
+        &mut status.conditions
+    }
     const ROLE: Role = Role::Source;
     fn current_status(&self) -> Option<&Self::Status> {
         self.status.as_ref()
@@ -120,6 +134,12 @@ impl ReplicationKind for ReplicationSource {
 
 impl ReplicationKind for ReplicationDestination {
     type Status = ReplicationDestinationStatus;
+    fn conditions(status: &Self::Status) -> &[Condition] {
+        &status.conditions
+    }
+    fn conditions_mut(status: &mut Self::Status) -> &mut Vec<Condition> {
+        &mut status.conditions
+    }
     const ROLE: Role = Role::Destination;
     fn current_status(&self) -> Option<&Self::Status> {
         self.status.as_ref()
@@ -162,9 +182,20 @@ async fn pass<K: ReplicationKind>(cr: &K, ctx: &Context, key: &MetricKey) -> Res
         return Ok(Action::requeue(STALE_CACHE_REQUEUE));
     }
     let (creates, deletes) = split_deletes(&plan.actions);
-    apply_actions(&ctx.client, &key.namespace, &creates).await?;
+    if let Err(e) = apply_actions(&ctx.client, &key.namespace, &creates).await {
+        failure::report_refusal(cr, ctx, cr.current_status(), &e).await;
+        return Err(e.into());
+    }
     let wrote = write_status(&ctx.client, cr, cr.current_status(), &plan.status).await?;
-    apply_actions(&ctx.client, &key.namespace, &deletes).await?;
+    if let Err(e) = apply_actions(&ctx.client, &key.namespace, &deletes).await {
+        // The plan's status is written: its events and metrics stand, the refusal is added.
+        events::publish(&ctx.recorder, &cr.object_ref(&()), &plan.events).await;
+        for m in &plan.metrics {
+            ctx.metrics.record(key, m);
+        }
+        failure::report_refusal(cr, ctx, Some(&plan.status), &e).await;
+        return Err(e.into());
+    }
     events::publish(&ctx.recorder, &cr.object_ref(&()), &plan.events).await;
     for m in &plan.metrics {
         ctx.metrics.record(key, m);
