@@ -65,6 +65,10 @@ pub enum SyncError {
         "source file {path} changed while it was being synced; retry with a stable (snapshot) source"
     )]
     SourceChanged { path: String },
+    #[error("source file {path} vanished while it was being synced")]
+    SourceVanished { path: String },
+    #[error("interrupted (SIGTERM); the last committed manifest is intact")]
+    Interrupted,
     #[error(
         "remote data did not match the manifest after {attempts} attempts (last: {path}); \
          the source is probably still uploading, retry later"
@@ -114,6 +118,8 @@ impl SyncError {
             | Self::LocalIo { .. }
             | Self::VerifyUpload { .. }
             | Self::SourceChanged { .. }
+            | Self::SourceVanished { .. }
+            | Self::Interrupted
             | Self::DownloadMismatch { .. }
             | Self::FirstUploadInProgress { .. }
             | Self::NothingReplicated { .. }
@@ -126,6 +132,15 @@ impl SyncError {
         match self {
             Self::Internal(_) => true,
             Self::Transfers { first, .. } => first.is_internal(),
+            _ => false,
+        }
+    }
+
+    /// A stop asked for by a signal, not a failure of the sync itself.
+    pub fn is_interrupted(&self) -> bool {
+        match self {
+            Self::Interrupted => true,
+            Self::Transfers { first, .. } => first.is_interrupted(),
             _ => false,
         }
     }

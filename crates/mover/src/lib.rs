@@ -13,6 +13,12 @@
 //! - the manifest is written last, atomically (one put, or a multipart upload for a
 //!   large one, streamed as it is produced): it is the commit point.
 //!
+//! A live source (copyMethod `None`) may change under a run: a file that will not
+//! hold still is kept at its last committed version or left out, and counted; a
+//! vanished one is left out (see `changing`, `unsettled`). SIGTERM aborts the
+//! run's uploads and commits nothing; a later source run aborts multipart uploads a
+//! killed run left behind (see `leftovers`).
+//!
 //! The destination downloads into `<root>/.scribe-staging` (same filesystem, so the
 //! final rename is atomic), commits only a fully verified pass through a handle that
 //! never follows a symlink (see `tree`), and decides by SHA-256: a local file is
@@ -28,11 +34,13 @@ pub mod cli;
 pub mod config;
 pub mod remote;
 
+pub mod changing;
 pub mod destination;
 pub mod diff;
 pub mod error;
 pub mod first_upload;
 pub mod hash;
+pub mod leftovers;
 pub mod listing;
 pub mod localfs;
 pub mod manifest;
@@ -45,9 +53,11 @@ pub mod restored;
 pub mod reuse;
 pub mod scan;
 pub mod source;
+pub mod steps;
 pub mod summary;
 pub mod transfer;
 pub mod tree;
+pub mod unsettled;
 
 pub use error::SyncError;
 pub use options::SyncOptions;

@@ -148,6 +148,7 @@ mod tests {
             store,
             prefix: Path::from("p"),
             upload: UploadOptions::default(),
+            incomplete: None,
             description: "test".into(),
         };
         assert!(lists_in_order(&remote));

@@ -1,18 +1,29 @@
 //! `scribe-mover`: parse the command line once, open the remote, run one sync,
 //! print `SCRIBE_SUMMARY {json}` on stdout, write the same JSON to the termination
 //! log, and exit 0 / 1 / 75 / 78 (see `cli`).
+//!
+//! SIGTERM (what a Job's Pod gets on deletion or deadline) or SIGINT cancels the
+//! run (`SyncOptions::cancel`): uploads in flight, multipart ones included, are
+//! aborted, nothing is committed, and the mover exits 75 with an `Interrupted`
+//! summary within [`GRACE`] (a run that finished first reports as it ended).
 #![forbid(unsafe_code)]
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use clap::Parser;
-use scribe_mover::cli::{Args, Config, EXIT_CONFIG, EXIT_INTERNAL, EXIT_OK, LogFormat, RunError};
+use scribe_mover::cli::{
+    Args, Config, EXIT_CONFIG, EXIT_INTERNAL, EXIT_OK, EXIT_TRANSIENT, LogFormat, RunError,
+};
 use scribe_mover::config::Env;
-use scribe_mover::{Direction, Summary, backend, destination, source};
-use tracing::error;
+use scribe_mover::{Direction, Summary, SyncError, backend, destination, source};
+use tokio::signal::unix::{SignalKind, signal};
+use tracing::{error, warn};
+
+/// How long a cancelled run gets to abort its uploads before the mover exits anyway.
+const GRACE: Duration = Duration::from_secs(20);
 
 fn main() -> ExitCode {
     let args = match Args::try_parse() {
@@ -60,12 +71,51 @@ fn main() -> ExitCode {
         }
     };
     let direction = config.direction;
+    let cancel = config.sync.cancel.clone();
+    let token = cancel.clone();
     // Run in a task so a panic becomes exit 1 with a summary instead of an abort.
-    let outcome = runtime.block_on(async move { tokio::spawn(run(config)).await });
+    let outcome = runtime.block_on(async move {
+        let (mut term, mut int) = match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(t), Ok(i)) => (t, i),
+            (Err(e), _) | (_, Err(e)) => {
+                return Ok(Err(RunError::from(SyncError::Internal(format!(
+                    "installing signal handlers: {e}"
+                )))));
+            }
+        };
+        let mut task = tokio::spawn(run(config));
+        tokio::select! {
+            r = &mut task => return r,
+            _ = term.recv() => warn!("SIGTERM: aborting uploads and stopping"),
+            _ = int.recv() => warn!("SIGINT: aborting uploads and stopping"),
+        }
+        token.cancel();
+        match tokio::time::timeout(GRACE, &mut task).await {
+            Ok(r) => r,
+            Err(_) => {
+                task.abort();
+                Ok(Err(RunError::from(SyncError::Interrupted)))
+            }
+        }
+    });
+    // Blocking work still running (hashing a large file) must not hold up the exit.
+    runtime.shutdown_background();
     match outcome {
         Ok(Ok(summary)) => {
             finish(&summary);
             ExitCode::from(EXIT_OK)
+        }
+        Ok(Err(_)) if cancel.is_cancelled() => {
+            error!("sync interrupted; the last committed manifest is intact");
+            finish(&Summary::interrupted(
+                direction,
+                started.elapsed().as_secs_f64(),
+                SyncError::Interrupted.to_string(),
+            ));
+            ExitCode::from(EXIT_TRANSIENT)
         }
         Ok(Err(e)) => fail(direction, started, e),
         Err(join) => fail_internal(direction, started, format!("mover panicked: {join}")),

@@ -24,6 +24,9 @@ pub struct SyncOptions {
     /// Upper bound on file data held in memory by all concurrent uploads together, in
     /// bytes (each upload holds at most one part per part in flight; see `transfer`).
     pub memory_budget: u64,
+    /// Cancelled on SIGTERM: uploads in flight are aborted (multipart uploads too),
+    /// nothing more is written and nothing is committed; the run ends `Interrupted`.
+    pub cancel: tokio_util::sync::CancellationToken,
 }
 
 impl Default for SyncOptions {
@@ -40,6 +43,7 @@ impl Default for SyncOptions {
             retry_delay: Duration::from_secs(5),
             progress_interval: Duration::from_secs(2),
             memory_budget: 256 * 1024 * 1024,
+            cancel: tokio_util::sync::CancellationToken::new(),
         }
     }
 }

@@ -52,6 +52,16 @@ impl Default for UploadOptions {
     }
 }
 
+/// Incomplete multipart uploads of a store: what a killed run leaves behind (the
+/// parts are stored, and billed, until the upload is aborted).
+#[async_trait::async_trait]
+pub trait IncompleteUploads: Send + Sync {
+    /// (key, upload id) of every incomplete upload whose key starts with `prefix`.
+    async fn list(&self, prefix: &str) -> Result<Vec<(String, String)>, object_store::Error>;
+    /// Aborts one upload, dropping its parts.
+    async fn abort(&self, key: &str, upload_id: &str) -> Result<(), object_store::Error>;
+}
+
 /// An opened remote: where the data lives and how to write it.
 #[derive(Clone)]
 pub struct Remote {
@@ -63,6 +73,9 @@ pub struct Remote {
     /// the manifest under `<prefix>/.scribe/`.
     pub prefix: Path,
     pub upload: UploadOptions,
+    /// Lists and aborts incomplete multipart uploads (S3); `None` where the store
+    /// leaves none behind or cannot list them.
+    pub incomplete: Option<Arc<dyn IncompleteUploads>>,
     /// Human-readable description for logs, with no secret in it, e.g.
     /// `s3 section "aws-s3-bucket" bucket "scribe-test-bucket" prefix "db" at https://s3.amazonaws.com`.
     pub description: String,

@@ -14,6 +14,14 @@
 //! The manifest written at the end is the commit point; remote objects no longer in
 //! the source are deleted only after it is committed, and nothing is deleted or
 //! committed if any earlier step failed.
+//!
+//! A live volume keeps changing under a run: a file that changes while it is
+//! hashed or uploaded is read again a bounded number of times, then keeps its last
+//! committed entry (or is left out, when new) and is counted in
+//! `filesSkippedChanging`; a file that vanished is left out. The rest commits.
+//! Incomplete multipart uploads a killed run left under the prefix are aborted
+//! before this run uploads anything (see `leftovers`). A cancelled run
+//! (`SyncOptions::cancel`, SIGTERM) aborts its uploads and commits nothing.
 
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
@@ -23,26 +31,27 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use futures::{StreamExt, TryStreamExt, stream};
-use object_store::ObjectStoreExt;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
-use crate::diff::{RemoteObject, Step, copy_sources, plan_transfers};
+use crate::changing::{CHANGE_ATTEMPTS, Observed, Stamp, observe_stable, refresh};
+use crate::diff::{RemoteObject, copy_sources, plan_transfers};
 use crate::error::{SyncError, join_error};
 use crate::first_upload;
-use crate::hash::hash_file;
 use crate::listing::{ListError, lists_in_order, spawn_listing};
 use crate::localfs::{LocalMeta, is_mount_point};
 use crate::manifest::stream::{scratch_file, spawn_reader, write_merged};
 use crate::manifest::{Entry, RootMeta};
 use crate::options::SyncOptions;
-use crate::paths::{key_for, path_cmp};
+use crate::paths::path_cmp;
 use crate::plan::{MergeOptions, Pass, Work, finish, merge_pass};
 use crate::progress::Progress;
 use crate::remote::Remote;
 use crate::scan::Walk;
+use crate::steps::{Outcome, delete_objects, run_steps};
 use crate::summary::{Direction, Summary};
-use crate::transfer::{Uploader, Written};
+use crate::transfer::Uploader;
+use crate::unsettled::Unsettled;
 
 pub use crate::listing::list_objects;
 
@@ -105,7 +114,15 @@ pub async fn sync(remote: &Remote, local: &Path, opts: &SyncOptions) -> Result<S
         });
     }
 
-    hash_work(&mut pass.work, local, opts, &progress).await?;
+    let mut unsettled = Unsettled::default();
+    loop {
+        let seen = hash_work(&mut pass.work, local, opts, &progress).await?;
+        if seen.is_empty() {
+            break;
+        }
+        // Hardlinks of a file left unsettled become files of their own, hashed next round.
+        unsettled.settle(&mut pass, seen, true);
+    }
     let transfers = finish(&mut pass.work)?;
     info!(
         entries = pass.entries,
@@ -117,6 +134,7 @@ pub async fn sync(remote: &Remote, local: &Path, opts: &SyncOptions) -> Result<S
     );
 
     let mut summary = Summary::new(Direction::Source);
+    summary.files_skipped_changing = unsettled.changing;
     summary.files_checked = pass.files_checked;
     summary.bytes_checked = pass.bytes_checked;
 
@@ -132,7 +150,8 @@ pub async fn sync(remote: &Remote, local: &Path, opts: &SyncOptions) -> Result<S
         HashMap::new()
     };
     let steps = plan_transfers(&transfers, &sources);
-    let deletes = std::mem::take(&mut pass.deletes);
+    let mut deletes = std::mem::take(&mut pass.deletes);
+    deletes.append(&mut unsettled.deletes);
     info!(
         transfers = steps.len(),
         deletes = deletes.len(),
@@ -159,18 +178,20 @@ pub async fn sync(remote: &Remote, local: &Path, opts: &SyncOptions) -> Result<S
         };
         first_upload::begin(remote, &m).await?
     };
+    crate::leftovers::abort_incomplete_uploads(remote).await;
     let uploader = Uploader::new(
         remote.clone(),
         local.to_path_buf(),
         opts.memory_budget,
         Arc::clone(&progress),
-    );
+    )
+    .with_cancel(opts.cancel.clone());
     progress.phase(
         "transferring",
         steps.len() as u64,
         transfers.iter().map(|t| t.2).sum(),
     );
-    let written = {
+    let outcomes = {
         let by_path: HashMap<&str, &Entry> = pass
             .work
             .iter()
@@ -179,14 +200,25 @@ pub async fn sync(remote: &Remote, local: &Path, opts: &SyncOptions) -> Result<S
             .collect();
         run_steps(&uploader, &steps, &by_path, opts.transfers, &progress).await?
     };
-    for (path, w) in written {
-        summary.files_transferred += 1;
-        summary.bytes_transferred += w.bytes_sent;
-        let i = pass
-            .work
-            .binary_search_by(|x| path_cmp(&x.entry.path, &path))
-            .map_err(|_| SyncError::Internal(format!("wrote an unplanned path {path}")))?;
-        pass.work[i].entry.etag = w.etag;
+    let mut seen = Vec::new();
+    for o in outcomes {
+        match o {
+            Outcome::Written(e, w) => {
+                summary.files_transferred += 1;
+                summary.bytes_transferred += w.bytes_sent;
+                let i = work_index(&pass.work, &e.path)?;
+                pass.work[i].entry = Entry { etag: w.etag, ..*e };
+            }
+            Outcome::Changing(p) => seen.push((work_index(&pass.work, &p)?, false)),
+            Outcome::Vanished(p) => seen.push((work_index(&pass.work, &p)?, true)),
+        }
+    }
+    // Their hardlinks were written as objects of their own: they become plain files.
+    unsettled.settle(&mut pass, seen, false);
+    summary.files_skipped_changing = unsettled.changing;
+    deletes.append(&mut unsettled.deletes);
+    if opts.cancel.is_cancelled() {
+        return Err(SyncError::Interrupted);
     }
 
     let root = RootMeta {
@@ -209,6 +241,7 @@ pub async fn sync(remote: &Remote, local: &Path, opts: &SyncOptions) -> Result<S
     summary.files_deleted = delete_objects(remote, &deletes, opts.transfers, &progress).await?;
     summary.duration_seconds = started.elapsed().as_secs_f64();
     info!(
+        files_skipped_changing = summary.files_skipped_changing,
         files_transferred = summary.files_transferred,
         bytes_transferred = summary.bytes_transferred,
         files_deleted = summary.files_deleted,
@@ -344,13 +377,15 @@ fn merge_blocking(
     })
 }
 
-/// Hashes every work file still without digests (bounded parallelism).
+/// Hashes every work file still without digests (bounded parallelism), each read
+/// until it holds still (see `changing`). Returns the items given up on: (index,
+/// vanished?).
 async fn hash_work(
     work: &mut [Work],
     root: &Path,
     opts: &SyncOptions,
     progress: &Arc<Progress>,
-) -> Result<(), SyncError> {
+) -> Result<Vec<(usize, bool)>, SyncError> {
     let todo: Vec<(usize, PathBuf)> = work
         .iter()
         .enumerate()
@@ -362,33 +397,52 @@ async fn hash_work(
         todo.len() as u64,
         todo.iter().map(|(i, _)| work[*i].entry.size).sum(),
     );
-    let results: Vec<(usize, crate::hash::Digests)> = stream::iter(todo)
+    let results: Vec<(usize, Observed)> = stream::iter(todo)
         .map(|(i, path)| {
             let progress = Arc::clone(progress);
+            let cancel = opts.cancel.clone();
             async move {
-                let d = tokio::task::spawn_blocking(move || hash_file(&path))
-                    .await
-                    .map_err(join_error)??;
-                progress.add_bytes(d.size);
+                if cancel.is_cancelled() {
+                    return Err(SyncError::Interrupted);
+                }
+                let seen =
+                    tokio::task::spawn_blocking(move || observe_stable(&path, CHANGE_ATTEMPTS))
+                        .await
+                        .map_err(join_error)??;
+                if let Observed::Stable(d, _) = &seen {
+                    progress.add_bytes(d.size);
+                }
                 progress.file_done();
-                Ok::<_, SyncError>((i, d))
+                Ok::<_, SyncError>((i, seen))
             }
         })
         .buffer_unordered(opts.hash_threads.max(1))
         .try_collect()
         .await?;
-    for (i, d) in results {
+    let mut unsettled = Vec::new();
+    for (i, seen) in results {
         let e = &mut work[i].entry;
-        if d.size != e.size {
-            // Size moved between walk and hash: the file is being written to.
-            return Err(SyncError::SourceChanged {
-                path: e.path.clone(),
-            });
+        match seen {
+            Observed::Stable(d, s) if s == Stamp::of_entry(e) => {
+                e.sha256 = Some(d.sha256);
+                e.md5 = Some(d.md5);
+            }
+            // Changed since the walk, then held still: take that version.
+            Observed::Stable(d, s) => refresh(e, d, s),
+            Observed::Changing => {
+                warn!(path = %e.path, attempts = CHANGE_ATTEMPTS, "file kept changing while hashed; skipped for this run");
+                unsettled.push((i, false));
+            }
+            Observed::Vanished => unsettled.push((i, true)),
         }
-        e.sha256 = Some(d.sha256);
-        e.md5 = Some(d.md5);
     }
-    Ok(())
+    Ok(unsettled)
+}
+
+/// Index of the work item at `path`.
+fn work_index(work: &[Work], path: &str) -> Result<usize, SyncError> {
+    work.binary_search_by(|x| path_cmp(&x.entry.path, path))
+        .map_err(|_| SyncError::Internal(format!("wrote an unplanned path {path}")))
 }
 
 /// Second streaming pass over the previous manifest and the listing, only when
@@ -430,111 +484,4 @@ async fn find_copy_sources(
     })
     .await
     .map_err(join_error)?
-}
-
-/// Runs the planned writes phase by phase (pre-existing copies, uploads, copies of
-/// uploads), each phase concurrently; any failure fails the whole run.
-async fn run_steps(
-    uploader: &Uploader,
-    steps: &[Step],
-    by_path: &HashMap<&str, &Entry>,
-    transfers: usize,
-    progress: &Progress,
-) -> Result<Vec<(String, Written)>, SyncError> {
-    let mut done = Vec::with_capacity(steps.len());
-    for phase in 0..3 {
-        let batch: Vec<Step> = steps
-            .iter()
-            .filter(|s| phase_of(s) == phase)
-            .cloned()
-            .collect();
-        let results: Vec<Result<(String, Written), SyncError>> = stream::iter(batch)
-            .map(|s: Step| run_step(uploader, s, by_path, progress))
-            .buffer_unordered(transfers.max(1))
-            .collect()
-            .await;
-        let total = results.len();
-        let mut errors = Vec::new();
-        for r in results {
-            match r {
-                Ok(v) => done.push(v),
-                Err(e) => {
-                    warn!(error = %e, "transfer failed");
-                    errors.push(e);
-                }
-            }
-        }
-        if !errors.is_empty() {
-            let failed = errors.len();
-            let first = errors.into_iter().next().expect("non-empty");
-            return Err(SyncError::Transfers {
-                failed,
-                total,
-                first: Box::new(first),
-            });
-        }
-    }
-    Ok(done)
-}
-
-fn phase_of(s: &Step) -> u8 {
-    match s {
-        Step::CopyExisting { .. } => 0,
-        Step::Upload { .. } => 1,
-        Step::CopyUploaded { .. } => 2,
-    }
-}
-
-async fn run_step(
-    uploader: &Uploader,
-    s: Step,
-    by_path: &HashMap<&str, &Entry>,
-    progress: &Progress,
-) -> Result<(String, Written), SyncError> {
-    let (to, from) = match s {
-        Step::Upload { path } => (path, None),
-        Step::CopyExisting { from, to } | Step::CopyUploaded { from, to } => (to, Some(from)),
-    };
-    let e = by_path
-        .get(to.as_str())
-        .ok_or_else(|| SyncError::Internal(format!("planned a write for unknown path {to}")))?;
-    let w = match from {
-        None => uploader.upload(e).await?,
-        Some(f) => uploader.copy(&f, e).await?,
-    };
-    progress.file_done();
-    Ok((to, w))
-}
-
-/// Deletes objects concurrently; returns how many were deleted.
-async fn delete_objects(
-    remote: &Remote,
-    paths: &[String],
-    transfers: usize,
-    progress: &Progress,
-) -> Result<u64, SyncError> {
-    let results: Vec<Result<(), SyncError>> = stream::iter(paths.to_vec())
-        .map(|p: String| async move {
-            let key = key_for(&remote.prefix, &p)?;
-            match remote.store.delete(&key).await {
-                Ok(()) | Err(object_store::Error::NotFound { .. }) => {
-                    progress.file_done();
-                    Ok(())
-                }
-                Err(e) => Err(SyncError::store("deleting", &key, e)),
-            }
-        })
-        .buffer_unordered(transfers.max(1))
-        .collect()
-        .await;
-    let total = results.len();
-    let mut errs: Vec<SyncError> = results.into_iter().filter_map(Result::err).collect();
-    if errs.is_empty() {
-        return Ok(total as u64);
-    }
-    Err(SyncError::Transfers {
-        failed: errs.len(),
-        total,
-        first: Box::new(errs.remove(0)),
-    })
 }

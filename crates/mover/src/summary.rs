@@ -1,5 +1,10 @@
 //! The result of one run as the controller reads it: the `SCRIBE_SUMMARY {json}`
 //! line on stdout and the same JSON in the termination log.
+//!
+//! `result` is `Successful`, `Failed`, or `Interrupted` (SIGTERM: the run stopped,
+//! aborted its uploads and committed nothing; exit 75). `filesSkippedChanging`
+//! counts source files that kept changing while read and were left at their last
+//! committed version (or out, when new) — the run still succeeds.
 
 /// Largest serialized summary: Kubernetes keeps at most 4096 bytes of a
 /// termination message, so a long error is cut to leave room for the rest.
@@ -21,6 +26,8 @@ pub enum Direction {
 pub enum Outcome {
     Successful,
     Failed,
+    /// Stopped by SIGTERM before it completed.
+    Interrupted,
 }
 
 /// Counts of one run. `files_transferred` counts uploads, downloads and server-side
@@ -35,6 +42,9 @@ pub struct Summary {
     pub files_transferred: u64,
     pub bytes_transferred: u64,
     pub files_deleted: u64,
+    /// Source files that kept changing while read (left as last committed, or out).
+    #[serde(default)]
+    pub files_skipped_changing: u64,
     pub duration_seconds: f64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -52,6 +62,7 @@ impl Summary {
             files_transferred: 0,
             bytes_transferred: 0,
             files_deleted: 0,
+            files_skipped_changing: 0,
             duration_seconds: 0.0,
             error: None,
         }
@@ -67,6 +78,14 @@ impl Summary {
         };
         s.fit_error(MAX_JSON_BYTES);
         s
+    }
+
+    /// The summary of a run stopped by a signal.
+    pub fn interrupted(direction: Direction, duration_seconds: f64, error: String) -> Self {
+        Self {
+            result: Outcome::Interrupted,
+            ..Self::failed(direction, duration_seconds, error)
+        }
     }
 
     /// Cuts `error` at a char boundary, ending it with "…", so the JSON is at most
@@ -115,7 +134,7 @@ mod tests {
         assert_eq!(
             s.line(),
             "SCRIBE_SUMMARY {\"result\":\"Successful\",\"direction\":\"source\",\"filesChecked\":3,\"bytesChecked\":0,\
-             \"filesTransferred\":0,\"bytesTransferred\":0,\"filesDeleted\":0,\"durationSeconds\":1.5}"
+             \"filesTransferred\":0,\"bytesTransferred\":0,\"filesDeleted\":0,\"filesSkippedChanging\":0,\"durationSeconds\":1.5}"
         );
         let f = Summary::failed(Direction::Destination, 0.25, "boom".into());
         let v: serde_json::Value = serde_json::from_str(&f.to_json()).unwrap();

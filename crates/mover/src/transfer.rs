@@ -11,6 +11,13 @@
 //! smaller — is a multipart upload reading one part at a time, at most
 //! `upload_concurrency` parts in flight. A global memory budget (a semaphore in MiB,
 //! `SyncOptions::memory_budget`) caps the file data held by all concurrent uploads.
+//!
+//! A file is uploaded only as the version its entry names: same size and mtime
+//! when opened and after the last byte is read, and the SHA-256 computed while
+//! streaming equal to the entry's; otherwise nothing is written (a multipart upload
+//! is aborted) and the upload fails with `SourceChanged` (`SourceVanished` when the
+//! file is gone) for the caller to retry (see `changing`). Cancelling the run's
+//! token aborts a multipart upload in flight and fails with `Interrupted`.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -27,8 +34,10 @@ use object_store::{
     PutOptions, PutPayload,
 };
 use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
+use crate::changing::Stamp;
 use crate::error::{SyncError, join_error};
 use crate::hash::{
     DualHasher, etag_md5, format_rclone_mtime, is_multipart_etag, md5chksum, multipart_etag,
@@ -55,6 +64,7 @@ pub struct Uploader {
     budget: Arc<Semaphore>,
     budget_mib: u32,
     progress: Arc<Progress>,
+    cancel: CancellationToken,
 }
 
 /// The verified result of writing one object.
@@ -75,7 +85,27 @@ impl Uploader {
             budget: Arc::new(Semaphore::new(budget_mib as usize)),
             budget_mib,
             progress,
+            cancel: CancellationToken::new(),
         }
+    }
+
+    /// Stops uploads when `cancel` is cancelled (see the module doc).
+    pub fn with_cancel(mut self, cancel: CancellationToken) -> Self {
+        self.cancel = cancel;
+        self
+    }
+
+    /// The local directory files are read from.
+    pub fn root(&self) -> &std::path::Path {
+        &self.root
+    }
+
+    /// Fails with `Interrupted` once the run is cancelled.
+    pub fn check_cancelled(&self) -> Result<(), SyncError> {
+        if self.cancel.is_cancelled() {
+            return Err(SyncError::Interrupted);
+        }
+        Ok(())
     }
 
     fn attributes(&self, e: &Entry, multipart: bool) -> Attributes {
@@ -116,6 +146,7 @@ impl Uploader {
 
     /// Uploads the local file of `e` (whose sha256/md5 the scan computed) and verifies it.
     pub async fn upload(&self, e: &Entry) -> Result<Written, SyncError> {
+        self.check_cancelled()?;
         let key = key_for(&self.remote.prefix, &e.path)?;
         let opts = &self.remote.upload;
         let (expected_etag, sent) = if is_multipart(e.size, opts) {
@@ -134,16 +165,20 @@ impl Uploader {
         let _permit = self.permits(e.size.div_ceil(MIB)).await?;
         let path = self.root.join(&e.path);
         let want = e.size;
+        let e_path = e.path.clone();
+        let stamp = Stamp::of_entry(e);
         let (data, digests) = tokio::task::spawn_blocking(move || {
             use std::io::Read;
-            let mut f = open_nofollow(&path)
-                .map_err(|err| SyncError::io("opening for upload", &path, err))?;
+            let mut f = open_for_upload(&path, &e_path)?;
             let mut data = Vec::with_capacity(want as usize);
             // Read one byte past the expected size so growth is noticed.
             (&mut f)
                 .take(want + 1)
                 .read_to_end(&mut data)
                 .map_err(|err| SyncError::io("reading for upload", &path, err))?;
+            if file_stamp(&f) != Some(stamp) {
+                return Err(SyncError::SourceChanged { path: e_path });
+            }
             let mut h = DualHasher::default();
             h.update(&data);
             Ok::<_, SyncError>((data, h.finish()))
@@ -166,7 +201,11 @@ impl Uploader {
                 },
                 ..Default::default()
             };
-            match self.remote.store.put_opts(key, payload.clone(), opts).await {
+            let put = tokio::select! {
+                r = self.remote.store.put_opts(key, payload.clone(), opts) => r,
+                () = self.cancel.cancelled() => return Err(SyncError::Interrupted),
+            };
+            match put {
                 Ok(_) => break,
                 Err(object_store::Error::NotImplemented { .. }) if attempt_attrs => {
                     self.attributes_unsupported(key);
@@ -187,9 +226,12 @@ impl Uploader {
             .permits((chunk * concurrency as u64).div_ceil(MIB))
             .await?;
         let path = self.root.join(&e.path);
-        let file = Arc::new(
-            open_nofollow(&path).map_err(|err| SyncError::io("opening for upload", &path, err))?,
-        );
+        let file = Arc::new(open_for_upload(&path, &e.path)?);
+        if file_stamp(&file) != Some(Stamp::of_entry(e)) {
+            return Err(SyncError::SourceChanged {
+                path: e.path.clone(),
+            });
+        }
 
         let mut upload = {
             let mut attempt_attrs = self.with_attributes();
@@ -214,7 +256,7 @@ impl Uploader {
                 }
             }
         };
-        let result: Result<(DualHasher, Vec<[u8; 16]>), SyncError> = async {
+        let parts = async {
             let mut hasher = DualHasher::default();
             let mut part_md5s = Vec::new();
             let mut in_flight: FuturesUnordered<object_store::UploadPart> = FuturesUnordered::new();
@@ -249,9 +291,12 @@ impl Uploader {
             while let Some(r) = in_flight.next().await {
                 r.map_err(|err| SyncError::store("uploading part", key, err))?;
             }
-            Ok((hasher, part_md5s))
-        }
-        .await;
+            Ok::<_, SyncError>((hasher, part_md5s))
+        };
+        let result: Result<(DualHasher, Vec<[u8; 16]>), SyncError> = tokio::select! {
+            r = parts => r,
+            () = self.cancel.cancelled() => Err(SyncError::Interrupted),
+        };
         let (hasher, part_md5s) = match result {
             Ok(v) => v,
             Err(err) => {
@@ -259,14 +304,18 @@ impl Uploader {
                 return Err(err);
             }
         };
-        // A file that grew past its scanned size, or whose bytes changed, must not be committed.
-        let grew = file_len(&file) != Some(e.size);
+        // A file whose size, mtime or bytes changed must not be committed.
+        let moved = file_stamp(&file) != Some(Stamp::of_entry(e));
         let d = hasher.finish();
-        if grew || Some(&d.sha256) != e.sha256.as_ref() {
+        if moved || Some(&d.sha256) != e.sha256.as_ref() {
             let _ = upload.abort().await;
             return Err(SyncError::SourceChanged {
                 path: e.path.clone(),
             });
+        }
+        if self.cancel.is_cancelled() {
+            let _ = upload.abort().await;
+            return Err(SyncError::Interrupted);
         }
         upload
             .complete()
@@ -348,8 +397,20 @@ pub fn is_multipart(size: u64, opts: &UploadOptions) -> bool {
     size > 0 && (size > part_size(size, opts) || size >= opts.upload_cutoff)
 }
 
-fn file_len(f: &File) -> Option<u64> {
-    f.metadata().ok().map(|m| m.len())
+fn file_stamp(f: &File) -> Option<Stamp> {
+    f.metadata().ok().map(|m| Stamp::of(&m))
+}
+
+/// Opens a file to upload; one that is gone is `SourceVanished`.
+fn open_for_upload(path: &std::path::Path, rel: &str) -> Result<File, SyncError> {
+    open_nofollow(path).map_err(|err| match err.kind() {
+        std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory => {
+            SyncError::SourceVanished {
+                path: rel.to_owned(),
+            }
+        }
+        _ => SyncError::io("opening for upload", path, err),
+    })
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@ impl conformance::Factory for Memory {
             store: Arc::new(InMemory::new()),
             prefix: Path::from("replica/db"),
             upload,
+            incomplete: None,
             description: "in-memory".into(),
         }
     }
@@ -35,6 +36,7 @@ impl conformance::Factory for Local {
             store: Arc::new(store),
             prefix: Path::default(),
             upload,
+            incomplete: None,
             description: "local".into(),
         }
     }

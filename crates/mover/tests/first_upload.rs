@@ -38,6 +38,7 @@ fn memory() -> Remote {
         store: Arc::new(InMemory::new()),
         prefix: Key::from("replica/db"),
         upload: UploadOptions::default(),
+        incomplete: None,
         description: "in-memory".into(),
     }
 }

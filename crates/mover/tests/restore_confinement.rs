@@ -128,6 +128,7 @@ fn remote() -> Remote {
         store: Arc::new(InMemory::new()),
         prefix: Key::from("p"),
         upload: UploadOptions::default(),
+        incomplete: None,
         description: "in-memory".into(),
     }
 }

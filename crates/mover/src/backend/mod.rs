@@ -15,6 +15,7 @@ use crate::remote::{ErrorCategory, Remote, UploadOptions};
 mod s3;
 mod s3_list;
 pub mod s3_settings;
+mod s3_uploads;
 pub mod sigv4;
 
 /// Options rclone's local backend knows (accepted and ignored here).
@@ -158,6 +159,7 @@ fn open_local(section: &str, remote_path: &str) -> Result<Remote, BackendError> 
         store: Arc::new(store),
         prefix: ObjectPath::default(),
         upload: UploadOptions::default(),
+        incomplete: None,
         description: format!("local section {section:?} at {}", dir.display()),
     })
 }

@@ -68,8 +68,12 @@ pub(super) async fn open(
     }
     let description = settings.describe();
     info!(remote = %description, virtual_hosted = settings.virtual_hosted, "opened s3 remote");
+    let store = Arc::new(store);
+    let bucket = Arc::new(bucket);
+    let incomplete = super::s3_uploads::Incomplete::new(Arc::clone(&store), Arc::clone(&bucket));
     Ok(Remote {
-        store: Arc::new(super::s3_list::Listed::new(Arc::new(store), bucket)),
+        incomplete: Some(Arc::new(incomplete)),
+        store: Arc::new(super::s3_list::Listed::new(store, bucket)),
         prefix: ObjectPath::from(settings.prefix.as_str()),
         upload: settings.upload.clone(),
         description,

@@ -35,11 +35,8 @@ pub(super) struct Listed {
 }
 
 impl Listed {
-    pub(super) fn new(inner: Arc<dyn ObjectStore>, client: BucketClient) -> Self {
-        Self {
-            inner,
-            client: Arc::new(client),
-        }
+    pub(super) fn new(inner: Arc<dyn ObjectStore>, client: Arc<BucketClient>) -> Self {
+        Self { inner, client }
     }
 }
 
@@ -71,7 +68,7 @@ fn generic(message: String) -> object_store::Error {
 }
 
 /// The text of the first `<tag>…</tag>` in `xml`, entity-decoded.
-fn field(xml: &str, tag: &str) -> Option<String> {
+pub(super) fn field(xml: &str, tag: &str) -> Option<String> {
     let open = format!("<{tag}>");
     let start = xml.find(&open)? + open.len();
     let end = xml[start..].find(&format!("</{tag}>"))? + start;

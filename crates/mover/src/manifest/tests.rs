@@ -194,6 +194,7 @@ fn memory_remote() -> Remote {
         store: std::sync::Arc::new(object_store::memory::InMemory::new()),
         prefix: object_store::path::Path::from("pre"),
         upload: crate::remote::UploadOptions::default(),
+        incomplete: None,
         description: "test".into(),
     }
 }

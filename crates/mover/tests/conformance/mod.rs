@@ -3,6 +3,7 @@
 //! (InMemory and LocalFileSystem in `conformance_local.rs`; an S3 server elsewhere).
 #![allow(dead_code)]
 
+pub mod changing;
 pub mod content;
 pub mod reuse;
 pub mod store;
@@ -10,6 +11,12 @@ pub mod tree;
 
 // For `conformance_suite!`; binaries including this module without the suite
 // (s3_interop) leave them unused.
+#[allow(unused_imports)]
+pub use changing::{
+    file_rewritten_while_uploaded_is_read_again,
+    file_that_keeps_changing_keeps_its_committed_version,
+    vanished_and_created_files_do_not_fail_the_run,
+};
 #[allow(unused_imports)]
 pub use content::{
     destination_removes_local_names_no_manifest_can_hold, destination_without_records_rehashes,
@@ -596,6 +603,9 @@ macro_rules! conformance_suite {
             destination_without_records_rehashes,
             unsupported_names_fail_the_source_naming_them,
             destination_removes_local_names_no_manifest_can_hold,
+            file_rewritten_while_uploaded_is_read_again,
+            file_that_keeps_changing_keeps_its_committed_version,
+            vanished_and_created_files_do_not_fail_the_run,
         );
     };
     (@cases $factory:expr; $($case:ident),* $(,)?) => {

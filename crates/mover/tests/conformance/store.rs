@@ -40,7 +40,11 @@ pub struct Wrapped {
     /// Flip the first byte of every get of keys ending with this.
     pub corrupt_suffix: Mutex<Option<String>>,
     first_get_hook: Mutex<Option<(String, Hook)>>,
+    put_hook: Mutex<Option<(String, PutHook)>>,
 }
+
+/// Runs (synchronously) when a put or multipart upload of a matching key starts.
+type PutHook = Box<dyn FnMut() + Send>;
 
 fn is_data(p: &Path) -> bool {
     !(p.as_ref().starts_with(".scribe/") || p.as_ref().contains("/.scribe/"))
@@ -63,7 +67,22 @@ impl Wrapped {
             fail_data_gets: AtomicBool::new(false),
             corrupt_suffix: Mutex::new(None),
             first_get_hook: Mutex::new(None),
+            put_hook: Mutex::new(None),
         })
+    }
+
+    /// Runs `hook` when each put or multipart upload of a key ending with `suffix`
+    /// starts (before the store sees it).
+    pub fn on_put(&self, suffix: &str, hook: PutHook) {
+        *self.put_hook.lock().unwrap() = Some((suffix.to_string(), hook));
+    }
+
+    fn run_put_hook(&self, location: &Path) {
+        if let Some((suffix, hook)) = self.put_hook.lock().unwrap().as_mut()
+            && location.as_ref().ends_with(suffix.as_str())
+        {
+            hook();
+        }
     }
 
     /// Runs `hook` right before the first get of a key ending with `suffix`.
@@ -108,6 +127,7 @@ impl ObjectStore for Wrapped {
         opts: PutOptions,
     ) -> Result<PutResult> {
         self.check_put(location)?;
+        self.run_put_hook(location);
         self.inner.put_opts(location, payload, opts).await
     }
 
@@ -117,6 +137,7 @@ impl ObjectStore for Wrapped {
         opts: PutMultipartOptions,
     ) -> Result<Box<dyn MultipartUpload>> {
         self.check_put(location)?;
+        self.run_put_hook(location);
         let up = self.inner.put_multipart_opts(location, opts).await?;
         self.counts.multipart_starts.fetch_add(1, SeqCst);
         Ok(up)

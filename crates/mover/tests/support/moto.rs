@@ -282,6 +282,37 @@ impl Moto {
         assert!(child.wait().unwrap().success(), "boto3 put of {key:?}");
     }
 
+    /// Keys of the incomplete multipart uploads in `bucket` (boto3, from moto's own
+    /// Python: no client here lists them).
+    pub fn multipart_uploads(&self, bucket: &str) -> Vec<String> {
+        let python = moto_binary().parent().unwrap().join("python");
+        let script = "import boto3,sys\n\
+            s3=boto3.client('s3',endpoint_url=sys.argv[1],region_name='us-east-1',\
+            aws_access_key_id=sys.argv[2],aws_secret_access_key=sys.argv[3])\n\
+            r=s3.list_multipart_uploads(Bucket=sys.argv[4])\n\
+            [print(u['Key']) for u in r.get('Uploads',[])]\n";
+        let out = Command::new(python)
+            .args([
+                "-c",
+                script,
+                &self.endpoint,
+                &self.access_key,
+                &self.secret_key,
+                bucket,
+            ])
+            .output()
+            .expect("running moto's python");
+        assert!(
+            out.status.success(),
+            "boto3 list_multipart_uploads: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
     /// An rclone.conf section for this server (path style, `provider = Other`),
     /// with `extra` lines appended.
     pub fn rclone_section(&self, section: &str, extra: &str) -> String {

@@ -1,0 +1,87 @@
+//! What becomes of a source path whose file would not hold still (or vanished)
+//! during a run (see `changing`): it keeps its last committed entry when the
+//! remote object still holds exactly that, or is left out of the new manifest;
+//! a vanished file is left out and its object deleted after the commit. Hardlinks
+//! to such a path become files of their own.
+
+use std::collections::HashSet;
+
+use crate::diff::{Action, Row, classify};
+use crate::manifest::{Entry, EntryKind};
+use crate::plan::{Pass, Work};
+
+/// Paths given up on so far in this run.
+#[derive(Debug, Default)]
+pub struct Unsettled {
+    /// Files that kept changing (the summary's `filesSkippedChanging`).
+    pub changing: u64,
+    /// Objects of vanished files, to delete after the commit.
+    pub deletes: Vec<String>,
+}
+
+/// Whether the previous manifest's entry still describes the remote object, so the
+/// new manifest may list it unchanged.
+fn keepable(w: &Work) -> Option<Entry> {
+    let p = w.prev.as_ref()?;
+    if p.kind != EntryKind::File || p.sha256.is_none() {
+        return None;
+    }
+    let row = Row {
+        a: Some(p),
+        b: Some(p),
+        c: w.remote.as_ref(),
+    };
+    match classify(row) {
+        Some(Action::Keep { etag, .. }) => Some(Entry { etag, ..p.clone() }),
+        _ => None,
+    }
+}
+
+impl Unsettled {
+    /// Settles the work items at `seen` (index, vanished?). With `rehash`, the
+    /// hardlinks that become files lose their digests, to be hashed as files.
+    pub fn settle(&mut self, pass: &mut Pass, seen: Vec<(usize, bool)>, rehash: bool) {
+        if seen.is_empty() {
+            return;
+        }
+        let mut gone = HashSet::new();
+        let mut affected = HashSet::new();
+        for (i, vanished) in seen {
+            let w = &mut pass.work[i];
+            affected.insert(w.entry.path.clone());
+            let kept = if vanished { None } else { keepable(w) };
+            if !vanished {
+                self.changing += 1;
+            }
+            match kept {
+                Some(e) => {
+                    w.entry = e;
+                    w.transfer = false;
+                }
+                None => {
+                    if vanished && w.remote.is_some() {
+                        self.deletes.push(w.entry.path.clone());
+                    }
+                    gone.insert(w.entry.path.clone());
+                }
+            }
+        }
+        for w in &mut pass.work {
+            let e = &mut w.entry;
+            if e.kind == EntryKind::Hardlink
+                && !affected.contains(&e.path)
+                && e.target.as_ref().is_some_and(|t| affected.contains(t))
+            {
+                e.kind = EntryKind::File;
+                e.target = None;
+                if rehash {
+                    e.sha256 = None;
+                    e.md5 = None;
+                }
+            }
+        }
+        let before = pass.work.len();
+        pass.work.retain(|w| !gone.contains(&w.entry.path));
+        pass.entries -= before - pass.work.len();
+    }
+}
