@@ -275,6 +275,7 @@ write_env() {
 export KUBECONFIG=$DIR/admin.kubeconfig
 export PATH=$BIN:\$PATH
 export SCRIBE_E2E_CLUSTER_DIR=$DIR
+export SCRIBE_CLUSTER_DIR=$DIR
 export SCRIBE_E2E_CLUSTER_SCRIPT=$ROOT/hack/cluster.sh
 export SCRIBE_E2E_STATE_DIR=$DIR/node
 export SCRIBE_E2E_CONTROLLER_NAMESPACE=$NS_CTRL
