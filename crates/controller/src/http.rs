@@ -1,4 +1,4 @@
-//! The controller's HTTP endpoint (`--metrics-bind-address`): `/metrics` (Prometheus text),
+//! The controller's HTTP endpoint (`--metrics-bind-address`): `/metrics` (OpenMetrics text),
 //! `/healthz` (the process serves requests) and `/readyz` (caches synced, and with leader
 //! election either leading or standing by with a working connection to the API).
 //! Plain hyper 1 with one small router; no web framework.
@@ -163,7 +163,7 @@ pub fn route(
             let mut r = text(StatusCode::OK, metrics.render());
             r.headers_mut().insert(
                 header::CONTENT_TYPE,
-                header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+                header::HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
             );
             r
         }
@@ -233,7 +233,7 @@ mod tests {
         let (code, body) = get(addr, "/metrics").await;
         assert_eq!(code, 200);
         assert!(
-            body.contains(r#"scribe_sync_failure_total{name="a",namespace="ns",role="source"} 1"#),
+            body.contains(r#"scribe_sync_failure_total{obj_name="a",obj_namespace="ns",role="source",method="rclone"} 1"#),
             "{body}"
         );
         assert_eq!(get(addr, "/nope").await.0, 404);

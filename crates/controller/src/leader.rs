@@ -1,16 +1,21 @@
 //! Leader election on a `coordination.k8s.io/v1` Lease, so that only one replica reconciles.
 //!
-//! The decision (acquire, renew or wait) is a pure function of the observed Lease, `now` and
-//! our identity ([`decide`]); the new Lease body is built by [`claimed`]. The I/O around them
+//! The decision (acquire, renew or wait) is a pure function of the observed Lease, what we
+//! observed of it before, our monotonic clock and our identity ([`decide`]); the new Lease body
+//! is built by [`claimed`]. As in client-go, a foreign Lease's expiry is measured on OUR
+//! monotonic clock from the moment we last saw it change (holder, renewTime, resourceVersion),
+//! never by comparing the holder's `renewTime` with our wall clock: clocks of different nodes
+//! disagree, and a skewed one would let two replicas lead at once. The I/O around them
 //! ([`LeaderElector`]) reads the Lease, writes it with optimistic concurrency (resourceVersion,
 //! so two candidates cannot both win) and reports loss of leadership to the caller, who steps
 //! down by exiting.
 
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
-use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use k8s_openapi::jiff::Timestamp;
 use kube::api::{ObjectMeta, PostParams};
 use kube::{Api, Client};
 use tracing::{debug, info, warn};
@@ -53,37 +58,116 @@ pub enum Decision {
     Wait(Duration),
 }
 
-/// Decides what to do given the Lease as read (`None`: it does not exist).
+/// The local monotonic clock, injectable for tests.
+pub trait Clock: Send + Sync {
+    fn now(&self) -> Instant;
+}
+
+/// The process's monotonic clock.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MonotonicClock;
+
+impl Clock for MonotonicClock {
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
+}
+
+/// A clock that moves only when told to (tests).
+#[derive(Debug)]
+pub struct ManualClock(Mutex<Instant>);
+
+impl Default for ManualClock {
+    fn default() -> Self {
+        Self(Mutex::new(Instant::now()))
+    }
+}
+
+impl ManualClock {
+    pub fn advance(&self, by: Duration) {
+        let mut t = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        *t += by;
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> Instant {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The last version of a Lease we saw, and when (on our monotonic clock) we first saw it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Observation {
+    record: Record,
+    at: Instant,
+}
+
+/// The parts of a Lease whose change shows that its holder is alive.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Record {
+    holder: Option<String>,
+    renew_time: Option<Timestamp>,
+    acquire_time: Option<Timestamp>,
+    lease_duration_seconds: Option<i32>,
+    resource_version: Option<String>,
+}
+
+impl Record {
+    fn of(lease: &Lease) -> Self {
+        let spec = lease.spec.clone().unwrap_or_default();
+        Self {
+            holder: spec.holder_identity,
+            renew_time: spec.renew_time.map(|t| t.0),
+            acquire_time: spec.acquire_time.map(|t| t.0),
+            lease_duration_seconds: spec.lease_duration_seconds,
+            resource_version: lease.metadata.resource_version.clone(),
+        }
+    }
+}
+
+/// Decides what to do given the Lease as read (`None`: it does not exist), updating
+/// `observed` (what we saw of it before, and when on our clock `now`).
+///
+/// A Lease held by someone else expires `leaseDurationSeconds` after the moment we first saw
+/// its current version: a holder that renews keeps changing renewTime (and resourceVersion),
+/// which restarts our count. The holder's timestamps are never compared with our wall clock.
 pub fn decide(
     lease: Option<&Lease>,
-    now: Timestamp,
+    observed: &mut Option<Observation>,
+    now: Instant,
     me: &str,
     default_duration: Duration,
 ) -> Decision {
-    let Some(spec) = lease.and_then(|l| l.spec.as_ref()) else {
+    let Some(lease) = lease else {
+        *observed = None;
         return Decision::Acquire;
     };
-    match spec.holder_identity.as_deref() {
+    let record = Record::of(lease);
+    if observed.as_ref().is_none_or(|o| o.record != record) {
+        *observed = Some(Observation {
+            record: record.clone(),
+            at: now,
+        });
+    }
+    match record.holder.as_deref() {
         None | Some("") => Decision::Acquire,
         Some(h) if h == me => Decision::Renew,
         Some(_) => {
-            let Some(last) = spec.renew_time.as_ref().or(spec.acquire_time.as_ref()) else {
-                // A holder that never renewed: treat its lease as expired.
-                return Decision::Acquire;
-            };
-            let duration = spec
+            let duration = record
                 .lease_duration_seconds
+                .and_then(|s| u64::try_from(s).ok())
                 .filter(|s| *s > 0)
-                .map(|s| SignedDuration::from_secs(i64::from(s)))
-                .unwrap_or_else(|| {
-                    SignedDuration::try_from(default_duration).unwrap_or(SignedDuration::ZERO)
-                });
-            let expiry = last.0.saturating_add(duration).unwrap_or(last.0);
-            if now >= expiry {
+                .map(Duration::from_secs)
+                .unwrap_or(default_duration);
+            let since = observed
+                .as_ref()
+                .map(|o| now.saturating_duration_since(o.at))
+                .unwrap_or_default();
+            if since >= duration {
                 Decision::Acquire
             } else {
-                let left = now.duration_until(expiry);
-                Decision::Wait(Duration::try_from(left).unwrap_or(Duration::ZERO))
+                Decision::Wait(duration - since)
             }
         }
     }
@@ -176,6 +260,8 @@ pub struct LeaderElector {
     namespace: String,
     identity: String,
     timing: LeaseTiming,
+    clock: Arc<dyn Clock>,
+    observed: Mutex<Option<Observation>>,
 }
 
 impl LeaderElector {
@@ -192,11 +278,20 @@ impl LeaderElector {
             namespace: namespace.to_string(),
             identity: identity.to_string(),
             timing,
+            clock: Arc::new(MonotonicClock),
+            observed: Mutex::new(None),
         }
     }
 
+    /// Measures Lease expiry with `clock` instead of the process's monotonic clock (tests).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
     /// One round: read, decide, write if needed. Returns whether we lead after it, or how
-    /// long to wait before the next round.
+    /// long to wait before the next round. `now` (wall clock) is only written into the Lease;
+    /// expiry is judged on the elector's monotonic [`Clock`].
     pub async fn try_once(&self, now: Timestamp) -> Result<Result<(), Duration>, LeaseError> {
         let current = self
             .api
@@ -207,12 +302,16 @@ impl LeaderElector {
                 name: self.name.clone(),
                 source: Box::new(source),
             })?;
-        let decision = decide(
-            current.as_ref(),
-            now,
-            &self.identity,
-            self.timing.lease_duration,
-        );
+        let decision = {
+            let mut observed = self.observed.lock().unwrap_or_else(|e| e.into_inner());
+            decide(
+                current.as_ref(),
+                &mut observed,
+                self.clock.now(),
+                &self.identity,
+                self.timing.lease_duration,
+            )
+        };
         if let Decision::Wait(d) = decision {
             return Ok(Err(d));
         }
@@ -371,55 +470,112 @@ mod tests {
 
     const D: Duration = Duration::from_secs(15);
 
+    /// `decide` with an injected clock and the observation carried between rounds.
+    struct Rounds {
+        clock: ManualClock,
+        observed: Option<Observation>,
+    }
+
+    impl Rounds {
+        fn new() -> Self {
+            Self {
+                clock: ManualClock::default(),
+                observed: None,
+            }
+        }
+        fn decide(&mut self, l: Option<&Lease>) -> Decision {
+            decide(l, &mut self.observed, self.clock.now(), "me", D)
+        }
+    }
+
+    fn with_rv(mut l: Lease, rv: &str) -> Lease {
+        l.metadata.resource_version = Some(rv.into());
+        l
+    }
+
     #[test]
     fn missing_or_unheld_lease_is_acquired() {
-        assert_eq!(decide(None, at(0), "me", D), Decision::Acquire);
+        let mut r = Rounds::new();
+        assert_eq!(r.decide(None), Decision::Acquire);
         assert_eq!(
-            decide(Some(&lease(None, Some(0), Some(15))), at(1), "me", D),
+            r.decide(Some(&lease(None, Some(0), Some(15)))),
             Decision::Acquire
         );
         assert_eq!(
-            decide(Some(&lease(Some(""), Some(0), Some(15))), at(1), "me", D),
+            r.decide(Some(&lease(Some(""), Some(0), Some(15)))),
             Decision::Acquire
         );
     }
 
     #[test]
     fn own_lease_is_renewed_even_if_expired() {
+        let mut r = Rounds::new();
+        r.clock.advance(Duration::from_secs(100));
         assert_eq!(
-            decide(
-                Some(&lease(Some("me"), Some(0), Some(15))),
-                at(100),
-                "me",
-                D
-            ),
+            r.decide(Some(&lease(Some("me"), Some(0), Some(15)))),
             Decision::Renew
         );
     }
 
     #[test]
-    fn valid_foreign_lease_means_wait_until_its_expiry() {
-        let l = lease(Some("other"), Some(0), Some(15));
-        assert_eq!(
-            decide(Some(&l), at(5), "me", D),
-            Decision::Wait(Duration::from_secs(10))
-        );
+    fn a_foreign_lease_is_waited_out_on_our_clock_from_when_we_first_saw_it() {
+        let mut r = Rounds::new();
+        // Its renewTime is far in the (wall-clock) past: irrelevant, we have just seen it.
+        let l = lease(Some("other"), Some(-3600), Some(15));
+        assert_eq!(r.decide(Some(&l)), Decision::Wait(D));
+        r.clock.advance(Duration::from_secs(5));
+        assert_eq!(r.decide(Some(&l)), Decision::Wait(Duration::from_secs(10)));
+        r.clock.advance(Duration::from_secs(9));
+        assert_eq!(r.decide(Some(&l)), Decision::Wait(Duration::from_secs(1)));
+        r.clock.advance(Duration::from_secs(1));
+        assert_eq!(r.decide(Some(&l)), Decision::Acquire);
     }
 
     #[test]
-    fn expired_foreign_lease_is_taken_over() {
+    fn a_renewal_restarts_the_count_whatever_the_renew_time_says() {
+        let mut r = Rounds::new();
         let l = lease(Some("other"), Some(0), Some(15));
-        assert_eq!(decide(Some(&l), at(15), "me", D), Decision::Acquire);
-        assert_eq!(decide(Some(&l), at(60), "me", D), Decision::Acquire);
+        assert_eq!(r.decide(Some(&l)), Decision::Wait(D));
+        r.clock.advance(Duration::from_secs(14));
+        // The holder renewed, with a clock running an hour late: still a renewal.
+        let renewed = with_rv(lease(Some("other"), Some(-3600), Some(15)), "8");
+        assert_eq!(r.decide(Some(&renewed)), Decision::Wait(D));
+        r.clock.advance(Duration::from_secs(14));
+        // Only the resourceVersion moved: also a sign of life.
+        let touched = with_rv(renewed.clone(), "9");
+        assert_eq!(r.decide(Some(&touched)), Decision::Wait(D));
+        r.clock.advance(Duration::from_secs(15));
+        assert_eq!(r.decide(Some(&touched)), Decision::Acquire);
+    }
+
+    #[test]
+    fn a_renew_time_in_our_future_does_not_extend_the_lease() {
+        let mut r = Rounds::new();
+        // The holder's clock runs a day ahead of ours.
+        let l = lease(Some("other"), Some(86_400), Some(15));
+        assert_eq!(r.decide(Some(&l)), Decision::Wait(D));
+        r.clock.advance(D);
+        assert_eq!(r.decide(Some(&l)), Decision::Acquire);
     }
 
     #[test]
     fn foreign_lease_without_duration_uses_ours() {
+        let mut r = Rounds::new();
         let l = lease(Some("other"), Some(0), None);
-        assert_eq!(
-            decide(Some(&l), at(14), "me", D),
-            Decision::Wait(Duration::from_secs(1))
-        );
+        assert_eq!(r.decide(Some(&l)), Decision::Wait(D));
+        r.clock.advance(Duration::from_secs(14));
+        assert_eq!(r.decide(Some(&l)), Decision::Wait(Duration::from_secs(1)));
+    }
+
+    #[test]
+    fn a_lease_that_disappears_and_returns_is_counted_afresh() {
+        let mut r = Rounds::new();
+        let l = lease(Some("other"), Some(0), Some(15));
+        assert_eq!(r.decide(Some(&l)), Decision::Wait(D));
+        r.clock.advance(Duration::from_secs(10));
+        assert_eq!(r.decide(None), Decision::Acquire);
+        r.clock.advance(Duration::from_secs(10));
+        assert_eq!(r.decide(Some(&l)), Decision::Wait(D));
     }
 
     #[test]

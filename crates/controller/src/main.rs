@@ -9,33 +9,12 @@ use std::net::SocketAddr;
 use anyhow::{Context as _, Result};
 use clap::{Parser, ValueEnum};
 use scribe_controller::ControllerConfig;
-use scribe_controller::plan::Settings;
+use scribe_controller::plan::{PullPolicy, Settings};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum LogFormat {
     Text,
     Json,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-#[allow(clippy::enum_variant_names)]
-enum PullPolicy {
-    #[value(name = "Always")]
-    Always,
-    #[value(name = "IfNotPresent")]
-    IfNotPresent,
-    #[value(name = "Never")]
-    Never,
-}
-
-impl PullPolicy {
-    fn as_str(self) -> &'static str {
-        match self {
-            PullPolicy::Always => "Always",
-            PullPolicy::IfNotPresent => "IfNotPresent",
-            PullPolicy::Never => "Never",
-        }
-    }
 }
 
 /// Scribe controller: replicates PVCs through S3-compatible object storage.
@@ -94,7 +73,7 @@ impl Cli {
         Ok(ControllerConfig {
             settings: Settings {
                 mover_image: self.mover_image,
-                mover_image_pull_policy: self.mover_image_pull_policy.as_str().to_string(),
+                mover_image_pull_policy: self.mover_image_pull_policy,
             },
             metrics_bind_address: self.metrics_bind_address,
             leader_elect: self.leader_elect,
@@ -172,7 +151,10 @@ mod tests {
         assert_eq!(cli.leader_election_id, "scribe-controller-leader");
         assert_eq!(cli.log_format, LogFormat::Json);
         let cfg = cli.into_config("pod-a".into()).unwrap();
-        assert_eq!(cfg.settings.mover_image_pull_policy, "IfNotPresent");
+        assert_eq!(
+            cfg.settings.mover_image_pull_policy,
+            PullPolicy::IfNotPresent
+        );
         assert_eq!(cfg.identity, "pod-a");
     }
 

@@ -1,13 +1,25 @@
-//! The controller's Prometheus metrics: a small registry keyed by (namespace, name, role),
-//! fed by the plan's [`MetricIntent`]s and the reconcile loop, rendered in the Prometheus text
-//! exposition format for `/metrics`.
+//! The controller's Prometheus metrics, kept with the `prometheus-client` crate: one
+//! [`Family`] per metric keyed by the custom resource, fed by the plan's [`MetricIntent`]s and
+//! the reconcile loop, encoded in the OpenMetrics text format for `/metrics`.
 //!
-//! Labels are only `name`, `namespace` and `role` (`source` | `destination`): never error text,
-//! so the number of series is bounded by the number of custom resources.
+//! The names and labels of `scribe_sync_duration_seconds`, `scribe_missed_intervals_total` and
+//! `scribe_volume_out_of_sync` are Scribe's (and VolSync's, with the `volsync_` prefix) contract
+//! that alert rules are written against: labels `obj_name`, `obj_namespace`, `role`
+//! (`source` | `destination`) and `method` (`rclone`), and the out-of-sync gauge is 1 until the
+//! first synchronization completes. Every other metric carries the same labels: never error
+//! text, so the number of series is bounded by the number of custom resources.
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
+use std::collections::BTreeSet;
 use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
 
 use crate::plan::MetricIntent;
 
@@ -16,6 +28,12 @@ use crate::plan::MetricIntent;
 pub const DURATION_BUCKETS: [f64; 12] = [
     1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0, 21600.0,
 ];
+
+/// The `method` label: the only replication method this controller implements.
+pub const METHOD: &str = "rclone";
+
+/// The Content-Type of [`Metrics::render`]'s output.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// Which side of the replication a custom resource is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -49,243 +67,252 @@ impl MetricKey {
             role,
         }
     }
-}
 
-#[derive(Clone, Debug, Default)]
-struct Histogram {
-    /// Non-cumulative counts per bucket of [`DURATION_BUCKETS`] (the +Inf bucket is `count`).
-    buckets: [u64; DURATION_BUCKETS.len()],
-    sum: f64,
-    count: u64,
-}
-
-impl Histogram {
-    fn observe(&mut self, value: f64) {
-        if let Some(i) = DURATION_BUCKETS.iter().position(|b| value <= *b) {
-            self.buckets[i] += 1;
+    fn labels(&self) -> Labels {
+        Labels {
+            obj_name: self.name.clone(),
+            obj_namespace: self.namespace.clone(),
+            role: self.role.as_str(),
+            method: METHOD,
         }
-        self.sum += value;
-        self.count += 1;
     }
 }
 
-#[derive(Clone, Debug, Default)]
-struct Series {
-    sync_duration: Histogram,
-    success: u64,
-    failure: u64,
-    missed_intervals: u64,
-    out_of_sync: Option<bool>,
-    last_sync_timestamp: Option<f64>,
-    bytes_transferred: u64,
-    files_transferred: u64,
-    reconciles: u64,
-    reconcile_errors: u64,
+/// The label set of every series, in Scribe's/VolSync's names.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct Labels {
+    obj_name: String,
+    obj_namespace: String,
+    role: &'static str,
+    method: &'static str,
+}
+
+type Counters = Family<Labels, Counter>;
+
+fn duration_histogram() -> Histogram {
+    Histogram::new(DURATION_BUCKETS)
 }
 
 /// The registry. Cheap to share behind an `Arc`; every method takes `&self`.
-#[derive(Debug, Default)]
 pub struct Metrics {
-    series: Mutex<BTreeMap<MetricKey, Series>>,
+    registry: Registry,
+    /// Resources with series; guards every update, so [`Metrics::forget`] cannot interleave
+    /// with a half-made first touch.
+    known: Mutex<BTreeSet<MetricKey>>,
+    sync_duration: Family<Labels, Histogram, fn() -> Histogram>,
+    sync_success: Counters,
+    sync_failure: Counters,
+    missed_intervals: Counters,
+    out_of_sync: Family<Labels, Gauge>,
+    last_sync_timestamp: Family<Labels, Gauge<f64, AtomicU64>>,
+    bytes_transferred: Counters,
+    files_transferred: Counters,
+    reconciles: Counters,
+    reconcile_errors: Counters,
 }
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics")
+            .field("known", &self.known)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The metrics: name as registered (the encoder appends `_total` to counters' samples) and
+/// help text (the encoder appends a period).
+pub const METRICS: [(&str, &str); 10] = [
+    (
+        "scribe_sync_duration_seconds",
+        "Duration of successful synchronizations",
+    ),
+    (
+        "scribe_sync_success",
+        "Synchronizations that completed successfully",
+    ),
+    (
+        "scribe_sync_failure",
+        "Synchronizations whose mover failed.",
+    ),
+    (
+        "scribe_missed_intervals",
+        "Scheduled intervals missed because a synchronization was still running",
+    ),
+    (
+        "scribe_volume_out_of_sync",
+        "1 when the volume has not been synchronized yet or is past its due time without a completed synchronization, else 0",
+    ),
+    (
+        "scribe_last_sync_timestamp_seconds",
+        "Unix time at which the last successful synchronization finished",
+    ),
+    ("scribe_bytes_transferred", "Bytes the mover transferred."),
+    ("scribe_files_transferred", "Files the mover transferred."),
+    ("scribe_reconcile", "Reconcile passes."),
+    (
+        "scribe_reconcile_errors",
+        "Reconcile passes that ended in an error",
+    ),
+];
 
 impl Metrics {
     pub fn new() -> Self {
-        Self::default()
+        let m = Self {
+            registry: Registry::default(),
+            known: Mutex::default(),
+            sync_duration: Family::new_with_constructor(duration_histogram),
+            sync_success: Counters::default(),
+            sync_failure: Counters::default(),
+            missed_intervals: Counters::default(),
+            out_of_sync: Family::default(),
+            last_sync_timestamp: Family::default(),
+            bytes_transferred: Counters::default(),
+            files_transferred: Counters::default(),
+            reconciles: Counters::default(),
+            reconcile_errors: Counters::default(),
+        };
+        let mut registry = Registry::default();
+        let [
+            duration,
+            success,
+            failure,
+            missed,
+            out_of_sync,
+            last_sync,
+            bytes,
+            files,
+            reconciles,
+            errors,
+        ] = METRICS;
+        registry.register(duration.0, duration.1, m.sync_duration.clone());
+        registry.register(success.0, success.1, m.sync_success.clone());
+        registry.register(failure.0, failure.1, m.sync_failure.clone());
+        registry.register(missed.0, missed.1, m.missed_intervals.clone());
+        registry.register(out_of_sync.0, out_of_sync.1, m.out_of_sync.clone());
+        registry.register(last_sync.0, last_sync.1, m.last_sync_timestamp.clone());
+        registry.register(bytes.0, bytes.1, m.bytes_transferred.clone());
+        registry.register(files.0, files.1, m.files_transferred.clone());
+        registry.register(reconciles.0, reconciles.1, m.reconciles.clone());
+        registry.register(errors.0, errors.1, m.reconcile_errors.clone());
+        Self { registry, ..m }
     }
 
-    fn with<R>(&self, key: &MetricKey, f: impl FnOnce(&mut Series) -> R) -> R {
+    /// Runs `f` on the resource's labels, first creating all its series if it has none yet
+    /// (counters at 0, the out-of-sync gauge at 1: not synchronized yet).
+    fn with<R>(&self, key: &MetricKey, f: impl FnOnce(&Labels) -> R) -> R {
         // A poisoned lock only means another thread panicked mid-update of plain counters:
         // the data is still usable, so keep serving metrics.
-        let mut map = self.series.lock().unwrap_or_else(|e| e.into_inner());
-        f(map.entry(key.clone()).or_default())
+        let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
+        let l = key.labels();
+        if known.insert(key.clone()) {
+            let _ = self.sync_duration.get_or_create(&l);
+            let _ = self.sync_success.get_or_create(&l);
+            let _ = self.sync_failure.get_or_create(&l);
+            let _ = self.missed_intervals.get_or_create(&l);
+            self.out_of_sync.get_or_create(&l).set(1);
+            let _ = self.bytes_transferred.get_or_create(&l);
+            let _ = self.files_transferred.get_or_create(&l);
+            let _ = self.reconciles.get_or_create(&l);
+            let _ = self.reconcile_errors.get_or_create(&l);
+        }
+        f(&l)
     }
 
     /// Records one intent from a plan.
     pub fn record(&self, key: &MetricKey, intent: &MetricIntent) {
-        self.with(key, |s| match intent {
+        self.with(key, |l| match intent {
             MetricIntent::SyncSucceeded {
                 duration,
                 bytes_transferred,
                 files_transferred,
                 finished_at,
             } => {
-                s.success += 1;
-                s.sync_duration.observe(duration.as_secs_f64());
-                s.bytes_transferred += bytes_transferred;
-                s.files_transferred += files_transferred;
-                s.last_sync_timestamp = Some(finished_at.as_millisecond() as f64 / 1000.0);
+                self.sync_success.get_or_create(l).inc();
+                self.sync_duration
+                    .get_or_create(l)
+                    .observe(duration.as_secs_f64());
+                self.bytes_transferred
+                    .get_or_create(l)
+                    .inc_by(*bytes_transferred);
+                self.files_transferred
+                    .get_or_create(l)
+                    .inc_by(*files_transferred);
+                self.last_sync_timestamp
+                    .get_or_create(l)
+                    .set(finished_at.as_millisecond() as f64 / 1000.0);
+                // In sync until the plan says otherwise (its verdict comes after this intent).
+                self.out_of_sync.get_or_create(l).set(0);
             }
-            MetricIntent::SyncFailed => s.failure += 1,
-            MetricIntent::MissedInterval => s.missed_intervals += 1,
-            MetricIntent::OutOfSync(v) => s.out_of_sync = Some(*v),
+            MetricIntent::SyncFailed => {
+                self.sync_failure.get_or_create(l).inc();
+            }
+            MetricIntent::MissedInterval => {
+                self.missed_intervals.get_or_create(l).inc();
+            }
+            MetricIntent::OutOfSync(v) => {
+                self.out_of_sync.get_or_create(l).set(i64::from(*v));
+            }
         });
     }
 
     /// Counts one reconcile pass, successful or not.
     pub fn reconciled(&self, key: &MetricKey, ok: bool) {
-        self.with(key, |s| {
-            s.reconciles += 1;
+        self.with(key, |l| {
+            self.reconciles.get_or_create(l).inc();
             if !ok {
-                s.reconcile_errors += 1;
+                self.reconcile_errors.get_or_create(l).inc();
             }
         });
     }
 
+    fn remove_series(&self, key: &MetricKey) {
+        let l = key.labels();
+        self.sync_duration.remove(&l);
+        self.sync_success.remove(&l);
+        self.sync_failure.remove(&l);
+        self.missed_intervals.remove(&l);
+        self.out_of_sync.remove(&l);
+        self.last_sync_timestamp.remove(&l);
+        self.bytes_transferred.remove(&l);
+        self.files_transferred.remove(&l);
+        self.reconciles.remove(&l);
+        self.reconcile_errors.remove(&l);
+    }
+
     /// Drops every series of a custom resource (it was deleted).
     pub fn forget(&self, key: &MetricKey) {
-        self.series
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(key);
+        let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
+        if known.remove(key) {
+            self.remove_series(key);
+        }
     }
 
     /// Keeps only the series of resources for which `keep` holds (the others were deleted:
     /// without a finalizer the reconciler never sees a deletion).
     pub fn retain(&self, keep: impl Fn(&MetricKey) -> bool) {
-        self.series
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|k, _| keep(k));
+        let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
+        known.retain(|k| {
+            let kept = keep(k);
+            if !kept {
+                self.remove_series(k);
+            }
+            kept
+        });
     }
 
-    /// Renders all series in the Prometheus text format (version 0.0.4).
+    /// Encodes all series in the OpenMetrics text format ([`CONTENT_TYPE`]).
     pub fn render(&self) -> String {
-        let map = self
-            .series
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let _known = self.known.lock().unwrap_or_else(|e| e.into_inner());
         let mut out = String::new();
-        let counter = |out: &mut String,
-                       name: &str,
-                       help: &str,
-                       get: &dyn Fn(&Series) -> Option<f64>,
-                       kind: &str| {
-            let _ = writeln!(out, "# HELP {name} {help}");
-            let _ = writeln!(out, "# TYPE {name} {kind}");
-            for (k, s) in &map {
-                if let Some(v) = get(s) {
-                    let _ = writeln!(out, "{name}{{{}}} {}", labels(k), fmt_f64(v));
-                }
-            }
-        };
-        counter(
-            &mut out,
-            "scribe_sync_success_total",
-            "Synchronizations that completed successfully.",
-            &|s| Some(s.success as f64),
-            "counter",
-        );
-        counter(
-            &mut out,
-            "scribe_sync_failure_total",
-            "Synchronizations whose mover failed.",
-            &|s| Some(s.failure as f64),
-            "counter",
-        );
-        counter(
-            &mut out,
-            "scribe_missed_intervals_total",
-            "Scheduled intervals missed because a synchronization was still running.",
-            &|s| Some(s.missed_intervals as f64),
-            "counter",
-        );
-        counter(
-            &mut out,
-            "scribe_volume_out_of_sync",
-            "1 when the volume is past its due time without a completed synchronization.",
-            &|s| s.out_of_sync.map(|b| if b { 1.0 } else { 0.0 }),
-            "gauge",
-        );
-        counter(
-            &mut out,
-            "scribe_last_sync_timestamp_seconds",
-            "Unix time at which the last successful synchronization finished.",
-            &|s| s.last_sync_timestamp,
-            "gauge",
-        );
-        counter(
-            &mut out,
-            "scribe_bytes_transferred_total",
-            "Bytes the mover transferred.",
-            &|s| Some(s.bytes_transferred as f64),
-            "counter",
-        );
-        counter(
-            &mut out,
-            "scribe_files_transferred_total",
-            "Files the mover transferred.",
-            &|s| Some(s.files_transferred as f64),
-            "counter",
-        );
-        counter(
-            &mut out,
-            "scribe_reconcile_total",
-            "Reconcile passes.",
-            &|s| Some(s.reconciles as f64),
-            "counter",
-        );
-        counter(
-            &mut out,
-            "scribe_reconcile_errors_total",
-            "Reconcile passes that ended in an error.",
-            &|s| Some(s.reconcile_errors as f64),
-            "counter",
-        );
-
-        let name = "scribe_sync_duration_seconds";
-        let _ = writeln!(
-            out,
-            "# HELP {name} Duration of successful synchronizations."
-        );
-        let _ = writeln!(out, "# TYPE {name} histogram");
-        for (k, s) in &map {
-            let h = &s.sync_duration;
-            let mut cumulative = 0;
-            for (bound, n) in DURATION_BUCKETS.iter().zip(h.buckets) {
-                cumulative += n;
-                let _ = writeln!(
-                    out,
-                    "{name}_bucket{{{},le=\"{}\"}} {cumulative}",
-                    labels(k),
-                    fmt_f64(*bound)
-                );
-            }
-            let _ = writeln!(
-                out,
-                "{name}_bucket{{{},le=\"+Inf\"}} {}",
-                labels(k),
-                h.count
-            );
-            let _ = writeln!(out, "{name}_sum{{{}}} {}", labels(k), fmt_f64(h.sum));
-            let _ = writeln!(out, "{name}_count{{{}}} {}", labels(k), h.count);
-        }
+        // Writing to a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
         out
-    }
-}
-
-fn labels(k: &MetricKey) -> String {
-    format!(
-        "name=\"{}\",namespace=\"{}\",role=\"{}\"",
-        escape(&k.name),
-        escape(&k.namespace),
-        k.role.as_str()
-    )
-}
-
-/// Escapes a label value as the text format requires (backslash, double quote, newline).
-fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
-fn fmt_f64(v: f64) -> String {
-    if v.fract() == 0.0 && v.abs() < 1e15 {
-        format!("{}", v as i64)
-    } else {
-        format!("{v}")
     }
 }
 
@@ -301,6 +328,16 @@ mod tests {
         MetricKey::new("apps", "db", Role::Source)
     }
 
+    const SRC: &str = r#"{obj_name="db",obj_namespace="apps",role="source",method="rclone"}"#;
+    const DST: &str = r#"{obj_name="db",obj_namespace="apps",role="destination",method="rclone"}"#;
+
+    fn has(text: &str, line: &str) {
+        assert!(
+            text.lines().any(|l| l == line),
+            "missing line {line:?} in:\n{text}"
+        );
+    }
+
     #[test]
     fn successful_sync_moves_counters_histogram_and_timestamp() {
         let m = Metrics::new();
@@ -314,21 +351,57 @@ mod tests {
             },
         );
         let text = m.render();
-        let l = r#"{name="db",namespace="apps",role="source"}"#;
-        assert!(
-            text.contains(&format!("scribe_sync_success_total{l} 1\n")),
-            "{text}"
+        has(&text, &format!("scribe_sync_success_total{SRC} 1"));
+        has(&text, &format!("scribe_bytes_transferred_total{SRC} 1000"));
+        has(&text, &format!("scribe_files_transferred_total{SRC} 3"));
+        has(
+            &text,
+            &format!("scribe_last_sync_timestamp_seconds{SRC} 1700000000.0"),
         );
-        assert!(text.contains(&format!("scribe_bytes_transferred_total{l} 1000\n")));
-        assert!(text.contains(&format!("scribe_files_transferred_total{l} 3\n")));
-        assert!(text.contains(&format!(
-            "scribe_last_sync_timestamp_seconds{l} 1700000000\n"
-        )));
-        assert!(text.contains(r#"scribe_sync_duration_seconds_bucket{name="db",namespace="apps",role="source",le="30"} 0"#));
-        assert!(text.contains(r#"scribe_sync_duration_seconds_bucket{name="db",namespace="apps",role="source",le="60"} 1"#));
-        assert!(text.contains(r#"scribe_sync_duration_seconds_bucket{name="db",namespace="apps",role="source",le="+Inf"} 1"#));
-        assert!(text.contains(&format!("scribe_sync_duration_seconds_sum{l} 42\n")));
-        assert!(text.contains("# TYPE scribe_sync_duration_seconds histogram"));
+        has(&text, "# TYPE scribe_sync_duration_seconds histogram");
+        has(
+            &text,
+            r#"scribe_sync_duration_seconds_bucket{le="30.0",obj_name="db",obj_namespace="apps",role="source",method="rclone"} 0"#,
+        );
+        has(
+            &text,
+            r#"scribe_sync_duration_seconds_bucket{le="60.0",obj_name="db",obj_namespace="apps",role="source",method="rclone"} 1"#,
+        );
+        has(
+            &text,
+            r#"scribe_sync_duration_seconds_bucket{le="+Inf",obj_name="db",obj_namespace="apps",role="source",method="rclone"} 1"#,
+        );
+        has(
+            &text,
+            &format!("scribe_sync_duration_seconds_sum{SRC} 42.0"),
+        );
+        has(&text, &format!("scribe_sync_duration_seconds_count{SRC} 1"));
+        // A completed synchronization: in sync.
+        has(&text, &format!("scribe_volume_out_of_sync{SRC} 0"));
+        assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    #[test]
+    fn scribe_contract_names_types_and_labels() {
+        let m = Metrics::new();
+        m.record(&key(), &MetricIntent::MissedInterval);
+        let text = m.render();
+        has(&text, "# TYPE scribe_sync_duration_seconds histogram");
+        has(&text, "# TYPE scribe_missed_intervals counter");
+        has(&text, &format!("scribe_missed_intervals_total{SRC} 1"));
+        has(&text, "# TYPE scribe_volume_out_of_sync gauge");
+        has(&text, &format!("scribe_sync_duration_seconds_count{SRC} 0"));
+    }
+
+    #[test]
+    fn volume_is_out_of_sync_before_the_first_sync() {
+        let m = Metrics::new();
+        m.reconciled(&key(), true);
+        has(&m.render(), &format!("scribe_volume_out_of_sync{SRC} 1"));
+        m.record(&key(), &MetricIntent::OutOfSync(false));
+        has(&m.render(), &format!("scribe_volume_out_of_sync{SRC} 0"));
+        m.record(&key(), &MetricIntent::OutOfSync(true));
+        has(&m.render(), &format!("scribe_volume_out_of_sync{SRC} 1"));
     }
 
     #[test]
@@ -338,44 +411,31 @@ mod tests {
         m.record(&key(), &MetricIntent::SyncFailed);
         m.record(&key(), &MetricIntent::SyncFailed);
         m.record(&key(), &MetricIntent::MissedInterval);
-        m.record(&dst, &MetricIntent::OutOfSync(true));
+        m.record(&dst, &MetricIntent::OutOfSync(false));
         m.reconciled(&dst, true);
         m.reconciled(&dst, false);
         let text = m.render();
-        assert!(
-            text.contains(
-                r#"scribe_sync_failure_total{name="db",namespace="apps",role="source"} 2"#
-            ),
-            "{text}"
-        );
-        assert!(text.contains(
-            r#"scribe_missed_intervals_total{name="db",namespace="apps",role="source"} 1"#
-        ));
-        assert!(text.contains(
-            r#"scribe_volume_out_of_sync{name="db",namespace="apps",role="destination"} 1"#
-        ));
-        // No out-of-sync verdict yet for the source: no sample rather than a made-up 0.
-        assert!(
-            !text
-                .contains(r#"scribe_volume_out_of_sync{name="db",namespace="apps",role="source"}"#)
-        );
-        assert!(text.contains(
-            r#"scribe_reconcile_total{name="db",namespace="apps",role="destination"} 2"#
-        ));
-        assert!(text.contains(
-            r#"scribe_reconcile_errors_total{name="db",namespace="apps",role="destination"} 1"#
-        ));
+        has(&text, &format!("scribe_sync_failure_total{SRC} 2"));
+        has(&text, &format!("scribe_missed_intervals_total{SRC} 1"));
+        has(&text, &format!("scribe_volume_out_of_sync{DST} 0"));
+        has(&text, &format!("scribe_volume_out_of_sync{SRC} 1"));
+        has(&text, &format!("scribe_reconcile_total{DST} 2"));
+        has(&text, &format!("scribe_reconcile_errors_total{DST} 1"));
+        has(&text, &format!("scribe_sync_failure_total{DST} 0"));
     }
 
     #[test]
-    fn only_name_namespace_role_labels_appear_and_values_are_escaped() {
+    fn only_the_contract_labels_appear_and_values_are_escaped() {
         let m = Metrics::new();
         m.record(
             &MetricKey::new("ns", "we\"ird\\name\n", Role::Source),
             &MetricIntent::SyncFailed,
         );
         let text = m.render();
-        assert!(text.contains(r#"scribe_sync_failure_total{name="we\"ird\\name\n",namespace="ns",role="source"} 1"#), "{text}");
+        has(
+            &text,
+            r#"scribe_sync_failure_total{obj_name="we\"ird\\name\n",obj_namespace="ns",role="source",method="rclone"} 1"#,
+        );
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let inside = &line[line.find('{').unwrap() + 1..line.rfind('}').unwrap()];
             let keys: Vec<&str> = inside
@@ -384,10 +444,28 @@ mod tests {
                 .collect();
             for k in keys {
                 assert!(
-                    ["name", "namespace", "role", "le"].contains(&k),
+                    ["obj_name", "obj_namespace", "role", "method", "le"].contains(&k),
                     "unexpected label {k} in {line}"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn every_listed_metric_is_rendered_with_its_help() {
+        let m = Metrics::new();
+        m.record(
+            &key(),
+            &MetricIntent::SyncSucceeded {
+                duration: Duration::from_secs(1),
+                bytes_transferred: 1,
+                files_transferred: 1,
+                finished_at: Timestamp::from_second(1).unwrap(),
+            },
+        );
+        let text = m.render();
+        for (name, help) in METRICS {
+            has(&text, &format!("# HELP {name} {help}."));
         }
     }
 
@@ -401,8 +479,8 @@ mod tests {
         );
         m.retain(|k| k.name == "db");
         let text = m.render();
-        assert!(text.contains("name=\"db\""));
-        assert!(!text.contains("name=\"gone\""));
+        assert!(text.contains("obj_name=\"db\""));
+        assert!(!text.contains("obj_name=\"gone\""));
     }
 
     #[test]
@@ -410,6 +488,9 @@ mod tests {
         let m = Metrics::new();
         m.record(&key(), &MetricIntent::SyncFailed);
         m.forget(&key());
-        assert!(!m.render().contains("name=\"db\""));
+        assert!(!m.render().contains("obj_name=\"db\""));
+        // Back again later: a fresh series, not yet synchronized.
+        m.reconciled(&key(), true);
+        has(&m.render(), &format!("scribe_volume_out_of_sync{SRC} 1"));
     }
 }

@@ -39,7 +39,7 @@ fn owner() -> Owner {
 fn settings() -> Settings {
     Settings {
         mover_image: "example.com/scribe-mover:1.0".into(),
-        mover_image_pull_policy: "Always".into(),
+        mover_image_pull_policy: scribe_controller::plan::PullPolicy::Always,
     }
 }
 

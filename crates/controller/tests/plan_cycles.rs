@@ -178,7 +178,7 @@ impl World {
 fn settings() -> Settings {
     Settings {
         mover_image: "mover:test".into(),
-        mover_image_pull_policy: "IfNotPresent".into(),
+        mover_image_pull_policy: scribe_controller::plan::PullPolicy::IfNotPresent,
     }
 }
 

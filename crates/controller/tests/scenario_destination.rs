@@ -110,7 +110,7 @@ async fn ready_new_image_is_published_and_the_previous_one_and_the_job_are_delet
     result.unwrap();
     assert_metric(
         &metrics,
-        r#"scribe_sync_success_total{name="db",namespace="apps",role="destination"} 1"#,
+        r#"scribe_sync_success_total{obj_name="db",obj_namespace="apps",role="destination",method="rclone"} 1"#,
     );
 }
 

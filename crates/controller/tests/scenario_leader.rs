@@ -1,13 +1,15 @@
 //! Leader election rounds against a scripted API server: the Lease requests made when the
-//! Lease is missing, held by another replica, expired, or raced for.
+//! Lease is missing, held by another replica, expired, or raced for. Expiry is measured on the
+//! elector's (injected) monotonic clock, from when it first saw the Lease's current version.
 
 mod support;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::Method;
 use k8s_openapi::jiff::Timestamp;
-use scribe_controller::leader::{LeaderElector, LeaseTiming};
+use scribe_controller::leader::{LeaderElector, LeaseTiming, ManualClock};
 use serde_json::json;
 use support::{ApiServer, mock_api};
 use tokio::task::JoinHandle;
@@ -28,7 +30,7 @@ fn lease(holder: &str, renewed: &str, transitions: i32) -> serde_json::Value {
     })
 }
 
-fn elector(client: kube::Client) -> LeaderElector {
+fn elector(client: kube::Client, clock: Arc<ManualClock>) -> LeaderElector {
     LeaderElector::new(
         client,
         "scribe-system",
@@ -36,6 +38,7 @@ fn elector(client: kube::Client) -> LeaderElector {
         "pod-a",
         LeaseTiming::default(),
     )
+    .with_clock(clock)
 }
 
 /// What one round returns: Ok (leader) or Err(when to try again), or the error's text.
@@ -44,8 +47,23 @@ type Round = JoinHandle<Result<Result<(), Duration>, String>>;
 /// One election round of "pod-a" at `now()` running against a new scripted server.
 fn one_round() -> (Round, ApiServer) {
     let (client, api) = mock_api();
-    let e = elector(client);
+    let e = elector(client, Arc::new(ManualClock::default()));
     let round = tokio::spawn(async move { e.try_once(now()).await.map_err(|e| e.to_string()) });
+    (round, api)
+}
+
+/// Two rounds of "pod-a": the first sees a foreign Lease and must wait a whole lease duration
+/// on our clock; the clock then moves on by that much and the second round runs.
+fn round_after_waiting_out_the_lease() -> (Round, ApiServer) {
+    let (client, api) = mock_api();
+    let clock = Arc::new(ManualClock::default());
+    let e = elector(client, clock.clone());
+    let round = tokio::spawn(async move {
+        let first = e.try_once(now()).await.map_err(|e| e.to_string())?;
+        assert_eq!(first, Err(Duration::from_secs(15)));
+        clock.advance(Duration::from_secs(15));
+        e.try_once(now()).await.map_err(|e| e.to_string())
+    });
     (round, api)
 }
 
@@ -64,20 +82,38 @@ async fn missing_lease_is_created_with_our_identity() {
 
 #[tokio::test]
 async fn valid_foreign_lease_is_left_alone_until_it_expires() {
+    // Its renewTime is a minute behind our wall clock: that says nothing about expiry, which
+    // is a whole lease duration on our clock from now, when we first see it.
     let (round, mut api) = one_round();
     api.expect(Method::GET, LEASE)
         .await
-        .ok(lease("pod-b", "2024-05-01T09:59:55.000000Z", 2));
-    assert_eq!(round.await.unwrap().unwrap(), Err(Duration::from_secs(10)));
+        .ok(lease("pod-b", "2024-05-01T09:59:00.000000Z", 2));
+    assert_eq!(round.await.unwrap().unwrap(), Err(Duration::from_secs(15)));
+    api.done().await;
+}
+
+#[tokio::test]
+async fn a_foreign_lease_renewed_in_between_is_not_taken_over() {
+    let (round, mut api) = round_after_waiting_out_the_lease();
+    api.expect(Method::GET, LEASE)
+        .await
+        .ok(lease("pod-b", "2024-05-01T09:59:00.000000Z", 2));
+    let mut renewed = lease("pod-b", "2024-05-01T09:59:02.000000Z", 2);
+    renewed["metadata"]["resourceVersion"] = json!("42");
+    api.expect(Method::GET, LEASE).await.ok(renewed);
+    assert_eq!(round.await.unwrap().unwrap(), Err(Duration::from_secs(15)));
     api.done().await;
 }
 
 #[tokio::test]
 async fn expired_foreign_lease_is_taken_over_with_optimistic_concurrency() {
-    let (round, mut api) = one_round();
-    api.expect(Method::GET, LEASE)
-        .await
-        .ok(lease("pod-b", "2024-05-01T09:59:00.000000Z", 2));
+    let (round, mut api) = round_after_waiting_out_the_lease();
+    // Unchanged for a whole lease duration on our clock, though its renewTime is in our future.
+    for _ in 0..2 {
+        api.expect(Method::GET, LEASE)
+            .await
+            .ok(lease("pod-b", "2024-05-01T10:05:00.000000Z", 2));
+    }
     let put = api.expect(Method::PUT, LEASE).await;
     assert_eq!(put.body["metadata"]["resourceVersion"], "41");
     assert_eq!(put.body["spec"]["holderIdentity"], "pod-a");
@@ -89,10 +125,12 @@ async fn expired_foreign_lease_is_taken_over_with_optimistic_concurrency() {
 
 #[tokio::test]
 async fn losing_the_race_for_the_lease_means_standing_by() {
-    let (round, mut api) = one_round();
-    api.expect(Method::GET, LEASE)
-        .await
-        .ok(lease("pod-b", "2024-05-01T09:59:00.000000Z", 2));
+    let (round, mut api) = round_after_waiting_out_the_lease();
+    for _ in 0..2 {
+        api.expect(Method::GET, LEASE)
+            .await
+            .ok(lease("pod-b", "2024-05-01T09:59:00.000000Z", 2));
+    }
     api.expect(Method::PUT, LEASE).await.fail(409, "Conflict");
     assert_eq!(
         round.await.unwrap().unwrap(),
@@ -104,7 +142,7 @@ async fn losing_the_race_for_the_lease_means_standing_by() {
 #[tokio::test]
 async fn own_lease_is_renewed_and_server_errors_are_reported() {
     let (client, mut api) = mock_api();
-    let e = elector(client);
+    let e = elector(client, Arc::new(ManualClock::default()));
     let round = tokio::spawn(async move {
         let first = e.try_once(now()).await.map_err(|e| e.to_string());
         let second = e.try_once(now()).await.map_err(|e| e.to_string());

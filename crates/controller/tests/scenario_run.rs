@@ -36,7 +36,7 @@ async fn controllers_list_their_resources_become_ready_and_stop_on_request() {
     let config = ControllerConfig {
         settings: Settings {
             mover_image: "mover:test".into(),
-            mover_image_pull_policy: "IfNotPresent".into(),
+            mover_image_pull_policy: scribe_controller::plan::PullPolicy::IfNotPresent,
         },
         metrics_bind_address: addr,
         leader_elect: false,

@@ -212,7 +212,7 @@ async fn source_finished_job_hands_mover_report_to_plan_then_writes_status_delet
     assert_source_sync_counted(&metrics);
     assert_metric(
         &metrics,
-        r#"scribe_reconcile_total{name="db",namespace="apps",role="source"} 1"#,
+        r#"scribe_reconcile_total{obj_name="db",obj_namespace="apps",role="source",method="rclone"} 1"#,
     );
 }
 
@@ -344,7 +344,7 @@ async fn apply_conflict_fails_the_pass_before_status_and_requeues_with_backoff()
     api.done().await;
     assert_metric(
         &metrics,
-        r#"scribe_reconcile_errors_total{name="db",namespace="apps",role="source"} 1"#,
+        r#"scribe_reconcile_errors_total{obj_name="db",obj_namespace="apps",role="source",method="rclone"} 1"#,
     );
 }
 
@@ -561,7 +561,7 @@ async fn destination_snapshot_publish_lists_owned_snapshots_then_rotates_latest_
     assert_eq!(seen[0].mover.as_ref().unwrap().exit_code, Some(0));
     assert_metric(
         &metrics,
-        r#"scribe_volume_out_of_sync{name="db",namespace="apps",role="destination"} 0"#,
+        r#"scribe_volume_out_of_sync{obj_name="db",obj_namespace="apps",role="destination",method="rclone"} 0"#,
     );
 }
 

@@ -135,7 +135,7 @@ async fn failed_status_write_of_a_finished_iteration_deletes_nothing() {
     assert!(events.is_empty(), "{events:?}");
     let text = metrics.render();
     assert!(
-        !text.contains(r#"scribe_sync_success_total{name="db",namespace="apps",role="source"} 1"#),
+        !text.contains(r#"scribe_sync_success_total{obj_name="db",obj_namespace="apps",role="source",method="rclone"} 1"#),
         "{text}"
     );
 }
@@ -206,7 +206,7 @@ async fn failed_status_write_fails_the_pass_and_publishes_no_event() {
     api.done().await;
     assert_metric(
         &metrics,
-        r#"scribe_reconcile_errors_total{name="db",namespace="apps",role="source"} 1"#,
+        r#"scribe_reconcile_errors_total{obj_name="db",obj_namespace="apps",role="source",method="rclone"} 1"#,
     );
 }
 

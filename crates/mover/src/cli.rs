@@ -1,12 +1,14 @@
 //! The mover's command line (every flag also read from an environment variable, as
 //! the controller's Job sets them), parsed once into a validated [`Config`], and
-//! the exit codes of the contract. Boolean variables accept 1/0, yes/no, true/false,
+//! the exit code of a failure. The variable names, directions and exit codes are the mover
+//! contract's (`scribe_contract`). Boolean variables accept 1/0, yes/no, true/false,
 //! on/off, y/n, t/f in any case; anything else is a configuration error.
 
 use std::path::PathBuf;
 
-use clap::builder::BoolishValueParser;
+use clap::builder::{BoolishValueParser, PossibleValuesParser, TypedValueParser};
 use clap::{ArgAction, Parser, ValueEnum};
+use scribe_contract::{Exit, env, paths};
 
 use crate::backend::{BackendError, OpenArgs};
 use crate::error::SyncError;
@@ -14,14 +16,11 @@ use crate::options::SyncOptions;
 use crate::remote::ErrorCategory;
 use crate::summary::Direction;
 
-/// Synced and verified.
-pub const EXIT_OK: u8 = 0;
-/// Unexpected internal failure (treated as transient by the controller).
-pub const EXIT_INTERNAL: u8 = 1;
-/// Transient failure: retry later.
-pub const EXIT_TRANSIENT: u8 = 75;
-/// Configuration error: retrying cannot help.
-pub const EXIT_CONFIG: u8 = 78;
+/// The positional direction: `source` or `destination` (the contract's spelling).
+fn direction_parser() -> impl TypedValueParser<Value = Direction> {
+    PossibleValuesParser::new(Direction::ALL.map(Direction::as_str))
+        .map(|s| s.parse::<Direction>().expect("a possible value"))
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -39,36 +38,36 @@ pub enum LogFormat {
 )]
 pub struct Args {
     /// source: upload MOUNT_PATH to the remote; destination: restore the remote into MOUNT_PATH.
-    #[arg(value_enum, env = "DIRECTION")]
+    #[arg(env = env::DIRECTION, value_parser = direction_parser())]
     pub direction: Option<Direction>,
     /// rclone.conf path (optional: a remote may be defined by RCLONE_CONFIG_<SECTION>_* variables alone).
-    #[arg(long, env = "RCLONE_CONFIG")]
+    #[arg(long, env = env::RCLONE_CONFIG)]
     pub config: Option<PathBuf>,
     /// Section (remote name) of rclone.conf to use.
-    #[arg(long, env = "RCLONE_CONFIG_SECTION")]
+    #[arg(long, env = env::RCLONE_CONFIG_SECTION)]
     pub section: Option<String>,
     /// bucket/prefix in the remote (for type = local: a directory).
-    #[arg(long = "remote-path", env = "RCLONE_DEST_PATH")]
+    #[arg(long = "remote-path", env = env::RCLONE_DEST_PATH)]
     pub remote_path: Option<String>,
     /// Local directory to sync.
-    #[arg(long = "mount-path", env = "MOUNT_PATH", default_value = "/data")]
+    #[arg(long = "mount-path", env = env::MOUNT_PATH, default_value = paths::DATA)]
     pub mount_path: PathBuf,
     /// PEM bundle added to the trusted roots.
-    #[arg(long = "custom-ca", env = "CUSTOM_CA")]
+    #[arg(long = "custom-ca", env = env::CUSTOM_CA)]
     pub custom_ca: Option<PathBuf>,
     /// Files transferred at once.
-    #[arg(long, env = "SCRIBE_TRANSFERS", default_value_t = 16)]
+    #[arg(long, env = env::SCRIBE_TRANSFERS, default_value_t = 16)]
     pub transfers: usize,
     /// Re-hash every local file instead of trusting size, mtime, ctime and inode.
-    #[arg(long, env = "SCRIBE_CHECKSUM", action = ArgAction::SetTrue, value_parser = BoolishValueParser::new())]
+    #[arg(long, env = env::SCRIBE_CHECKSUM, action = ArgAction::SetTrue, value_parser = BoolishValueParser::new())]
     pub checksum: bool,
     /// Report what would change; change nothing.
-    #[arg(long = "dry-run", env = "SCRIBE_DRY_RUN", action = ArgAction::SetTrue, value_parser = BoolishValueParser::new())]
+    #[arg(long = "dry-run", env = env::SCRIBE_DRY_RUN, action = ArgAction::SetTrue, value_parser = BoolishValueParser::new())]
     pub dry_run: bool,
     /// Allow an empty source to empty a non-empty remote.
     #[arg(
         long = "allow-empty-source",
-        env = "SCRIBE_ALLOW_EMPTY_SOURCE",
+        env = env::SCRIBE_ALLOW_EMPTY_SOURCE,
         action = ArgAction::SetTrue,
         value_parser = BoolishValueParser::new()
     )]
@@ -76,7 +75,7 @@ pub struct Args {
     /// Log format on stderr.
     #[arg(
         long = "log-format",
-        env = "SCRIBE_LOG_FORMAT",
+        env = env::SCRIBE_LOG_FORMAT,
         value_enum,
         default_value = "text"
     )]
@@ -116,8 +115,8 @@ impl TryFrom<Args> for Config {
             v.filter(|s| !s.trim().is_empty())
                 .ok_or(CliError::Missing { flag, env })
         };
-        let section = nonempty(a.section, "--section", "RCLONE_CONFIG_SECTION")?;
-        let remote_path = nonempty(a.remote_path, "--remote-path", "RCLONE_DEST_PATH")?;
+        let section = nonempty(a.section, "--section", env::RCLONE_CONFIG_SECTION)?;
+        let remote_path = nonempty(a.remote_path, "--remote-path", env::RCLONE_DEST_PATH)?;
         if !(1..=1024).contains(&a.transfers) {
             return Err(CliError::Transfers(a.transfers));
         }
@@ -156,16 +155,16 @@ pub enum RunError {
 }
 
 impl RunError {
-    pub fn exit_code(&self) -> u8 {
+    pub fn exit_code(&self) -> Exit {
         let category = match self {
             Self::Cli(_) => ErrorCategory::Config,
             Self::Backend(e) => e.category(),
-            Self::Sync(e) if e.is_internal() => return EXIT_INTERNAL,
+            Self::Sync(e) if e.is_internal() => return Exit::Internal,
             Self::Sync(e) => e.category(),
         };
         match category {
-            ErrorCategory::Config => EXIT_CONFIG,
-            ErrorCategory::Transient => EXIT_TRANSIENT,
+            ErrorCategory::Config => Exit::Config,
+            ErrorCategory::Transient => Exit::Transient,
         }
     }
 }
@@ -244,15 +243,15 @@ mod tests {
     fn cli_errors_exit_with_the_config_code() {
         assert_eq!(
             RunError::from(CliError::MissingDirection).exit_code(),
-            EXIT_CONFIG
+            Exit::Config
         );
         assert_eq!(
             RunError::from(SyncError::Internal("x".into())).exit_code(),
-            EXIT_INTERNAL
+            Exit::Internal
         );
         assert_eq!(
             RunError::from(SyncError::SourceChanged { path: "f".into() }).exit_code(),
-            EXIT_TRANSIENT
+            Exit::Transient
         );
     }
 }

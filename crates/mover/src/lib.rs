@@ -61,4 +61,4 @@ pub mod unsettled;
 
 pub use error::SyncError;
 pub use options::SyncOptions;
-pub use summary::{Direction, Summary};
+pub use summary::{Direction, Summary, SummaryExt};

@@ -14,11 +14,10 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use scribe_mover::cli::{
-    Args, Config, EXIT_CONFIG, EXIT_INTERNAL, EXIT_OK, EXIT_TRANSIENT, LogFormat, RunError,
-};
+use scribe_contract::{Exit, env, paths};
+use scribe_mover::cli::{Args, Config, LogFormat, RunError};
 use scribe_mover::config::Env;
-use scribe_mover::{Direction, Summary, SyncError, backend, destination, source};
+use scribe_mover::{Direction, Summary, SummaryExt, SyncError, backend, destination, source};
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{error, warn};
 
@@ -39,10 +38,10 @@ fn main() -> ExitCode {
         }
         Err(e) => {
             let _ = e.print();
-            let direction = match std::env::var("DIRECTION").as_deref() {
-                Ok("destination") => Direction::Destination,
-                _ => Direction::Source,
-            };
+            let direction = std::env::var(env::DIRECTION)
+                .ok()
+                .and_then(|d| d.parse().ok())
+                .unwrap_or(Direction::Source);
             let msg = e
                 .to_string()
                 .lines()
@@ -50,7 +49,7 @@ fn main() -> ExitCode {
                 .unwrap_or("invalid command line")
                 .to_string();
             finish(&Summary::failed(direction, 0.0, msg));
-            return ExitCode::from(EXIT_CONFIG);
+            return exit(Exit::Config);
         }
     };
     init_tracing(args.log_format);
@@ -106,7 +105,7 @@ fn main() -> ExitCode {
     match outcome {
         Ok(Ok(summary)) => {
             finish(&summary);
-            ExitCode::from(EXIT_OK)
+            exit(Exit::Ok)
         }
         Ok(Err(_)) if cancel.is_cancelled() => {
             error!("sync interrupted; the last committed manifest is intact");
@@ -115,7 +114,7 @@ fn main() -> ExitCode {
                 started.elapsed().as_secs_f64(),
                 SyncError::Interrupted.to_string(),
             ));
-            ExitCode::from(EXIT_TRANSIENT)
+            exit(Exit::Transient)
         }
         Ok(Err(e)) => fail(direction, started, e),
         Err(join) => fail_internal(direction, started, format!("mover panicked: {join}")),
@@ -136,13 +135,13 @@ async fn run(config: Config) -> Result<Summary, RunError> {
 
 fn fail(direction: Direction, started: Instant, e: RunError) -> ExitCode {
     let code = e.exit_code();
-    error!(error = %e, exit_code = code, "sync failed");
+    error!(error = %e, exit_code = code.code(), "sync failed");
     finish(&Summary::failed(
         direction,
         started.elapsed().as_secs_f64(),
         e.to_string(),
     ));
-    ExitCode::from(code)
+    exit(code)
 }
 
 fn fail_internal(direction: Direction, started: Instant, msg: String) -> ExitCode {
@@ -152,7 +151,11 @@ fn fail_internal(direction: Direction, started: Instant, msg: String) -> ExitCod
         started.elapsed().as_secs_f64(),
         msg,
     ));
-    ExitCode::from(EXIT_INTERNAL)
+    exit(Exit::Internal)
+}
+
+fn exit(code: Exit) -> ExitCode {
+    ExitCode::from(code.code())
 }
 
 /// Prints the summary line and writes the termination log.
@@ -173,11 +176,11 @@ fn finish(summary: &Summary) {
 
 /// TERMINATION_LOG if set (empty disables), else /dev/termination-log when it is writable.
 fn termination_log() -> Option<PathBuf> {
-    match std::env::var_os("TERMINATION_LOG") {
+    match std::env::var_os(env::TERMINATION_LOG) {
         Some(p) if p.is_empty() => None,
         Some(p) => Some(PathBuf::from(p)),
         None => {
-            let p = PathBuf::from("/dev/termination-log");
+            let p = PathBuf::from(paths::TERMINATION_LOG);
             std::fs::OpenOptions::new()
                 .append(true)
                 .open(&p)
@@ -188,7 +191,7 @@ fn termination_log() -> Option<PathBuf> {
 }
 
 fn init_tracing(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("SCRIBE_LOG_LEVEL")
+    let filter = tracing_subscriber::EnvFilter::try_from_env(env::SCRIBE_LOG_LEVEL)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

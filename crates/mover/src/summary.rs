@@ -1,125 +1,82 @@
 //! The result of one run as the controller reads it: the `SCRIBE_SUMMARY {json}`
 //! line on stdout and the same JSON in the termination log.
 //!
-//! `result` is `Successful`, `Failed`, or `Interrupted` (SIGTERM: the run stopped,
-//! aborted its uploads and committed nothing; exit 75). `filesSkippedChanging`
-//! counts source files that kept changing while read and were left at their last
-//! committed version (or out, when new) — the run still succeeds.
+//! The types are the mover contract's (`scribe_contract`): `result` is `Successful`,
+//! `Failed`, or `Interrupted` (SIGTERM: the run stopped, aborted its uploads and committed
+//! nothing; exit 75). `filesSkippedChanging` counts source files that kept changing while
+//! read and were left at their last committed version (or out, when new) — the run still
+//! succeeds. This module adds what only the mover needs: building a failed summary whose
+//! JSON fits the termination message, and printing it.
 
-/// Largest serialized summary: Kubernetes keeps at most 4096 bytes of a
-/// termination message, so a long error is cut to leave room for the rest.
-pub const MAX_JSON_BYTES: usize = 3584;
-
-use serde::{Deserialize, Serialize};
-
-/// Which way data moves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum Direction {
-    /// Local directory → remote.
-    Source,
-    /// Remote → local directory.
-    Destination,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Outcome {
-    Successful,
-    Failed,
-    /// Stopped by SIGTERM before it completed.
-    Interrupted,
-}
-
-/// Counts of one run. `files_transferred` counts uploads, downloads and server-side
-/// copies; `bytes_transferred` only bytes that crossed the network.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Summary {
-    pub result: Outcome,
-    pub direction: Direction,
-    pub files_checked: u64,
-    pub bytes_checked: u64,
-    pub files_transferred: u64,
-    pub bytes_transferred: u64,
-    pub files_deleted: u64,
-    /// Source files that kept changing while read (left as last committed, or out).
-    #[serde(default)]
-    pub files_skipped_changing: u64,
-    pub duration_seconds: f64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-}
+pub use scribe_contract::{
+    Direction, MAX_SUMMARY_JSON_BYTES as MAX_JSON_BYTES, Outcome, SUMMARY_PREFIX, Summary,
+};
 
 const ELLIPSIS: &str = "…";
 
-impl Summary {
-    pub fn new(direction: Direction) -> Self {
-        Self {
-            result: Outcome::Successful,
-            direction,
-            files_checked: 0,
-            bytes_checked: 0,
-            files_transferred: 0,
-            bytes_transferred: 0,
-            files_deleted: 0,
-            files_skipped_changing: 0,
-            duration_seconds: 0.0,
-            error: None,
-        }
-    }
-
+/// The mover's side of [`Summary`]: failed and interrupted summaries that fit the
+/// termination message, and their JSON and stdout line.
+pub trait SummaryExt: Sized {
     /// A failed run's summary; a long error is cut (see [`MAX_JSON_BYTES`]).
-    pub fn failed(direction: Direction, duration_seconds: f64, error: String) -> Self {
+    fn failed(direction: Direction, duration_seconds: f64, error: String) -> Self;
+    /// The summary of a run stopped by a signal.
+    fn interrupted(direction: Direction, duration_seconds: f64, error: String) -> Self;
+    /// The JSON (termination log).
+    fn to_json(&self) -> String;
+    /// The stdout line: `SCRIBE_SUMMARY {json}`.
+    fn line(&self) -> String;
+}
+
+impl SummaryExt for Summary {
+    fn failed(direction: Direction, duration_seconds: f64, error: String) -> Self {
         let mut s = Self {
             result: Outcome::Failed,
             duration_seconds,
             error: Some(error),
             ..Self::new(direction)
         };
-        s.fit_error(MAX_JSON_BYTES);
+        fit_error(&mut s, MAX_JSON_BYTES);
         s
     }
 
-    /// The summary of a run stopped by a signal.
-    pub fn interrupted(direction: Direction, duration_seconds: f64, error: String) -> Self {
+    fn interrupted(direction: Direction, duration_seconds: f64, error: String) -> Self {
         Self {
             result: Outcome::Interrupted,
             ..Self::failed(direction, duration_seconds, error)
         }
     }
 
-    /// Cuts `error` at a char boundary, ending it with "…", so the JSON is at most
-    /// `max` bytes; counts what each char costs once escaped in JSON.
-    fn fit_error(&mut self, max: usize) {
-        let Some(error) = self.error.replace(String::new()) else {
-            return;
-        };
-        let fixed = self.to_json().len();
-        let cost = |c: char| serde_json::to_string(&c).map_or(6, |s| s.len() - 2);
-        if fixed + error.chars().map(cost).sum::<usize>() <= max {
-            self.error = Some(error);
-            return;
-        }
-        let mut budget = max.saturating_sub(fixed + ELLIPSIS.len());
-        let mut keep = 0;
-        for c in error.chars() {
-            match budget.checked_sub(cost(c)) {
-                Some(left) => budget = left,
-                None => break,
-            }
-            keep += c.len_utf8();
-        }
-        self.error = Some(format!("{}{ELLIPSIS}", &error[..keep]));
-    }
-
-    pub fn to_json(&self) -> String {
+    fn to_json(&self) -> String {
         serde_json::to_string(self).expect("summary serializes")
     }
 
-    /// The stdout line: `SCRIBE_SUMMARY {json}`.
-    pub fn line(&self) -> String {
-        format!("SCRIBE_SUMMARY {}", self.to_json())
+    fn line(&self) -> String {
+        format!("{SUMMARY_PREFIX} {}", self.to_json())
     }
+}
+
+/// Cuts `error` at a char boundary, ending it with "…", so the JSON is at most
+/// `max` bytes; counts what each char costs once escaped in JSON.
+fn fit_error(s: &mut Summary, max: usize) {
+    let Some(error) = s.error.replace(String::new()) else {
+        return;
+    };
+    let fixed = s.to_json().len();
+    let cost = |c: char| serde_json::to_string(&c).map_or(6, |s| s.len() - 2);
+    if fixed + error.chars().map(cost).sum::<usize>() <= max {
+        s.error = Some(error);
+        return;
+    }
+    let mut budget = max.saturating_sub(fixed + ELLIPSIS.len());
+    let mut keep = 0;
+    for c in error.chars() {
+        match budget.checked_sub(cost(c)) {
+            Some(left) => budget = left,
+            None => break,
+        }
+        keep += c.len_utf8();
+    }
+    s.error = Some(format!("{}{ELLIPSIS}", &error[..keep]));
 }
 
 #[cfg(test)]

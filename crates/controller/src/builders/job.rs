@@ -1,5 +1,6 @@
 //! The mover Job: one pod running `scribe-mover` with the rclone Secret, the data volume
-//! and the mover contract's environment (see notes/CONTRACTS.md, "Mover CLI").
+//! and the mover contract's environment, mounts and exit codes (the `scribe_contract` crate,
+//! shared with the mover).
 //!
 //! Hardened by default (non-root 65532, read-only root FS, no capabilities, RuntimeDefault
 //! seccomp). A `moverSecurityContext` with `runAsUser: 0` gets back only the capabilities
@@ -28,17 +29,12 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use scribe_api::MoverOptions;
 use scribe_api::constants::RCLONE_CONFIG_KEY;
+pub use scribe_contract::Direction;
+use scribe_contract::{Exit, env as contract_env, paths};
 
 use super::names::Owner;
 use crate::plan::Settings;
-use crate::plan::mover::EXIT_CONFIG;
 
-/// Where the rclone Secret is mounted.
-pub const CONFIG_DIR: &str = "/rclone-config";
-/// Where the data volume is mounted.
-pub const MOUNT_PATH: &str = "/data";
-/// Where the custom CA bundle is mounted.
-pub const CUSTOM_CA_DIR: &str = "/custom-ca";
 /// Default uid/gid/fsGroup of the mover (distroless "nonroot").
 pub const DEFAULT_MOVER_ID: i64 = 65532;
 /// Name of the mover container (the pod failure policy names it).
@@ -80,22 +76,6 @@ pub fn default_resources() -> ResourceRequirements {
         ),
         limits: Some([("memory".to_string(), q(DEFAULT_MEMORY_LIMIT))].into()),
         ..ResourceRequirements::default()
-    }
-}
-
-/// Which way the mover copies.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Direction {
-    Source,
-    Destination,
-}
-
-impl Direction {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Source => "source",
-            Self::Destination => "destination",
-        }
     }
 }
 
@@ -215,7 +195,7 @@ pub fn pod_failure_policy() -> PodFailurePolicy {
             on_exit_codes: Some(PodFailurePolicyOnExitCodesRequirement {
                 container_name: Some(CONTAINER_NAME.to_string()),
                 operator: "In".to_string(),
-                values: vec![EXIT_CONFIG],
+                values: vec![Exit::Config.code_i32()],
             }),
             on_pod_conditions: None,
         }],
@@ -236,11 +216,11 @@ pub fn build_mover_job(p: &MoverJobParams<'_>) -> Job {
     };
     let read_only = p.read_only;
     let mut env_vars = vec![
-        env("DIRECTION", p.direction.as_str()),
-        env("RCLONE_CONFIG_SECTION", p.section),
-        env("RCLONE_DEST_PATH", p.remote_path),
-        env("MOUNT_PATH", MOUNT_PATH),
-        env("TERMINATION_LOG", "/dev/termination-log"),
+        env(contract_env::DIRECTION, p.direction.as_str()),
+        env(contract_env::RCLONE_CONFIG_SECTION, p.section),
+        env(contract_env::RCLONE_DEST_PATH, p.remote_path),
+        env(contract_env::MOUNT_PATH, paths::DATA),
+        env(contract_env::TERMINATION_LOG, paths::TERMINATION_LOG),
     ];
     let mut volumes = vec![
         Volume {
@@ -260,7 +240,7 @@ pub fn build_mover_job(p: &MoverJobParams<'_>) -> Job {
     let mut mounts = vec![
         VolumeMount {
             name: "data".to_string(),
-            mount_path: MOUNT_PATH.to_string(),
+            mount_path: paths::DATA.to_string(),
             read_only: Some(read_only),
             ..VolumeMount::default()
         },
@@ -272,8 +252,8 @@ pub fn build_mover_job(p: &MoverJobParams<'_>) -> Job {
     ];
     if p.secret_has_config {
         env_vars.push(env(
-            "RCLONE_CONFIG",
-            &format!("{CONFIG_DIR}/{RCLONE_CONFIG_KEY}"),
+            contract_env::RCLONE_CONFIG,
+            &format!("{}/{RCLONE_CONFIG_KEY}", paths::RCLONE_CONFIG_DIR),
         ));
         volumes.push(Volume {
             name: "rclone-config".to_string(),
@@ -291,7 +271,7 @@ pub fn build_mover_job(p: &MoverJobParams<'_>) -> Job {
         });
         mounts.push(VolumeMount {
             name: "rclone-config".to_string(),
-            mount_path: CONFIG_DIR.to_string(),
+            mount_path: paths::RCLONE_CONFIG_DIR.to_string(),
             read_only: Some(true),
             ..VolumeMount::default()
         });
@@ -330,11 +310,14 @@ pub fn build_mover_job(p: &MoverJobParams<'_>) -> Job {
             volumes.push(volume);
             mounts.push(VolumeMount {
                 name: "custom-ca".to_string(),
-                mount_path: CUSTOM_CA_DIR.to_string(),
+                mount_path: paths::CUSTOM_CA_DIR.to_string(),
                 read_only: Some(true),
                 ..VolumeMount::default()
             });
-            env_vars.push(env("CUSTOM_CA", &format!("{CUSTOM_CA_DIR}/{key}")));
+            env_vars.push(env(
+                contract_env::CUSTOM_CA,
+                &format!("{}/{key}", paths::CUSTOM_CA_DIR),
+            ));
         }
     }
     for key in &p.secret_env_keys {
@@ -361,7 +344,7 @@ pub fn build_mover_job(p: &MoverJobParams<'_>) -> Job {
     let container = Container {
         name: CONTAINER_NAME.to_string(),
         image: Some(p.settings.mover_image.clone()),
-        image_pull_policy: Some(p.settings.mover_image_pull_policy.clone()),
+        image_pull_policy: Some(p.settings.mover_image_pull_policy.as_str().to_string()),
         env: Some(env_vars),
         volume_mounts: Some(mounts),
         resources: Some(

@@ -50,7 +50,30 @@ pub struct Settings {
     /// Image of the mover (`--mover-image`).
     pub mover_image: String,
     /// Pull policy of the mover image (`--mover-image-pull-policy`).
-    pub mover_image_pull_policy: String,
+    pub mover_image_pull_policy: PullPolicy,
+}
+
+/// A container image pull policy, spelled as Kubernetes spells it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum PullPolicy {
+    #[value(name = "Always")]
+    Always,
+    #[default]
+    #[value(name = "IfNotPresent")]
+    IfNotPresent,
+    #[value(name = "Never")]
+    Never,
+}
+
+impl PullPolicy {
+    /// The value of a container's `imagePullPolicy`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Always => "Always",
+            Self::IfNotPresent => "IfNotPresent",
+            Self::Never => "Never",
+        }
+    }
 }
 
 /// The mover's outcome as read from its pod's termination message (the summary JSON).

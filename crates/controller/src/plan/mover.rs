@@ -1,19 +1,18 @@
 //! Reading a mover Job's outcome: its phase from the Job conditions, the summary from the
 //! pod's termination message, the failure class from the exit code (78 = configuration,
-//! anything else transient), and the retry backoff.
+//! anything else transient), and the retry backoff. The summary's fields and the exit codes
+//! are the mover contract's (`scribe_contract`).
 
 use std::time::Duration;
 
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::jiff::Timestamp;
-use serde::Deserialize;
+use scribe_contract::{Exit, strip_summary_prefix};
 
 use super::MoverReport;
 use crate::builders::names::hex_prefix;
 
-/// Exit code of a configuration error (sysexits EX_CONFIG).
-pub const EXIT_CONFIG: i32 = 78;
 /// First retry delay after a transient failure.
 pub const BACKOFF_BASE: Duration = Duration::from_secs(30);
 /// Longest retry delay.
@@ -60,19 +59,9 @@ pub fn job_phase(job: &Job) -> JobPhase {
     JobPhase::Running
 }
 
-/// The mover's summary (`SCRIBE_SUMMARY {...}`), the fields the controller uses.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct Summary {
-    #[serde(default)]
-    pub result: Option<String>,
-    #[serde(default)]
-    pub files_transferred: u64,
-    #[serde(default)]
-    pub bytes_transferred: u64,
-    #[serde(default)]
-    pub error: Option<String>,
-}
+/// The mover's summary (`SCRIBE_SUMMARY {...}`), read leniently: the controller uses the
+/// counts, the result and the error.
+pub type Summary = scribe_contract::SummaryReport;
 
 /// The summary JSON inside a termination message: the message itself, or the last line
 /// carrying it (with or without the `SCRIBE_SUMMARY ` prefix) when logs were used instead.
@@ -87,10 +76,7 @@ pub fn parse_summary(message: &str) -> Option<(Summary, String)> {
     }
     message.lines().rev().find_map(|line| {
         let line = line.trim();
-        let json = line
-            .strip_prefix("SCRIBE_SUMMARY")
-            .map(str::trim)
-            .unwrap_or(line);
+        let json = strip_summary_prefix(line).unwrap_or(line);
         if json.starts_with('{') {
             parse(json)
         } else {
@@ -154,8 +140,8 @@ pub enum FailureKind {
 }
 
 pub fn classify(report: Option<&MoverReport>) -> FailureKind {
-    match report.and_then(|r| r.exit_code) {
-        Some(EXIT_CONFIG) => FailureKind::Config,
+    match report.and_then(|r| r.exit_code).and_then(Exit::from_code) {
+        Some(Exit::Config) => FailureKind::Config,
         _ => FailureKind::Transient,
     }
 }

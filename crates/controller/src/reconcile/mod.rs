@@ -155,6 +155,19 @@ fn key_of<K: ReplicationKind>(cr: &K) -> MetricKey {
 }
 
 /// One reconcile pass for either kind (the function given to the kube-runtime Controller).
+/// Runs inside a `reconcile` span carrying the object's kind, namespace and name, so every
+/// log line of the pass says which object it is about. The span is at ERROR level so that it
+/// is enabled whatever the log level is: any line logged inside carries it.
+#[tracing::instrument(
+    name = "reconcile",
+    level = "error",
+    skip_all,
+    fields(
+        kind = %K::kind(&()),
+        namespace = %cr.namespace().unwrap_or_default(),
+        name = %cr.name_any(),
+    )
+)]
 pub async fn reconcile<K: ReplicationKind>(cr: Arc<K>, ctx: Arc<Context>) -> Result<Action, Error> {
     let key = key_of(cr.as_ref());
     if cr.meta().deletion_timestamp.is_some() {

@@ -28,7 +28,7 @@ pub fn setup(planner: Arc<dyn Planner>) -> (Arc<Context>, Arc<Metrics>, ApiServe
     let metrics = Arc::new(Metrics::new());
     let settings = Settings {
         mover_image: "mover:test".into(),
-        mover_image_pull_policy: "IfNotPresent".into(),
+        mover_image_pull_policy: scribe_controller::plan::PullPolicy::IfNotPresent,
     };
     let ctx = Context::new(
         client,
@@ -164,10 +164,10 @@ pub fn assert_metric(metrics: &Metrics, sample: &str) {
 pub fn assert_source_sync_counted(metrics: &Metrics) {
     assert_metric(
         metrics,
-        r#"scribe_sync_success_total{name="db",namespace="apps",role="source"} 1"#,
+        r#"scribe_sync_success_total{obj_name="db",obj_namespace="apps",role="source",method="rclone"} 1"#,
     );
     assert_metric(
         metrics,
-        r#"scribe_bytes_transferred_total{name="db",namespace="apps",role="source"} 200"#,
+        r#"scribe_bytes_transferred_total{obj_name="db",obj_namespace="apps",role="source",method="rclone"} 200"#,
     );
 }

@@ -122,13 +122,18 @@ async fn fifty_manual_sources_complete() -> Result<()> {
         Some(url) => match metrics::http_get(url).await {
             Ok(text) => {
                 let reconciles = metrics::sum(&text, "scribe_reconcile_total", |x| {
-                    x.label("namespace") == Some(ns.as_str())
+                    x.label("obj_namespace") == Some(ns.as_str())
                 });
                 let successes = metrics::sum(&text, "scribe_sync_success_total", |x| {
-                    x.label("namespace") == Some(ns.as_str())
+                    x.label("obj_namespace") == Some(ns.as_str())
                 });
                 eprintln!(
                     "[scale] controller metrics for {ns}: scribe_reconcile_total {reconciles}, scribe_sync_success_total {successes}"
+                );
+                // The controller's own counters agree with what the API shows.
+                ensure!(
+                    successes >= SOURCES as f64,
+                    "scribe_sync_success_total{{obj_namespace={ns}}} is {successes}, expected at least {SOURCES}"
                 );
             }
             Err(e) => eprintln!("[scale] controller metrics unavailable: {e:#}"),
