@@ -42,3 +42,6 @@ mod scale;
 
 #[path = "e2e/outage.rs"]
 mod outage;
+
+#[path = "e2e/controller_behaviour.rs"]
+mod controller_behaviour;

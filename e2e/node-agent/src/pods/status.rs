@@ -42,6 +42,8 @@ fn condition(type_: &str, ok: bool, reason: Option<&str>, now: DateTime<Utc>) ->
     c
 }
 
+/// Fields every status carries. `qosClass` is left out: the API server sets it at creation
+/// from the pod's resources and refuses any change.
 fn base(phase: &str, start: DateTime<Utc>) -> Value {
     json!({
         "phase": phase,
@@ -50,7 +52,6 @@ fn base(phase: &str, start: DateTime<Utc>) -> Value {
         "podIP": "127.0.0.1",
         "podIPs": [{"ip": "127.0.0.1"}],
         "startTime": ts(start),
-        "qosClass": "BestEffort",
     })
 }
 
@@ -233,6 +234,18 @@ mod tests {
             s["containerStatuses"][0]["state"]["terminated"]["reason"],
             "ContainerStatusUnknown"
         );
+    }
+
+    #[test]
+    fn statuses_never_touch_the_immutable_qos_class() {
+        let t = Utc::now();
+        for s in [
+            pending(&pod(), t, "ContainerCreating", ""),
+            running(&pod(), t, t, "u"),
+            terminated(&pod(), t, t, &[], None, "u"),
+        ] {
+            assert!(s.get("qosClass").is_none(), "{s}");
+        }
     }
 
     #[test]
