@@ -47,6 +47,39 @@ pub async fn pvc_with_tree(
     Ok(())
 }
 
+/// A source that keeps its mover busy for several seconds, long enough to act on it mid-run:
+/// the namespace's rclone Secret with `SCRIBE_TRANSFERS=1`, and PVC `data` holding `base` plus
+/// 120 files of 512 KiB (content seeded by `seed`). Returns the tree written.
+pub async fn slow_source(
+    s: &Scenario,
+    vols: &impl VolumeAccess,
+    ns: &str,
+    base: Tree,
+    seed: u64,
+) -> Result<Tree> {
+    objects::rclone_secret(
+        &s.cluster,
+        ns,
+        SECRET,
+        SECTION,
+        &[("SCRIBE_TRANSFERS", "1")],
+    )
+    .await?;
+    let mut tree = base;
+    for i in 0..SLOW_FILES {
+        tree = tree.file(
+            &format!("chunk/{i:03}.bin"),
+            scribe_e2e::tree::noise(seed + i, 512 * 1024),
+            0o644,
+        );
+    }
+    pvc_with_tree(s, vols, ns, "data", &tree).await?;
+    Ok(tree)
+}
+
+/// How many 512 KiB files [`slow_source`] writes.
+pub const SLOW_FILES: u64 = 120;
+
 /// Waits until the source's Job and PiT VolumeSnapshot/PVC are gone (deleted after a sync).
 pub async fn wait_source_cleaned_up(s: &Scenario, ns: &str, cr: &str) -> Result<()> {
     let c = s.client().clone();

@@ -17,7 +17,7 @@ use scribe_api::constants::{CONDITION_RECONCILED, LABEL_DO_NOT_DELETE, REASON_AP
 use scribe_api::{
     DestinationCopyMethod, ReplicationDestination, ReplicationSource, SourceCopyMethod,
 };
-use scribe_e2e::crs::{self, SECRET, SECTION, ScribeCr};
+use scribe_e2e::crs::{self, ScribeCr};
 use scribe_e2e::diag::{event_line, events_about};
 use scribe_e2e::objects::{self, VolumeSnapshot, api, names};
 use scribe_e2e::record::Recorder;
@@ -77,23 +77,7 @@ async fn paused_suspends_a_running_mover_and_unpausing_resumes_it() -> Result<()
     let vols = volumes(&s.cluster)?;
     let ns = s.namespace("cb-pause").await?;
     // One transfer at a time over many files: the mover runs long enough to pause it.
-    objects::rclone_secret(
-        &s.cluster,
-        &ns,
-        SECRET,
-        SECTION,
-        &[("SCRIBE_TRANSFERS", "1")],
-    )
-    .await?;
-    let mut big = Tree::new();
-    for i in 0..120u64 {
-        big = big.file(
-            &format!("chunk/{i:03}.bin"),
-            tree::noise(300 + i, 512 * 1024),
-            0o644,
-        );
-    }
-    common::pvc_with_tree(&s, &vols, &ns, "data", &big).await?;
+    common::slow_source(&s, &vols, &ns, Tree::new(), 300).await?;
     let mut rs = crs::source(
         "pause",
         "data",

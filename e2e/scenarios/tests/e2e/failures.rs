@@ -272,23 +272,7 @@ async fn mover_pod_deleted_mid_run_is_replaced_and_the_sync_completes() -> Resul
     let vols = volumes(&s.cluster)?;
     let ns = s.namespace("fail-poddel").await?;
     // One transfer at a time over many files: long enough to delete the pod mid-run.
-    objects::rclone_secret(
-        &s.cluster,
-        &ns,
-        SECRET,
-        SECTION,
-        &[("SCRIBE_TRANSFERS", "1")],
-    )
-    .await?;
-    let mut big = Tree::new();
-    for i in 0..120u64 {
-        big = big.file(
-            &format!("chunk/{i:03}.bin"),
-            tree::noise(i, 512 * 1024),
-            0o644,
-        );
-    }
-    common::pvc_with_tree(&s, &vols, &ns, "data", &big).await?;
+    common::slow_source(&s, &vols, &ns, Tree::new(), 0).await?;
     let pods = Recorder::<Pod>::start(s.client(), &ns).await?;
     let mut rs = crs::source(
         "poddel",

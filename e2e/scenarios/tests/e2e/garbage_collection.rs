@@ -13,8 +13,8 @@ use kube::{Api, Resource, ResourceExt as _};
 use scribe_api::{
     DestinationCopyMethod, ReplicationDestination, ReplicationSource, SourceCopyMethod,
 };
-use scribe_e2e::crs::{self, SECRET, SECTION};
-use scribe_e2e::objects::{self, VolumeSnapshot, api, names};
+use scribe_e2e::crs;
+use scribe_e2e::objects::{VolumeSnapshot, api, names};
 use scribe_e2e::{Scenario, Tree, tree, volumes};
 
 use crate::common::{self, SYNC};
@@ -38,23 +38,7 @@ async fn deleting_a_source_mid_sync_removes_its_job_and_pit_copies() -> Result<(
     let s = Scenario::start("gc_source").await?;
     let vols = volumes(&s.cluster)?;
     let ns = s.namespace("gc-src").await?;
-    objects::rclone_secret(
-        &s.cluster,
-        &ns,
-        SECRET,
-        SECTION,
-        &[("SCRIBE_TRANSFERS", "1")],
-    )
-    .await?;
-    let mut big = Tree::new();
-    for i in 0..120u64 {
-        big = big.file(
-            &format!("chunk/{i:03}.bin"),
-            tree::noise(100 + i, 512 * 1024),
-            0o644,
-        );
-    }
-    common::pvc_with_tree(&s, &vols, &ns, "data", &big).await?;
+    common::slow_source(&s, &vols, &ns, Tree::new(), 100).await?;
     let mut rs = crs::source(
         "gc",
         "data",

@@ -16,12 +16,12 @@ use scribe_api::constants::{CONDITION_SYNCHRONIZING, REASON_ERROR, REASON_SYNC_I
 use scribe_api::{
     DestinationCopyMethod, ReplicationDestination, ReplicationSource, SourceCopyMethod,
 };
-use scribe_e2e::crs::{self, SECRET, SECTION, ScribeCr};
+use scribe_e2e::crs::{self, ScribeCr};
 use scribe_e2e::metrics::http_get;
-use scribe_e2e::objects::{self, api, names};
+use scribe_e2e::objects::{api, names};
 use scribe_e2e::record::Recorder;
 use scribe_e2e::status::{describe_conditions, parse_go_duration};
-use scribe_e2e::{Scenario, Tree, tree, volumes};
+use scribe_e2e::{Scenario, Tree, volumes};
 
 use crate::common::{self, SYNC};
 
@@ -30,7 +30,7 @@ use crate::common::{self, SYNC};
 const FROZEN: Duration = Duration::from_secs(45);
 /// `BACKOFF_LIMIT` of the mover Jobs (crates/controller/src/builders/job.rs) + 1.
 const PODS_PER_JOB: usize = 3;
-const FILES: u64 = 120;
+const FILES: u64 = common::SLOW_FILES;
 
 /// What the ReplicationSource says while S3 is frozen.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -103,23 +103,14 @@ async fn s3_frozen_during_a_sync_stalls_then_the_same_iteration_completes() -> R
     let src = s.namespace("out-src").await?;
     let dst = common::secret_namespace(&s, "out-dst").await?;
     // One transfer at a time over many files: the mover is still uploading when S3 freezes.
-    objects::rclone_secret(
-        &s.cluster,
+    let big = common::slow_source(
+        &s,
+        &vols,
         &src,
-        SECRET,
-        SECTION,
-        &[("SCRIBE_TRANSFERS", "1")],
+        Tree::new().file("top.txt", "s3 outage\n", 0o644),
+        1000,
     )
     .await?;
-    let mut big = Tree::new().file("top.txt", "s3 outage\n", 0o644);
-    for i in 0..FILES {
-        big = big.file(
-            &format!("chunk/{i:03}.bin"),
-            tree::noise(1000 + i, 512 * 1024),
-            0o644,
-        );
-    }
-    common::pvc_with_tree(&s, &vols, &src, "data", &big).await?;
     let jobs = Recorder::<Job>::start(s.client(), &src).await?;
     let pods = Recorder::<Pod>::start(s.client(), &src).await?;
     let remote = common::remote(&src, "outage")?;
