@@ -6,6 +6,7 @@
 //! and a UID precondition, as a kubelet does. A Running pod found at start-up has lost its
 //! process (the agent restarted) and is reported Failed.
 
+mod env;
 mod launch;
 mod resolve;
 mod run;

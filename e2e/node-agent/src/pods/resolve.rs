@@ -1,6 +1,6 @@
-//! Turns a Pod's references into concrete things on this host, as the kubelet's volume manager
-//! and env resolution do: Secret/ConfigMap keys and whole objects, downward-API fields,
-//! projected ServiceAccount tokens, and PVC → PV → CSI volume handle → host directory.
+//! Turns a Pod's volumes into directories on this host, as the kubelet's volume manager does:
+//! Secret/ConfigMap keys and whole objects, downward-API fields, projected ServiceAccount
+//! tokens, and PVC → PV → CSI volume handle → host directory. (Env vars: [`super::env`].)
 //!
 //! A reference that may still appear (a Secret not created yet, a PVC not bound yet) is
 //! [`Unready`]: the pod stays Pending with the kubelet's waiting reason and the agent retries.
@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{
-    ConfigMap, Container, EnvVar, KeyToPath, PersistentVolume, PersistentVolumeClaim, Pod, Secret,
-    ServiceAccount, Volume,
+    ConfigMap, KeyToPath, PersistentVolume, PersistentVolumeClaim, Pod, Secret, ServiceAccount,
+    Volume,
 };
 use kube::Api;
 use kube::api::PostParams;
@@ -30,14 +30,14 @@ pub struct Unready {
 }
 
 impl Unready {
-    fn wait(reason: &'static str, message: String) -> Self {
+    pub(super) fn wait(reason: &'static str, message: String) -> Self {
         Self {
             reason,
             message,
             retry: true,
         }
     }
-    fn fatal(reason: &'static str, message: String) -> Self {
+    pub(super) fn fatal(reason: &'static str, message: String) -> Self {
         Self {
             reason,
             message,
@@ -53,7 +53,7 @@ pub struct HostVolume {
     pub read_only: bool,
 }
 
-fn secret_bytes(s: &Secret) -> BTreeMap<String, Vec<u8>> {
+pub(super) fn secret_bytes(s: &Secret) -> BTreeMap<String, Vec<u8>> {
     let mut out: BTreeMap<String, Vec<u8>> = s
         .data
         .clone()
@@ -67,7 +67,7 @@ fn secret_bytes(s: &Secret) -> BTreeMap<String, Vec<u8>> {
     out
 }
 
-fn config_map_bytes(c: &ConfigMap) -> BTreeMap<String, Vec<u8>> {
+pub(super) fn config_map_bytes(c: &ConfigMap) -> BTreeMap<String, Vec<u8>> {
     let mut out: BTreeMap<String, Vec<u8>> = c
         .data
         .clone()
@@ -81,197 +81,13 @@ fn config_map_bytes(c: &ConfigMap) -> BTreeMap<String, Vec<u8>> {
     out
 }
 
-async fn get_opt<K>(api: &Api<K>, name: &str) -> Result<Option<K>, Unready>
+pub(super) async fn get_opt<K>(api: &Api<K>, name: &str) -> Result<Option<K>, Unready>
 where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
     api.get_opt(name)
         .await
         .map_err(|e| Unready::wait("ContainerCreating", format!("reading {name}: {e}")))
-}
-
-/// Resolves every env var of a container (value, valueFrom, envFrom), in the kubelet's order:
-/// envFrom first, then env, later entries winning.
-pub async fn env(
-    client: &kube::Client,
-    pod: &Pod,
-    container: &Container,
-) -> Result<Vec<(String, String)>, Unready> {
-    let ns = pod.metadata.namespace.clone().unwrap_or_default();
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
-    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
-    let mut out: Vec<(String, String)> = Vec::new();
-    let set = |k: String, v: String, out: &mut Vec<(String, String)>| {
-        out.retain(|(n, _)| *n != k);
-        out.push((k, v));
-    };
-    let config_error = |m: String| Unready::wait("CreateContainerConfigError", m);
-    for from in container.env_from.clone().unwrap_or_default() {
-        let prefix = from.prefix.clone().unwrap_or_default();
-        if let Some(r) = &from.secret_ref {
-            match get_opt(&secrets, &r.name).await? {
-                Some(s) => {
-                    for (k, v) in secret_bytes(&s) {
-                        set(
-                            format!("{prefix}{k}"),
-                            String::from_utf8_lossy(&v).into(),
-                            &mut out,
-                        );
-                    }
-                }
-                None if r.optional == Some(true) => {}
-                None => return Err(config_error(format!("secret \"{}\" not found", r.name))),
-            }
-        }
-        if let Some(r) = &from.config_map_ref {
-            match get_opt(&cms, &r.name).await? {
-                Some(c) => {
-                    for (k, v) in config_map_bytes(&c) {
-                        set(
-                            format!("{prefix}{k}"),
-                            String::from_utf8_lossy(&v).into(),
-                            &mut out,
-                        );
-                    }
-                }
-                None if r.optional == Some(true) => {}
-                None => return Err(config_error(format!("configmap \"{}\" not found", r.name))),
-            }
-        }
-    }
-    for EnvVar {
-        name,
-        value,
-        value_from,
-    } in container.env.clone().unwrap_or_default()
-    {
-        if let Some(v) = value {
-            let expanded = expand(&v, &out);
-            set(name, expanded, &mut out);
-            continue;
-        }
-        let Some(from) = value_from else {
-            set(name, String::new(), &mut out);
-            continue;
-        };
-        if let Some(r) = from.secret_key_ref {
-            let optional = r.optional == Some(true);
-            match get_opt(&secrets, &r.name).await? {
-                Some(s) => match secret_bytes(&s).get(&r.key) {
-                    Some(v) => set(name, String::from_utf8_lossy(v).into(), &mut out),
-                    None if optional => {}
-                    None => {
-                        return Err(config_error(format!(
-                            "couldn't find key {} in Secret {ns}/{}",
-                            r.key, r.name
-                        )));
-                    }
-                },
-                None if optional => {}
-                None => return Err(config_error(format!("secret \"{}\" not found", r.name))),
-            }
-        } else if let Some(r) = from.config_map_key_ref {
-            let optional = r.optional == Some(true);
-            match get_opt(&cms, &r.name).await? {
-                Some(c) => match config_map_bytes(&c).get(&r.key) {
-                    Some(v) => set(name, String::from_utf8_lossy(v).into(), &mut out),
-                    None if optional => {}
-                    None => {
-                        return Err(config_error(format!(
-                            "couldn't find key {} in ConfigMap {ns}/{}",
-                            r.key, r.name
-                        )));
-                    }
-                },
-                None if optional => {}
-                None => return Err(config_error(format!("configmap \"{}\" not found", r.name))),
-            }
-        } else if let Some(f) = from.field_ref {
-            let v = field_value(pod, &f.field_path).ok_or_else(|| {
-                Unready::fatal(
-                    "CreateContainerConfigError",
-                    format!("unsupported fieldRef {:?} in env {name}", f.field_path),
-                )
-            })?;
-            set(name, v, &mut out);
-        } else {
-            return Err(Unready::fatal(
-                "CreateContainerConfigError",
-                format!(
-                    "env {name}: only value, secretKeyRef, configMapKeyRef and fieldRef are supported"
-                ),
-            ));
-        }
-    }
-    Ok(out)
-}
-
-/// `$(VAR)` expansion against earlier variables, `$$(VAR)` escaping, unknown left as is.
-pub fn expand(v: &str, env: &[(String, String)]) -> String {
-    let mut out = String::new();
-    let mut rest = v;
-    while let Some(i) = rest.find('$') {
-        out.push_str(&rest[..i]);
-        let tail = &rest[i..];
-        if let Some(t) = tail.strip_prefix("$$") {
-            out.push('$');
-            rest = t;
-        } else if let Some(t) = tail.strip_prefix("$(")
-            && let Some(end) = t.find(')')
-        {
-            let name = &t[..end];
-            match env.iter().rev().find(|(k, _)| k == name) {
-                Some((_, val)) => out.push_str(val),
-                None => out.push_str(&tail[..end + 3]),
-            }
-            rest = &t[end + 1..];
-        } else {
-            out.push('$');
-            rest = &tail[1..];
-        }
-    }
-    out.push_str(rest);
-    out
-}
-
-/// The downward API fields a kubelet resolves for env vars.
-pub fn field_value(pod: &Pod, path: &str) -> Option<String> {
-    let meta = &pod.metadata;
-    let spec = pod.spec.as_ref();
-    let label = |map: &Option<BTreeMap<String, String>>, key: &str| {
-        Some(
-            map.as_ref()
-                .and_then(|m| m.get(key))
-                .cloned()
-                .unwrap_or_default(),
-        )
-    };
-    match path {
-        "metadata.name" => meta.name.clone(),
-        "metadata.namespace" => meta.namespace.clone(),
-        "metadata.uid" => meta.uid.clone(),
-        "spec.nodeName" => spec.and_then(|s| s.node_name.clone()),
-        "spec.serviceAccountName" => Some(
-            spec.and_then(|s| s.service_account_name.clone())
-                .unwrap_or_else(|| "default".into()),
-        ),
-        "status.podIP" | "status.hostIP" => Some("127.0.0.1".into()),
-        "status.podIPs" | "status.hostIPs" => Some("127.0.0.1".into()),
-        p => {
-            let key = |prefix: &str| {
-                p.strip_prefix(prefix)
-                    .and_then(|r| r.strip_suffix("']"))
-                    .map(str::to_string)
-            };
-            if let Some(k) = key("metadata.labels['") {
-                label(&meta.labels, &k)
-            } else if let Some(k) = key("metadata.annotations['") {
-                label(&meta.annotations, &k)
-            } else {
-                None
-            }
-        }
-    }
 }
 
 fn write_file(path: &Path, data: &[u8], mode: u32, gid: Option<u32>) -> Result<(), Unready> {
@@ -472,6 +288,70 @@ pub fn apply_fs_group(dir: &Path, gid: u32, on_root_mismatch: bool) -> Result<()
     Ok(())
 }
 
+/// The two kinds whose keys a volume projects into files.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Secret,
+    ConfigMap,
+}
+
+/// What projecting Secrets and ConfigMaps into one volume's directory needs.
+struct Objects<'a> {
+    client: &'a kube::Client,
+    ns: &'a str,
+    dir: &'a Path,
+    fs_group: Option<u32>,
+    volume: &'a str,
+}
+
+impl Objects<'_> {
+    /// Writes the keys of a Secret or ConfigMap into the volume directory (kubelet rules, see
+    /// [`project`]); a missing object is skipped when `optional`, else the pod waits for it.
+    async fn project(
+        &self,
+        kind: Kind,
+        name: &str,
+        items: Option<&[KeyToPath]>,
+        mode: i32,
+        optional: Option<bool>,
+    ) -> Result<(), Unready> {
+        let (noun, data) = match kind {
+            Kind::Secret => {
+                let api: Api<Secret> = Api::namespaced(self.client.clone(), self.ns);
+                (
+                    "secret",
+                    get_opt(&api, name).await?.map(|s| secret_bytes(&s)),
+                )
+            }
+            Kind::ConfigMap => {
+                let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), self.ns);
+                (
+                    "configmap",
+                    get_opt(&api, name).await?.map(|c| config_map_bytes(&c)),
+                )
+            }
+        };
+        match data {
+            Some(data) => project(
+                self.dir,
+                &data,
+                items,
+                mode,
+                self.fs_group,
+                &format!("{noun} {name}"),
+            ),
+            None if optional == Some(true) => Ok(()),
+            None => Err(Unready::wait(
+                "ContainerCreating",
+                format!(
+                    "MountVolume.SetUp failed for volume \"{}\" : {noun} \"{name}\" not found",
+                    self.volume
+                ),
+            )),
+        }
+    }
+}
+
 /// Resolves one pod volume into a host path, writing Secret/ConfigMap/token files under
 /// `pod_dir/volumes/<name>`.
 pub async fn volume(
@@ -510,58 +390,37 @@ pub async fn volume(
             read_only: false,
         });
     }
+    let objects = Objects {
+        client,
+        ns: &ns,
+        dir: &dir,
+        fs_group,
+        volume: &v.name,
+    };
     if let Some(s) = &v.secret {
-        let name = s.secret_name.clone().unwrap_or_default();
-        let api: Api<Secret> = Api::namespaced(client.clone(), &ns);
         fresh(&dir)?;
-        match get_opt(&api, &name).await? {
-            Some(secret) => project(
-                &dir,
-                &secret_bytes(&secret),
-                s.items.as_deref(),
-                s.default_mode.unwrap_or(0o644),
-                fs_group,
-                &format!("secret {name}"),
-            )?,
-            None if s.optional == Some(true) => {}
-            None => {
-                return Err(Unready::wait(
-                    "ContainerCreating",
-                    format!(
-                        "MountVolume.SetUp failed for volume \"{}\" : secret \"{name}\" not found",
-                        v.name
-                    ),
-                ));
-            }
-        }
+        let name = s.secret_name.clone().unwrap_or_default();
+        let mode = s.default_mode.unwrap_or(0o644);
+        objects
+            .project(Kind::Secret, &name, s.items.as_deref(), mode, s.optional)
+            .await?;
         return Ok(HostVolume {
             path: dir,
             read_only: true,
         });
     }
     if let Some(c) = &v.config_map {
-        let api: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
         fresh(&dir)?;
-        match get_opt(&api, &c.name).await? {
-            Some(cm) => project(
-                &dir,
-                &config_map_bytes(&cm),
+        let mode = c.default_mode.unwrap_or(0o644);
+        objects
+            .project(
+                Kind::ConfigMap,
+                &c.name,
                 c.items.as_deref(),
-                c.default_mode.unwrap_or(0o644),
-                fs_group,
-                &format!("configmap {}", c.name),
-            )?,
-            None if c.optional == Some(true) => {}
-            None => {
-                return Err(Unready::wait(
-                    "ContainerCreating",
-                    format!(
-                        "MountVolume.SetUp failed for volume \"{}\" : configmap \"{}\" not found",
-                        v.name, c.name
-                    ),
-                ));
-            }
-        }
+                mode,
+                c.optional,
+            )
+            .await?;
         return Ok(HostVolume {
             path: dir,
             read_only: true,
@@ -572,44 +431,20 @@ pub async fn volume(
         let mode = p.default_mode.unwrap_or(0o644);
         for src in p.sources.clone().unwrap_or_default() {
             if let Some(s) = src.secret {
-                let api: Api<Secret> = Api::namespaced(client.clone(), &ns);
-                match get_opt(&api, &s.name).await? {
-                    Some(secret) => project(
-                        &dir,
-                        &secret_bytes(&secret),
-                        s.items.as_deref(),
-                        mode,
-                        fs_group,
-                        &format!("secret {}", s.name),
-                    )?,
-                    None if s.optional == Some(true) => {}
-                    None => {
-                        return Err(Unready::wait(
-                            "ContainerCreating",
-                            format!("secret \"{}\" not found", s.name),
-                        ));
-                    }
-                }
+                objects
+                    .project(Kind::Secret, &s.name, s.items.as_deref(), mode, s.optional)
+                    .await?;
             }
             if let Some(c) = src.config_map {
-                let api: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
-                match get_opt(&api, &c.name).await? {
-                    Some(cm) => project(
-                        &dir,
-                        &config_map_bytes(&cm),
+                objects
+                    .project(
+                        Kind::ConfigMap,
+                        &c.name,
                         c.items.as_deref(),
                         mode,
-                        fs_group,
-                        &format!("configmap {}", c.name),
-                    )?,
-                    None if c.optional == Some(true) => {}
-                    None => {
-                        return Err(Unready::wait(
-                            "ContainerCreating",
-                            format!("configmap \"{}\" not found", c.name),
-                        ));
-                    }
-                }
+                        c.optional,
+                    )
+                    .await?;
             }
             if let Some(t) = src.service_account_token {
                 let token = sa_token(client, pod, t.audience, t.expiration_seconds).await?;
@@ -618,7 +453,7 @@ pub async fn volume(
             if let Some(d) = src.downward_api {
                 for item in d.items.unwrap_or_default() {
                     if let Some(f) = item.field_ref {
-                        let val = field_value(pod, &f.field_path).unwrap_or_default();
+                        let val = super::env::field_value(pod, &f.field_path).unwrap_or_default();
                         write_file(
                             &dir.join(&item.path),
                             val.as_bytes(),
@@ -657,51 +492,6 @@ pub async fn volume(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(a, b)| (a.to_string(), b.to_string()))
-            .collect()
-    }
-
-    #[test]
-    fn expansion_follows_kubelet_rules() {
-        let env = vars(&[("A", "x"), ("B", "y")]);
-        assert_eq!(expand("$(A)-$(B)", &env), "x-y");
-        assert_eq!(expand("$$(A)", &env), "$(A)");
-        assert_eq!(expand("$(C)", &env), "$(C)");
-        assert_eq!(expand("cost $5", &env), "cost $5");
-        assert_eq!(expand("$(A", &env), "$(A");
-    }
-
-    #[test]
-    fn downward_api_fields() {
-        let pod: Pod = serde_json::from_value(serde_json::json!({
-            "metadata": {"name": "p", "namespace": "n", "uid": "u", "labels": {"app": "x"}},
-            "spec": {"nodeName": "node1", "containers": []}
-        }))
-        .unwrap();
-        assert_eq!(field_value(&pod, "metadata.name").as_deref(), Some("p"));
-        assert_eq!(
-            field_value(&pod, "metadata.namespace").as_deref(),
-            Some("n")
-        );
-        assert_eq!(field_value(&pod, "spec.nodeName").as_deref(), Some("node1"));
-        assert_eq!(
-            field_value(&pod, "spec.serviceAccountName").as_deref(),
-            Some("default")
-        );
-        assert_eq!(
-            field_value(&pod, "metadata.labels['app']").as_deref(),
-            Some("x")
-        );
-        assert_eq!(
-            field_value(&pod, "metadata.labels['none']").as_deref(),
-            Some("")
-        );
-        assert_eq!(field_value(&pod, "spec.bogus"), None);
-    }
 
     #[test]
     fn fs_group_adds_group_rw_and_setgid_like_the_kubelet() {

@@ -125,7 +125,7 @@ async fn prepare(
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         env.push(("HOSTNAME".into(), hostname.clone()));
-        for (k, v) in resolve::env(client, pod, &c).await? {
+        for (k, v) in super::env::env(client, pod, &c).await? {
             env.retain(|(n, _)| *n != k);
             env.push((k, v));
         }
