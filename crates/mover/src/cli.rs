@@ -10,10 +10,10 @@ use clap::builder::{BoolishValueParser, PossibleValuesParser, TypedValueParser};
 use clap::{ArgAction, Parser, ValueEnum};
 use scribe_contract::{Exit, env, paths};
 
-use crate::backend::{BackendError, OpenArgs};
 use crate::error::SyncError;
 use crate::options::SyncOptions;
-use crate::remote::ErrorCategory;
+use crate::store::remote::ErrorCategory;
+use crate::store::{BackendError, OpenArgs};
 use crate::summary::Direction;
 
 /// The positional direction: `source` or `destination` (the contract's spelling).
@@ -40,7 +40,7 @@ pub struct Args {
     /// source: upload MOUNT_PATH to the remote; destination: restore the remote into MOUNT_PATH.
     #[arg(env = env::DIRECTION, value_parser = direction_parser())]
     pub direction: Option<Direction>,
-    /// rclone.conf path (optional: a remote may be defined by RCLONE_CONFIG_<SECTION>_* variables alone).
+    /// rclone.conf path (optional: a remote may be defined by `RCLONE_CONFIG_<SECTION>_*` variables alone).
     #[arg(long, env = env::RCLONE_CONFIG)]
     pub config: Option<PathBuf>,
     /// Section (remote name) of rclone.conf to use.

@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use crate::remote::ErrorCategory;
+use crate::store::remote::ErrorCategory;
 
 /// A failed sync. Display is one line naming what failed; it never carries secrets
 /// (object_store errors name keys and HTTP statuses, not credentials).
@@ -146,7 +146,7 @@ impl SyncError {
     }
 
     /// The refusal of a source holding `paths` (the first few are named).
-    pub fn unsupported_names(paths: &[crate::scan::Unsupported]) -> Self {
+    pub fn unsupported_names(paths: &[crate::fs::scan::Unsupported]) -> Self {
         const SHOWN: usize = 5;
         let mut list = paths
             .iter()

@@ -29,35 +29,17 @@
 //! from it, verified while copying, instead of downloaded (see `reuse`).
 #![forbid(unsafe_code)]
 
-pub mod backend;
 pub mod cli;
 pub mod config;
-pub mod remote;
-
-pub mod changing;
 pub mod destination;
-pub mod diff;
 pub mod error;
-pub mod first_upload;
-pub mod hash;
-pub mod leftovers;
-pub mod listing;
-pub mod localfs;
+pub mod fs;
 pub mod manifest;
 pub mod options;
-pub mod paths;
-pub mod plan;
 pub mod progress;
-pub mod restore;
-pub mod restored;
-pub mod reuse;
-pub mod scan;
 pub mod source;
-pub mod steps;
+pub mod store;
 pub mod summary;
-pub mod transfer;
-pub mod tree;
-pub mod unsettled;
 
 pub use error::SyncError;
 pub use options::SyncOptions;

@@ -17,7 +17,7 @@ use clap::Parser;
 use scribe_contract::{Exit, env, paths};
 use scribe_mover::cli::{Args, Config, LogFormat, RunError};
 use scribe_mover::config::Env;
-use scribe_mover::{Direction, Summary, SummaryExt, SyncError, backend, destination, source};
+use scribe_mover::{Direction, Summary, SummaryExt, SyncError, destination, source, store};
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{error, warn};
 
@@ -123,7 +123,7 @@ fn main() -> ExitCode {
 
 async fn run(config: Config) -> Result<Summary, RunError> {
     let env = Env::from_process();
-    let remote = backend::open(&config.open, &env).await?;
+    let remote = store::open(&config.open, &env).await?;
     let summary = match config.direction {
         Direction::Source => source::sync(&remote, &config.mount_path, &config.sync).await?,
         Direction::Destination => {

@@ -10,8 +10,8 @@ use object_store::ObjectStoreExt;
 use serde::{Deserialize, Serialize};
 
 use crate::error::SyncError;
-use crate::paths::{check_relative, manifest_key, path_cmp};
-use crate::remote::Remote;
+use crate::fs::paths::{check_relative, manifest_key, path_cmp};
+use crate::store::remote::Remote;
 
 pub const FORMAT: &str = "scribe-manifest";
 pub const VERSION: u32 = 1;
@@ -216,7 +216,7 @@ impl Manifest {
             }
             // No entry may live under anything but a directory entry: one below a
             // symlink entry would have the restore write wherever the link points.
-            let mut above = crate::localfs::parent_rel(&e.path);
+            let mut above = crate::fs::local::parent_rel(&e.path);
             while !above.is_empty() {
                 if let Ok(i) = entries.binary_search_by(|p| path_cmp(&p.path, above))
                     && entries[i].kind != EntryKind::Dir
@@ -231,7 +231,7 @@ impl Manifest {
                         ),
                     ));
                 }
-                above = crate::localfs::parent_rel(above);
+                above = crate::fs::local::parent_rel(above);
             }
             if let Some(sha) = &e.sha256
                 && (sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()))

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path;
-use scribe_mover::remote::{Remote, UploadOptions};
+use scribe_mover::store::remote::{Remote, UploadOptions};
 
 pub struct Memory;
 

@@ -19,9 +19,9 @@ use std::time::Duration;
 use object_store::memory::InMemory;
 use object_store::path::Path as Key;
 use object_store::{ObjectStoreExt, PutPayload};
-use scribe_mover::first_upload::marker_key;
-use scribe_mover::paths::manifest_key;
-use scribe_mover::remote::{ErrorCategory, Remote, UploadOptions};
+use scribe_mover::fs::paths::manifest_key;
+use scribe_mover::source::first_upload::marker_key;
+use scribe_mover::store::remote::{ErrorCategory, Remote, UploadOptions};
 use scribe_mover::{SyncError, SyncOptions, destination, source};
 use support::mover::Job;
 

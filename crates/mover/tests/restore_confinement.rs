@@ -17,7 +17,7 @@ use object_store::path::Path as Key;
 use object_store::{ObjectStoreExt, PutPayload};
 use proptest::prelude::*;
 use scribe_mover::manifest::{Entry, EntryKind, Manifest};
-use scribe_mover::remote::{ErrorCategory, Remote, UploadOptions};
+use scribe_mover::store::remote::{ErrorCategory, Remote, UploadOptions};
 use scribe_mover::{SyncError, SyncOptions, destination};
 use sha2::{Digest, Sha256};
 
@@ -143,7 +143,7 @@ async fn publish(r: &Remote, entries: &[Entry], contents: &BTreeMap<String, Vec<
             .get(e.sha256.as_deref().unwrap_or_default())
             .cloned()
             .unwrap_or_default();
-        let key = scribe_mover::paths::key_for(&r.prefix, &e.path).unwrap();
+        let key = scribe_mover::fs::paths::key_for(&r.prefix, &e.path).unwrap();
         r.store.put(&key, PutPayload::from(body)).await.unwrap();
     }
     let m = Manifest {
@@ -151,7 +151,7 @@ async fn publish(r: &Remote, entries: &[Entry], contents: &BTreeMap<String, Vec<
         root: None,
         entries,
     };
-    let key = scribe_mover::paths::manifest_key(&r.prefix);
+    let key = scribe_mover::fs::paths::manifest_key(&r.prefix);
     r.store
         .put(&key, PutPayload::from(m.to_bytes()))
         .await

@@ -12,9 +12,9 @@ use object_store::path::Path as ObjectPath;
 use object_store::{
     Attribute, Attributes, GetOptions, ObjectStore, ObjectStoreExt, PutOptions, PutPayload,
 };
-use scribe_mover::backend::{BackendError, OpenArgs, open};
 use scribe_mover::config::{Env, encrypt};
-use scribe_mover::remote::{ErrorCategory, Remote};
+use scribe_mover::store::remote::{ErrorCategory, Remote};
+use scribe_mover::store::{BackendError, OpenArgs, open};
 use support::{FaultKind, FaultProxy, Moto};
 
 fn write_conf(dir: &tempfile::TempDir, text: &str) -> PathBuf {

@@ -8,9 +8,9 @@ mod support;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use scribe_mover::backend::{OpenArgs, open};
 use scribe_mover::config::Env;
-use scribe_mover::remote::{Remote, UploadOptions};
+use scribe_mover::store::remote::{Remote, UploadOptions};
+use scribe_mover::store::{OpenArgs, open};
 use support::Moto;
 use tokio::sync::OnceCell;
 

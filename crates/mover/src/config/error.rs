@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use crate::remote::ErrorCategory;
+use crate::store::remote::ErrorCategory;
 
 /// Everything that can be wrong with the configuration. Messages name the file,
 /// line, section and key involved and never include a secret value.

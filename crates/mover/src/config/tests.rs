@@ -148,7 +148,7 @@ fn typed_getters_report_section_key_and_value() {
             msg.contains("\"a\"") && msg.contains(key) && msg.contains(value),
             "{msg}"
         );
-        assert_eq!(err.category(), crate::remote::ErrorCategory::Config);
+        assert_eq!(err.category(), crate::store::remote::ErrorCategory::Config);
     }
 }
 

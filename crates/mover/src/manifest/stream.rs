@@ -19,9 +19,9 @@ use md5::{Digest as _, Md5};
 
 use super::{Entry, EntryKind, FORMAT, Header, RootMeta, VERSION, header_line};
 use crate::error::{SyncError, join_error};
-use crate::hash::{etag_md5, is_multipart_etag, multipart_etag, normalize_etag};
-use crate::paths::{check_relative, manifest_key, path_cmp};
-use crate::remote::Remote;
+use crate::fs::hash::{etag_md5, is_multipart_etag, multipart_etag, normalize_etag};
+use crate::fs::paths::{check_relative, manifest_key, path_cmp};
+use crate::store::remote::Remote;
 
 /// Size of the parts a manifest is written in (at least S3's 5 MiB minimum).
 pub const PART: usize = 8 * 1024 * 1024;

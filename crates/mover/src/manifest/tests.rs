@@ -89,7 +89,7 @@ fn unsafe_paths_in_a_manifest_are_config_errors() {
         );
         let err = Manifest::parse("k", &with_entry_line(&line)).unwrap_err();
         assert!(matches!(err, SyncError::UnsafePath { .. }), "{p:?}: {err}");
-        assert_eq!(err.category(), crate::remote::ErrorCategory::Config);
+        assert_eq!(err.category(), crate::store::remote::ErrorCategory::Config);
     }
 }
 
@@ -129,7 +129,7 @@ fn inconsistent_manifests_are_rejected() {
         let err = Manifest::parse("k", &bad.to_bytes()).unwrap_err();
         assert_eq!(
             err.category(),
-            crate::remote::ErrorCategory::Config,
+            crate::store::remote::ErrorCategory::Config,
             "{name}: {err}"
         );
     }
@@ -193,7 +193,7 @@ fn memory_remote() -> Remote {
     Remote {
         store: std::sync::Arc::new(object_store::memory::InMemory::new()),
         prefix: object_store::path::Path::from("pre"),
-        upload: crate::remote::UploadOptions::default(),
+        upload: crate::store::remote::UploadOptions::default(),
         incomplete: None,
         description: "test".into(),
     }
@@ -271,7 +271,7 @@ async fn streamed_reader_rejects_unsorted_lines_and_wrong_counts() {
 
 #[test]
 fn a_body_cut_short_does_not_match_its_etag_and_is_transient() {
-    use crate::remote::ErrorCategory;
+    use crate::store::remote::ErrorCategory;
     use md5::{Digest as _, Md5};
     let check = |body: &[u8], etag: &str| {
         let mut d = stream::BodyDigest::default();
@@ -291,7 +291,7 @@ fn a_body_cut_short_does_not_match_its_etag_and_is_transient() {
         .chunks(stream::PART)
         .map(|c| Md5::digest(c).into())
         .collect();
-    let multipart = crate::hash::multipart_etag(&parts);
+    let multipart = crate::fs::hash::multipart_etag(&parts);
     assert!(check(&big, &multipart).is_ok(), "Scribe's own part layout");
     assert!(
         check(&big[..stream::PART + 10], &multipart).is_err(),

@@ -7,8 +7,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 
-use scribe_mover::remote::UploadOptions;
 use scribe_mover::source;
+use scribe_mover::store::remote::UploadOptions;
 
 use super::tree::{bytes, write};
 use super::{Factory, object_exists, opts, pull, push, tmp, wrap};

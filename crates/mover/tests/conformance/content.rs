@@ -7,7 +7,7 @@
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-use scribe_mover::remote::{ErrorCategory, Remote, UploadOptions};
+use scribe_mover::store::remote::{ErrorCategory, Remote, UploadOptions};
 use scribe_mover::{SyncError, source};
 
 use super::tree::{self, assert_same, snapshot};
@@ -24,7 +24,7 @@ fn rewrite_keeping_size_and_mtime(root: &Path, rel: &str, content: &[u8]) {
 
 async fn manifest_sha(r: &Remote, rel: &str) -> Option<String> {
     let bytes = manifest_bytes(r).await?;
-    let key = scribe_mover::paths::manifest_key(&r.prefix);
+    let key = scribe_mover::fs::paths::manifest_key(&r.prefix);
     let m = scribe_mover::manifest::Manifest::parse(key.as_ref(), &bytes).unwrap();
     m.entries.into_iter().find(|e| e.path == rel)?.sha256
 }
@@ -64,13 +64,13 @@ fn strip_records(root: &Path) {
     for e in walkdir::WalkDir::new(root) {
         let e = e.unwrap();
         if e.file_type().is_file() {
-            let _ = rustix::fs::lremovexattr(e.path(), scribe_mover::restored::XATTR);
+            let _ = rustix::fs::lremovexattr(e.path(), scribe_mover::destination::restored::XATTR);
         }
     }
 }
 
 fn has_record(path: &Path) -> bool {
-    scribe_mover::restored::read(path).is_some()
+    scribe_mover::destination::restored::read(path).is_some()
 }
 
 pub async fn destination_without_records_rehashes<F: Factory>(f: &F) {

@@ -34,7 +34,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use object_store::{ObjectStoreExt, PutPayload};
-use scribe_mover::remote::{ErrorCategory, Remote, UploadOptions};
+use scribe_mover::store::remote::{ErrorCategory, Remote, UploadOptions};
 use scribe_mover::summary::Outcome;
 use scribe_mover::{Summary, SyncError, SyncOptions, destination, source};
 
@@ -85,7 +85,7 @@ pub(crate) async fn pull(r: &Remote, dir: &Path) -> Summary {
 }
 
 pub(crate) async fn manifest_bytes(r: &Remote) -> Option<bytes::Bytes> {
-    let key = scribe_mover::paths::manifest_key(&r.prefix);
+    let key = scribe_mover::fs::paths::manifest_key(&r.prefix);
     match r.store.get(&key).await {
         Ok(g) => Some(g.bytes().await.unwrap()),
         Err(_) => None,
@@ -94,7 +94,7 @@ pub(crate) async fn manifest_bytes(r: &Remote) -> Option<bytes::Bytes> {
 
 pub(crate) async fn object_exists(r: &Remote, rel: &str) -> bool {
     r.store
-        .head(&scribe_mover::paths::key_for(&r.prefix, rel).unwrap())
+        .head(&scribe_mover::fs::paths::key_for(&r.prefix, rel).unwrap())
         .await
         .is_ok()
 }
@@ -390,7 +390,7 @@ pub async fn unsafe_manifest_is_rejected<F: Factory>(f: &F) {
                 {\"path\":\"../escape\",\"type\":\"dir\",\"mtimeSec\":0}\n";
     r.store
         .put(
-            &scribe_mover::paths::manifest_key(&r.prefix),
+            &scribe_mover::fs::paths::manifest_key(&r.prefix),
             PutPayload::from(evil.as_bytes().to_vec()),
         )
         .await
@@ -461,7 +461,7 @@ pub async fn file_over_one_part_is_multipart_below_the_cutoff<F: Factory>(f: &F)
         1,
         "above one part (5 MiB) but far below the 200 MiB cutoff: multipart; one part: a single put"
     );
-    let key = scribe_mover::paths::key_for(&r.prefix, "mid").unwrap();
+    let key = scribe_mover::fs::paths::key_for(&r.prefix, "mid").unwrap();
     let head = r
         .store
         .get_opts(
@@ -475,12 +475,12 @@ pub async fn file_over_one_part_is_multipart_below_the_cutoff<F: Factory>(f: &F)
         .unwrap();
     let meta = |name: &'static str| head.attributes.get(&Attribute::Metadata(name.into()));
     if meta("mtime").is_some() {
-        let md5 = scribe_mover::hash::hash_file(&src.path().join("mid"))
+        let md5 = scribe_mover::fs::hash::hash_file(&src.path().join("mid"))
             .unwrap()
             .md5;
         assert_eq!(
             meta("md5chksum").map(|v| v.to_string()),
-            scribe_mover::hash::md5chksum(&md5),
+            scribe_mover::fs::hash::md5chksum(&md5),
             "multipart objects carry rclone's md5chksum"
         );
     }
@@ -525,7 +525,7 @@ pub async fn rclone_written_bucket_is_restored<F: Factory>(f: &F) {
     ];
     let mut with_metadata = true;
     for (rel, content) in files {
-        let key = scribe_mover::paths::key_for(&r.prefix, rel).unwrap();
+        let key = scribe_mover::fs::paths::key_for(&r.prefix, rel).unwrap();
         let mut attrs = Attributes::new();
         attrs.insert(
             Attribute::Metadata("mtime".into()),

@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering::SeqCst;
 
 use scribe_mover::SyncOptions;
 use scribe_mover::destination;
-use scribe_mover::remote::UploadOptions;
+use scribe_mover::store::remote::UploadOptions;
 
 use super::tree::{self, assert_same, snapshot};
 use super::{Factory, opts, pull, push, tmp, wrap};

@@ -147,7 +147,7 @@ pub fn chmod(root: &Path, rel: &str, mode: u32) {
 
 /// Sets mtime (and atime) of a path, not following a symlink.
 pub fn set_mtime(root: &Path, rel: &str, sec: i64, nsec: u32) {
-    scribe_mover::localfs::set_times_nofollow(&root.join(rel), sec, nsec).unwrap();
+    scribe_mover::fs::local::set_times_nofollow(&root.join(rel), sec, nsec).unwrap();
 }
 
 /// A small tree with every kind of entry.

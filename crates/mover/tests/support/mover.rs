@@ -10,8 +10,8 @@ use std::process::Stdio;
 
 use futures::TryStreamExt;
 use object_store::ObjectStore;
-use scribe_mover::backend::{OpenArgs, open};
 use scribe_mover::config::Env;
+use scribe_mover::store::{OpenArgs, open};
 use sha2::{Digest, Sha256};
 
 /// The binary under test.

@@ -12,6 +12,11 @@
 //! without a usable record is re-hashed. Local names no manifest can hold (not
 //! UTF-8, control characters) are removed like any other path the manifest lacks.
 
+pub mod restore;
+pub mod restored;
+pub mod reuse;
+pub mod tree;
+
 use std::collections::HashMap;
 use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -21,19 +26,18 @@ use futures::{StreamExt, TryStreamExt, stream};
 use object_store::{Attribute, GetOptions, ObjectStore, ObjectStoreExt};
 use tracing::{info, warn};
 
+use self::restore::{Commit, Staged, commit, plan};
+use self::restored::Record;
 use crate::error::{SyncError, join_error};
-use crate::hash::{DualHasher, etag_md5, hash_file, md5_from_chksum, parse_rclone_mtime};
-use crate::localfs::parent_rel;
-use crate::localfs::{create_new_nofollow, remove_any};
+use crate::fs::hash::{DualHasher, etag_md5, hash_file, md5_from_chksum, parse_rclone_mtime};
+use crate::fs::local::parent_rel;
+use crate::fs::local::{create_new_nofollow, remove_any};
+use crate::fs::paths::{check_relative, key_for, path_cmp};
+use crate::fs::scan::{STAGING_DIR, scan};
 use crate::manifest::{self, Entry, EntryKind, Manifest};
 use crate::options::SyncOptions;
-use crate::paths::{check_relative, key_for, path_cmp};
 use crate::progress::Progress;
-use crate::remote::Remote;
-use crate::restore::{Commit, Staged, commit, plan};
-use crate::restored::{self, Record};
-use crate::reuse;
-use crate::scan::{STAGING_DIR, scan};
+use crate::store::remote::Remote;
 use crate::summary::{Direction, Summary};
 
 /// Restores `remote` into `local`; see the module doc.
@@ -91,7 +95,9 @@ async fn pass(
 ) -> Result<PassResult, SyncError> {
     let manifest = match manifest::read(remote).await? {
         Some((m, _)) => m,
-        None => manifest_from_listing(crate::first_upload::restorable(remote).await?).await?,
+        None => {
+            manifest_from_listing(crate::source::first_upload::restorable(remote).await?).await?
+        }
     };
     progress.phase("scanning", 0, 0);
     let root = local.to_path_buf();
@@ -175,7 +181,7 @@ async fn pass(
     // Creating and removing the staging directory touches the root's times; a failed
     // pass puts them back so it leaves the tree exactly as it was.
     let root_times =
-        crate::localfs::lstat(local).map_err(|e| SyncError::io("reading", local, e))?;
+        crate::fs::local::lstat(local).map_err(|e| SyncError::io("reading", local, e))?;
     std::fs::create_dir(staging)
         .map_err(|e| SyncError::io("creating staging directory", staging, e))?;
     progress.phase("downloading", p.downloads.len() as u64, download_bytes);
@@ -231,7 +237,7 @@ async fn pass(
     if mismatch.is_some() || !errors.is_empty() {
         remove_any(staging).map_err(|e| SyncError::io("removing staging", staging, e))?;
         if let Some(t) = root_times {
-            crate::localfs::set_times_nofollow(local, t.mtime_sec, t.mtime_nsec)
+            crate::fs::local::set_times_nofollow(local, t.mtime_sec, t.mtime_nsec)
                 .map_err(|e| SyncError::io("restoring times of", local, e))?;
         }
         let failed = errors.len();
@@ -261,7 +267,7 @@ async fn pass(
     let deletes = std::mem::take(&mut p.deletes);
     let foreign: Vec<PathBuf> = scanned.unsupported.into_iter().map(|u| u.rel).collect();
     let stats = tokio::task::spawn_blocking(move || {
-        let r = crate::tree::Tree::open(&root)
+        let r = crate::destination::tree::Tree::open(&root)
             .map_err(|e| SyncError::io("opening", &root, e))
             .and_then(|tree| {
                 commit(
@@ -299,11 +305,11 @@ enum Download {
 async fn read_records(
     local: &Path,
     entries: &[Entry],
-    scanned: &[crate::scan::ScanEntry],
+    scanned: &[crate::fs::scan::ScanEntry],
 ) -> Result<HashMap<String, Record>, SyncError> {
     let candidates: Vec<String> = scanned
         .iter()
-        .filter(|l| l.meta.kind == crate::localfs::FileKind::File)
+        .filter(|l| l.meta.kind == crate::fs::local::FileKind::File)
         .filter(|l| {
             entries
                 .binary_search_by(|e| path_cmp(&e.path, &l.path))
@@ -385,8 +391,8 @@ async fn download(
 async fn local_sources(
     local: &Path,
     entries: &[Entry],
-    scanned: &[crate::scan::ScanEntry],
-    p: &crate::restore::Plan,
+    scanned: &[crate::fs::scan::ScanEntry],
+    p: &crate::destination::restore::Plan,
     checks: Vec<(usize, bool, String)>,
     opts: &SyncOptions,
 ) -> Result<HashMap<String, String>, SyncError> {

@@ -51,7 +51,7 @@ impl DualHasher {
 /// Hashes a local file without following a symlink at its last component.
 /// Blocking: call from `spawn_blocking`.
 pub fn hash_file(path: &Path) -> Result<Digests, SyncError> {
-    let mut file = crate::localfs::open_nofollow(path)
+    let mut file = crate::fs::local::open_nofollow(path)
         .map_err(|e| SyncError::io("opening for hashing", path, e))?;
     let mut h = DualHasher::default();
     let mut buf = vec![0u8; BUF_SIZE];

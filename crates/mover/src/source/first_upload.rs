@@ -14,8 +14,8 @@ use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
 use crate::error::SyncError;
-use crate::paths::{SCRIBE_DIR, is_scribe_internal, manifest_key, rel_for};
-use crate::remote::Remote;
+use crate::fs::paths::{SCRIBE_DIR, is_scribe_internal, manifest_key, rel_for};
+use crate::store::remote::Remote;
 
 /// Name of the marker object inside the Scribe directory.
 pub const MARKER_NAME: &str = "in-progress";

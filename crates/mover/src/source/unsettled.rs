@@ -6,9 +6,9 @@
 
 use std::collections::HashSet;
 
-use crate::diff::{Action, Row, classify};
 use crate::manifest::{Entry, EntryKind};
-use crate::plan::{Pass, Work};
+use crate::source::diff::{Action, Row, classify};
+use crate::source::plan::{Pass, Work};
 
 /// Paths given up on so far in this run.
 #[derive(Debug, Default)]

@@ -17,7 +17,7 @@ use super::s3_settings::{Auth, S3Settings, Sse};
 use super::sigv4::{self, SigningKey};
 use super::{BackendError, OpenArgs};
 use crate::config::{Env, RemoteConfig};
-use crate::remote::{ErrorCategory, Remote};
+use crate::store::remote::{ErrorCategory, Remote};
 
 /// AWS_* variables that make up the default credential chain (`env_auth = true`).
 /// Endpoint, region and bucket deliberately come from rclone.conf only.

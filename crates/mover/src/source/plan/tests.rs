@@ -1,7 +1,7 @@
 use std::cell::Cell;
 
 use super::*;
-use crate::localfs::LocalMeta;
+use crate::fs::local::LocalMeta;
 
 fn meta(kind: FileKind, ino: u64, nlink: u64) -> LocalMeta {
     LocalMeta {

@@ -15,14 +15,14 @@ use futures::{StreamExt, stream};
 use object_store::ObjectStoreExt;
 use tracing::warn;
 
-use crate::changing::{CHANGE_ATTEMPTS, CHANGE_BACKOFF, Observed, observe, refresh};
-use crate::diff::Step;
 use crate::error::{SyncError, join_error};
+use crate::fs::paths::key_for;
 use crate::manifest::Entry;
-use crate::paths::key_for;
 use crate::progress::Progress;
-use crate::remote::Remote;
-use crate::transfer::{Uploader, Written};
+use crate::source::changing::{CHANGE_ATTEMPTS, CHANGE_BACKOFF, Observed, observe, refresh};
+use crate::source::diff::Step;
+use crate::store::remote::Remote;
+use crate::store::transfer::{Uploader, Written};
 
 /// How one planned write ended.
 #[derive(Debug, Clone)]

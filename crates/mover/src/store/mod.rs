@@ -10,13 +10,16 @@ use object_store::path::Path as ObjectPath;
 use tracing::warn;
 
 use crate::config::{self, ConfigError, Env, RemoteConfig};
-use crate::remote::{ErrorCategory, Remote, UploadOptions};
+use crate::store::remote::{ErrorCategory, Remote, UploadOptions};
 
+pub mod listing;
+pub mod remote;
 mod s3;
 mod s3_list;
 pub mod s3_settings;
 mod s3_uploads;
 pub mod sigv4;
+pub mod transfer;
 
 /// Options rclone's local backend knows (accepted and ignored here).
 const LOCAL_KEYS: &[&str] = &[

@@ -13,13 +13,13 @@ use std::io::Read;
 use std::path::Path;
 
 use crate::destination::SparseWriter;
+use crate::destination::restore::Plan;
 use crate::error::SyncError;
-use crate::hash::{BUF_SIZE, DualHasher};
-use crate::localfs::{FileKind, create_new_nofollow, open_nofollow, remove_any};
+use crate::fs::hash::{BUF_SIZE, DualHasher};
+use crate::fs::local::{FileKind, create_new_nofollow, open_nofollow, remove_any};
+use crate::fs::paths::path_cmp;
+use crate::fs::scan::ScanEntry;
 use crate::manifest::{Entry, EntryKind};
-use crate::paths::path_cmp;
-use crate::restore::Plan;
-use crate::scan::ScanEntry;
 
 /// What the pass wants: SHA-256 → size, of every file it would download.
 pub fn wanted(entries: &[Entry], downloads: &[usize]) -> HashMap<String, u64> {

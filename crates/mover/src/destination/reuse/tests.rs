@@ -1,5 +1,5 @@
 use super::*;
-use crate::localfs::LocalMeta;
+use crate::fs::local::LocalMeta;
 
 fn local(path: &str, size: u64) -> ScanEntry {
     ScanEntry {

@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use tracing::warn;
 
 use crate::error::SyncError;
-use crate::localfs::{FileKind, LocalMeta};
+use crate::fs::local::{FileKind, LocalMeta};
 
 /// Staging directory the destination downloads into before committing (see `destination`).
 pub const STAGING_DIR: &str = ".scribe-staging";

@@ -11,8 +11,8 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::hash::normalize_etag;
-use crate::localfs::LocalMeta;
+use crate::fs::hash::normalize_etag;
+use crate::fs::local::LocalMeta;
 use crate::manifest::Entry;
 
 /// Name of the extended attribute holding the record.
@@ -124,7 +124,7 @@ pub fn is_unsupported(e: &std::io::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::localfs::FileKind;
+    use crate::fs::local::FileKind;
     use crate::manifest::EntryKind;
 
     fn entry(sha: Option<&str>, md5: Option<&str>, etag: Option<&str>) -> Entry {

@@ -13,7 +13,7 @@ use reqwest::Method;
 use super::s3::BucketClient;
 use super::s3_list::field;
 use super::sigv4::uri_encode;
-use crate::remote::IncompleteUploads;
+use crate::store::remote::IncompleteUploads;
 
 /// Attempts for one page of the listing.
 const ATTEMPTS: u32 = 4;

@@ -23,6 +23,14 @@
 //! before this run uploads anything (see `leftovers`). A cancelled run
 //! (`SyncOptions::cancel`, SIGTERM) aborts its uploads and commits nothing.
 
+pub mod changing;
+pub mod diff;
+pub mod first_upload;
+pub mod leftovers;
+pub mod plan;
+pub mod steps;
+pub mod unsettled;
+
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
@@ -34,26 +42,25 @@ use futures::{StreamExt, TryStreamExt, stream};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
-use crate::changing::{CHANGE_ATTEMPTS, Observed, Stamp, observe_stable, refresh};
-use crate::diff::{RemoteObject, copy_sources, plan_transfers};
+use self::changing::{CHANGE_ATTEMPTS, Observed, Stamp, observe_stable, refresh};
+use self::diff::{RemoteObject, copy_sources, plan_transfers};
+use self::plan::{MergeOptions, Pass, Work, finish, merge_pass};
+use self::steps::{Outcome, delete_objects, run_steps};
+use self::unsettled::Unsettled;
 use crate::error::{SyncError, join_error};
-use crate::first_upload;
-use crate::listing::{ListError, lists_in_order, spawn_listing};
-use crate::localfs::{LocalMeta, is_mount_point};
+use crate::fs::local::{LocalMeta, is_mount_point};
+use crate::fs::paths::path_cmp;
+use crate::fs::scan::Walk;
 use crate::manifest::stream::{scratch_file, spawn_reader, write_merged};
 use crate::manifest::{Entry, RootMeta};
 use crate::options::SyncOptions;
-use crate::paths::path_cmp;
-use crate::plan::{MergeOptions, Pass, Work, finish, merge_pass};
 use crate::progress::Progress;
-use crate::remote::Remote;
-use crate::scan::Walk;
-use crate::steps::{Outcome, delete_objects, run_steps};
+use crate::store::listing::{ListError, lists_in_order, spawn_listing};
+use crate::store::remote::Remote;
+use crate::store::transfer::Uploader;
 use crate::summary::{Direction, Summary};
-use crate::transfer::Uploader;
-use crate::unsettled::Unsettled;
 
-pub use crate::listing::list_objects;
+pub use crate::store::listing::list_objects;
 
 /// Items buffered between a producer (manifest reader, listing) and the merge.
 const CHANNEL: usize = 1024;
@@ -178,7 +185,7 @@ pub async fn sync(remote: &Remote, local: &Path, opts: &SyncOptions) -> Result<S
         };
         first_upload::begin(remote, &m).await?
     };
-    crate::leftovers::abort_incomplete_uploads(remote).await;
+    crate::source::leftovers::abort_incomplete_uploads(remote).await;
     let uploader = Uploader::new(
         remote.clone(),
         local.to_path_buf(),
@@ -269,7 +276,7 @@ struct Merged {
     body: File,
     root: LocalMeta,
     skipped: usize,
-    unsupported: Vec<crate::scan::Unsupported>,
+    unsupported: Vec<crate::fs::scan::Unsupported>,
 }
 
 /// One merge pass: the walk runs on a blocking thread, fed by the manifest reader

@@ -14,7 +14,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::error::SyncError;
-use crate::hash::{Digests, hash_file};
+use crate::fs::hash::{Digests, hash_file};
 use crate::manifest::Entry;
 
 /// Reads of one changing file (hashing and uploading together) before it is

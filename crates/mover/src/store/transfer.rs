@@ -37,17 +37,17 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
-use crate::changing::Stamp;
 use crate::error::{SyncError, join_error};
-use crate::hash::{
+use crate::fs::hash::{
     DualHasher, etag_md5, format_rclone_mtime, is_multipart_etag, md5chksum, multipart_etag,
     normalize_etag,
 };
-use crate::localfs::open_nofollow;
+use crate::fs::local::open_nofollow;
+use crate::fs::paths::key_for;
 use crate::manifest::Entry;
-use crate::paths::key_for;
 use crate::progress::Progress;
-use crate::remote::{Remote, UploadOptions};
+use crate::source::changing::Stamp;
+use crate::store::remote::{Remote, UploadOptions};
 
 const MIB: u64 = 1024 * 1024;
 /// S3's limit on parts per upload.

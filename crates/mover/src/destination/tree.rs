@@ -23,7 +23,7 @@ use rustix::fs::{
 };
 use rustix::io::Errno;
 
-use crate::localfs::{FileKind, LocalMeta};
+use crate::fs::local::{FileKind, LocalMeta};
 
 /// The restore root, opened once; see the module doc.
 pub struct Tree {
@@ -150,7 +150,7 @@ impl Tree {
         }
     }
 
-    /// Makes `rel` a real directory (see [`Tree::dir`] with `create`).
+    /// Makes `rel` a real directory (see `Tree::dir` with `create`).
     pub fn ensure_dir(&self, rel: &str) -> io::Result<()> {
         self.dir(OsStr::new(rel), true).map(drop)
     }

@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::config::{ConfigFile, Env};
-use crate::remote::ErrorCategory;
+use crate::store::remote::ErrorCategory;
 
 fn settings_env(body: &str, path: &str, env: &[(&str, &str)]) -> Result<S3Settings, ConfigError> {
     let file = ConfigFile::parse(&format!("[r]\ntype = s3\n{body}"), "t.conf").unwrap();

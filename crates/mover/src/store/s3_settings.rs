@@ -6,7 +6,7 @@
 use reqwest::Url;
 
 use crate::config::{ConfigError, RemoteConfig};
-use crate::remote::UploadOptions;
+use crate::store::remote::UploadOptions;
 
 /// Providers rclone always addresses virtual-hosted style; every other provider
 /// (Other, Minio, Ceph, Cloudflare, IBMCOS, SeaweedFS, unknown or empty, …)

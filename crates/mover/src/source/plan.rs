@@ -9,11 +9,11 @@
 use std::borrow::Borrow;
 use std::collections::HashMap;
 
-use crate::diff::{Action, Keyed, RemoteObject, Row, classify, merge3};
 use crate::error::SyncError;
-use crate::localfs::FileKind;
+use crate::fs::local::FileKind;
+use crate::fs::scan::ScanEntry;
 use crate::manifest::{Entry, EntryKind};
-use crate::scan::ScanEntry;
+use crate::source::diff::{Action, Keyed, RemoteObject, Row, classify, merge3};
 
 /// A path the merge could not settle: it needs hashing, or a transfer.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -12,13 +12,13 @@ use std::path::{Path, PathBuf};
 
 use tracing::warn;
 
-use crate::diff::{Keyed, merge3};
+use crate::destination::restored::{self, Record, Verdict};
+use crate::destination::tree::Tree;
 use crate::error::SyncError;
-use crate::localfs::{FileKind, LocalMeta};
+use crate::fs::local::{FileKind, LocalMeta};
+use crate::fs::scan::{STAGING_DIR, ScanEntry};
 use crate::manifest::{Entry, EntryKind, RootMeta};
-use crate::restored::{self, Record, Verdict};
-use crate::scan::{STAGING_DIR, ScanEntry};
-use crate::tree::Tree;
+use crate::source::diff::{Keyed, merge3};
 
 impl Keyed for ScanEntry {
     fn key(&self) -> &str {

@@ -6,7 +6,7 @@
 
 use tracing::{info, warn};
 
-use crate::remote::Remote;
+use crate::store::remote::Remote;
 
 /// Aborts every incomplete multipart upload under the remote's prefix; returns how
 /// many were aborted.

@@ -9,9 +9,9 @@ use std::cmp::Ordering;
 use std::collections::{HashMap, HashSet};
 use std::iter::Peekable;
 
-use crate::hash::{etag_md5, normalize_etag};
+use crate::fs::hash::{etag_md5, normalize_etag};
+use crate::fs::paths::path_cmp;
 use crate::manifest::Entry;
-use crate::paths::path_cmp;
 
 /// Anything that sits in a sorted list at a path.
 pub trait Keyed {

@@ -10,10 +10,10 @@ use futures::{StreamExt, TryStreamExt};
 use object_store::ObjectMeta;
 use tokio::sync::mpsc;
 
-use crate::diff::RemoteObject;
 use crate::error::SyncError;
-use crate::paths::{is_scribe_internal, path_cmp, rel_for};
-use crate::remote::Remote;
+use crate::fs::paths::{is_scribe_internal, path_cmp, rel_for};
+use crate::source::diff::RemoteObject;
+use crate::store::remote::Remote;
 
 /// Why a streamed listing stopped.
 #[derive(Debug)]
@@ -127,7 +127,7 @@ mod tests {
     use object_store::{ObjectStoreExt, PutPayload};
 
     use super::*;
-    use crate::remote::UploadOptions;
+    use crate::store::remote::UploadOptions;
 
     #[tokio::test]
     async fn streamed_listing_is_in_byte_order_without_scribe_objects() {

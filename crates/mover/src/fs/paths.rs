@@ -35,7 +35,7 @@ pub fn unsafe_reason(path: &str) -> Option<&'static str> {
         return Some("reserved for Scribe's manifest");
     }
     let top = path.split('/').next().unwrap_or_default();
-    if top == crate::scan::STAGING_DIR {
+    if top == crate::fs::scan::STAGING_DIR {
         return Some("reserved for Scribe's staging directory");
     }
     None
