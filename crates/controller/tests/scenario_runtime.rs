@@ -18,7 +18,7 @@ use scribe_api::{
     ReplicationDestination, ReplicationDestinationStatus, ReplicationSource,
     ReplicationSourceStatus,
 };
-use scribe_controller::plan::{Action, EventIntent, MetricIntent, ObjectKind, Plan};
+use scribe_controller::plan::{Action, EventIntent, EventReason, MetricIntent, ObjectKind, Plan};
 use scribe_controller::reconcile::{error_policy, reconcile};
 use scribe_controller::snapshot::{VolumeSnapshot, VolumeSnapshotSource, VolumeSnapshotSpec};
 use serde_json::json;
@@ -82,7 +82,7 @@ async fn source_first_snapshot_sync_reads_everything_then_applies_snapshot_write
     let mut p = plan(vec![Action::ApplyVolumeSnapshot(Box::new(snap))], status);
     p.events.push(EventIntent {
         warning: false,
-        reason: "SyncStarted".into(),
+        reason: EventReason::SyncStarted,
         action: "Synchronize".into(),
         note: "started".into(),
     });
@@ -226,7 +226,7 @@ async fn source_with_missing_secret_writes_failed_status_and_warning_without_tou
     let mut p = plan(vec![], status);
     p.events.push(EventIntent {
         warning: true,
-        reason: "ConfigError".into(),
+        reason: EventReason::ConfigError,
         action: "Validate".into(),
         note: "Secret rclone-secret not found".into(),
     });

@@ -23,7 +23,7 @@ use super::mover::{
 };
 use super::snapshots::kept;
 use super::trigger::TriggerState;
-use super::{Action, EventIntent, MetricIntent, MoverReport, ObjectKind};
+use super::{Action, EventIntent, EventReason, MetricIntent, MoverReport, ObjectKind};
 
 /// Poll interval while waiting on something a watch may not report (snapshots, binding).
 pub const POLL: Duration = Duration::from_secs(30);
@@ -131,10 +131,16 @@ impl Ctx {
         self.requeue = Some(self.requeue.map_or(d, |r| r.min(d)));
     }
 
-    pub fn event(&mut self, warning: bool, reason: &str, action: &str, note: impl Into<String>) {
+    pub fn event(
+        &mut self,
+        warning: bool,
+        reason: EventReason,
+        action: &str,
+        note: impl Into<String>,
+    ) {
         self.events.push(EventIntent {
             warning,
-            reason: reason.to_string(),
+            reason,
             action: action.to_string(),
             note: note.into(),
         });
@@ -159,7 +165,12 @@ impl Ctx {
     /// Creates an object that was not observed, with a `Created` event.
     pub fn create(&mut self, action: Action, kind: &str, name: &str) {
         self.actions.push(action);
-        self.event(false, "Created", "Create", format!("created {kind} {name}"));
+        self.event(
+            false,
+            EventReason::Created,
+            "Create",
+            format!("created {kind} {name}"),
+        );
     }
 
     /// Deletes an observed object unless it is already being deleted — and only if this CR
@@ -206,7 +217,7 @@ impl Ctx {
         };
         self.event(
             false,
-            "SyncStarted",
+            EventReason::SyncStarted,
             "Synchronize",
             format!("synchronization started ({why})"),
         );
@@ -301,7 +312,7 @@ impl Ctx {
                 .map_or("unknown".to_string(), |c| c.to_string());
             self.event(
                 true,
-                "SyncFailed",
+                EventReason::SyncFailed,
                 "Synchronize",
                 format!(
                     "mover Job {job_name} failed (exit code {code}): {}",
@@ -313,7 +324,7 @@ impl Ctx {
                     self.st.config_error_fingerprint = Some(fingerprint.to_string());
                     self.event(
                         true,
-                        "ConfigError",
+                        EventReason::ConfigError,
                         "Synchronize",
                         format!("configuration error, not retrying until the spec or the rclone Secret changes: {}", summary_error(&logs)),
                     );
@@ -385,7 +396,7 @@ impl Ctx {
         });
         self.event(
             false,
-            "SyncSucceeded",
+            EventReason::SyncSucceeded,
             "Synchronize",
             format!(
                 "synchronized {files} file(s), {bytes} byte(s) transferred in {}",
@@ -415,9 +426,9 @@ impl Ctx {
                 let has_warning = self
                     .events
                     .iter()
-                    .any(|e| e.warning && e.reason != "MoverNotStarted");
+                    .any(|e| e.warning && e.reason != EventReason::MoverNotStarted);
                 if changed && !has_warning {
-                    self.event(true, "ConfigError", "Validate", msg.clone());
+                    self.event(true, EventReason::ConfigError, "Validate", msg.clone());
                 }
                 set_condition(
                     &mut self.st.conditions,

@@ -194,12 +194,63 @@ pub enum Action {
     },
 }
 
+/// Why an Event is published: the closed set of reasons Scribe's Events carry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum EventReason {
+    /// An object was created.
+    Created,
+    /// A VolumeSnapshot labelled do-not-delete was given up.
+    Released,
+    /// The snapshotter reported an error for a VolumeSnapshot.
+    SnapshotFailed,
+    /// A running mover Job was suspended (spec.paused).
+    MoverSuspended,
+    /// A suspended mover Job was resumed.
+    MoverResumed,
+    /// The mover pod is stuck before its container starts.
+    MoverNotStarted,
+    /// An iteration started.
+    SyncStarted,
+    /// An iteration completed.
+    SyncSucceeded,
+    /// A mover Job failed.
+    SyncFailed,
+    /// The configuration is wrong (validation, or the mover's exit 78).
+    ConfigError,
+    /// The API server refused a write (see `reconcile::failure`).
+    ApplyFailed,
+}
+
+impl EventReason {
+    /// The Event's `reason`, CamelCase as Kubernetes spells reasons.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Created => "Created",
+            Self::Released => "Released",
+            Self::SnapshotFailed => "SnapshotFailed",
+            Self::MoverSuspended => "MoverSuspended",
+            Self::MoverResumed => "MoverResumed",
+            Self::MoverNotStarted => "MoverNotStarted",
+            Self::SyncStarted => "SyncStarted",
+            Self::SyncSucceeded => "SyncSucceeded",
+            Self::SyncFailed => "SyncFailed",
+            Self::ConfigError => "ConfigError",
+            Self::ApplyFailed => scribe_api::constants::REASON_APPLY_FAILED,
+        }
+    }
+}
+
+impl std::fmt::Display for EventReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// An Event to publish about the CR.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EventIntent {
     pub warning: bool,
-    /// CamelCase reason, e.g. `SyncStarted`, `SyncSucceeded`, `SyncFailed`, `ConfigError`, `Created`.
-    pub reason: String,
+    pub reason: EventReason,
     /// CamelCase action, e.g. `Synchronize`, `Validate`, `Create`.
     pub action: String,
     pub note: String,

@@ -21,7 +21,7 @@ use super::mover::{JobPhase, bounded_head, job_phase};
 use super::schedule::ScheduleError;
 use super::trigger::{History, TriggerState, evaluate};
 use super::validate::ValidationError;
-use super::{Action, MoverReport, MoverWaiting, ObjectKind};
+use super::{Action, EventReason, MoverReport, MoverWaiting, ObjectKind};
 use crate::builders::job::{MoverJobParams, build_mover_job};
 
 /// Most bytes of a stuck pod's message quoted in the Synchronizing condition.
@@ -214,9 +214,9 @@ impl Ctx {
                 parallelism: wanted,
             });
             let (reason, note) = if paused {
-                ("MoverSuspended", "suspended (spec.paused)")
+                (EventReason::MoverSuspended, "suspended (spec.paused)")
             } else {
-                ("MoverResumed", "resumed")
+                (EventReason::MoverResumed, "resumed")
             };
             self.event(
                 false,
@@ -257,7 +257,7 @@ impl Ctx {
         if previous_reason != Some(waiting_family(&waiting.reason)) {
             self.event(
                 true,
-                "MoverNotStarted",
+                EventReason::MoverNotStarted,
                 "Synchronize",
                 format!("{prefix}{text}"),
             );
@@ -343,7 +343,7 @@ mod tests {
         assert!(quoted.len() <= MAX_WAITING_MESSAGE, "{}", quoted.len());
         assert!(quoted.ends_with('…'));
         assert_eq!(ctx.events.len(), 1);
-        assert_eq!(ctx.events[0].reason, "MoverNotStarted");
+        assert_eq!(ctx.events[0].reason, EventReason::MoverNotStarted);
         assert!(ctx.events[0].warning);
 
         ctx.progress(&first);
