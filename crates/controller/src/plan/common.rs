@@ -1,7 +1,7 @@
 //! The parts of the state machine both sides share: the status fields they have in common,
 //! the output being assembled (actions, events, metrics, requeue), starting an iteration,
-//! gating a new Job (paused, configuration error, backoff), recording a failed or a
-//! successful mover run, and the final Reconciled condition. The steps built on these are in
+//! reporting a configuration error, recording a failed or a successful mover run, and the
+//! final Reconciled condition. The steps built on these are in
 //! `steps`.
 
 use std::time::Duration;
@@ -9,8 +9,7 @@ use std::time::Duration;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
 use scribe_api::constants::{
-    CONDITION_RECONCILED, CONDITION_SYNCHRONIZING, REASON_ERROR, REASON_PAUSED,
-    REASON_RECONCILE_COMPLETE,
+    CONDITION_RECONCILED, CONDITION_SYNCHRONIZING, REASON_ERROR, REASON_RECONCILE_COMPLETE,
 };
 use scribe_api::{
     MoverResult, MoverStatus, ReplicationDestinationStatus, ReplicationSourceStatus, TriggerSpec,
@@ -223,39 +222,6 @@ impl Ctx {
         );
     }
 
-    /// Whether a new mover Job may start now; if not, the conditions say why.
-    pub(super) fn may_start_job(&mut self, paused: bool, fingerprint: &str) -> bool {
-        if paused {
-            self.syncing(
-                false,
-                REASON_PAUSED,
-                "paused (spec.paused): no new mover Job starts",
-            );
-            return false;
-        }
-        if let Some(recorded) = self.st.config_error_fingerprint.clone() {
-            if recorded == fingerprint {
-                self.report_config_error();
-                return false;
-            }
-            // The spec or the Secret changed since the error: try again.
-            self.st.config_error_fingerprint = None;
-        }
-        if let Some(retry) = self.st.next_retry_time.as_ref().map(|t| t.0)
-            && retry > self.now
-        {
-            let failures = self.st.consecutive_failures.unwrap_or(0);
-            self.syncing(
-                false,
-                REASON_ERROR,
-                format!("the mover failed {failures} time(s) in a row; retrying at {retry}"),
-            );
-            self.requeue(until(self.now, retry));
-            return false;
-        }
-        true
-    }
-
     /// The logs of the last recorded mover run.
     fn latest_logs(&self) -> String {
         self.st
@@ -266,7 +232,7 @@ impl Ctx {
     }
 
     /// Says that the recorded configuration error blocks new Jobs until something changes.
-    fn report_config_error(&mut self) {
+    pub(super) fn report_config_error(&mut self) {
         let msg = format!(
             "the mover reported a configuration error (exit 78): {}; fix the spec or the rclone Secret to retry",
             summary_error(&self.latest_logs())

@@ -7,6 +7,11 @@
 //!
 //! CONTRACT between the plan (owner: h4) and the runtime (owner: h5). Change only together.
 //!
+//! Each side (`source`, `destination`) first decides the pass's [`phase::Phase`] (Idle,
+//! Blocked, CleaningUp, PreparingCopy, MoverRunning, MoverFailed, Finishing) from the
+//! observation and `now` alone ([`source_phase`], [`destination_phase`]), then runs that
+//! phase's handler.
+//!
 //! How the state machine stays restart-safe: `status.lastSyncStartTime` marks an open
 //! iteration (cleared on success). Objects observed without one are adopted when created after
 //! `lastSyncTime` (a status write was lost) and cleaned up otherwise; `Apply*` actions are only
@@ -33,6 +38,7 @@ mod common;
 pub mod conditions;
 mod destination;
 pub mod mover;
+pub mod phase;
 pub mod placement;
 pub mod schedule;
 pub mod snapshots;
@@ -41,8 +47,8 @@ mod steps;
 pub mod trigger;
 pub mod validate;
 
-pub use destination::plan_destination;
-pub use source::plan_source;
+pub use destination::{destination_phase, plan_destination};
+pub use source::{plan_source, source_phase};
 
 /// Settings the controller was started with that shape the objects it builds.
 #[derive(Clone, Debug, PartialEq, Eq)]
