@@ -9,7 +9,7 @@
 //! Each of these watches backs off on its own ([`isolated`]): a cluster without the
 //! VolumeSnapshot API (copyMethod Clone/None only) still gets every other watch.
 //!
-//! `/readyz` turns ready once the API serves both kinds ([`probe_until_ready`]).
+//! `/readyz` turns ready once the API serves both kinds (`probe_until_ready`).
 //! Pods are not watched: a Job's status changes when its pod finishes, which is enough.
 //! SIGTERM / Ctrl-C shut everything down gracefully (running passes finish, the Lease is released).
 

@@ -4,8 +4,8 @@
 //! [`Facts`] and call [`decide`], a pure function: it says whether an iteration is open
 //! (and how it got open: recorded, adopted after a lost status write, or started now) and
 //! which [`Phase`] the pass is in. Each side then `match`es on the phase and runs one small
-//! handler per phase. The shared handlers are here ([`Ctx::enter`], [`Ctx::idle`],
-//! [`Ctx::blocked`]); the side-specific ones (preparing the copy, following the mover,
+//! handler per phase. The shared handlers are here (`Ctx::enter`, `Ctx::idle`,
+//! `Ctx::blocked`); the side-specific ones (preparing the copy, following the mover,
 //! finishing) are in `source` and `destination`.
 
 use k8s_openapi::api::batch::v1::Job;

@@ -1,6 +1,6 @@
 //! VolumeSnapshots in an iteration (the source's point-in-time copy, the destination's
 //! images): taking one and waiting until it is ready, replacing one the snapshotter reports an
-//! error for, and releasing one labelled do-not-delete ([`Ctx::release`]: at every pass that
+//! error for, and releasing one labelled do-not-delete (`Ctx::release`: at every pass that
 //! sees it, and instead of every delete — `Ctx::delete` defers to it).
 //!
 //! A snapshot in error is left to the snapshotter's own retries for [`SNAPSHOT_ERROR_RETRY`]
