@@ -1,7 +1,8 @@
 //! Generates one `#[test]` per plan fixture (`tests/fixtures/plan/*.yaml`) into
-//! `$OUT_DIR/plan_fixture_tests.rs`, included by `tests/plan_fixtures.rs`, so every fixture is
-//! a named test (`cargo test -p scribe-controller src_first_sync_snapshot` runs just that one)
-//! and a new YAML file is picked up without being listed anywhere.
+//! `$OUT_DIR/plan_fixture_tests.rs`, included by `tests/plan_fixtures.rs` (a module of the
+//! `tests` binary), so every fixture is a named test (`cargo test -p scribe-controller --test
+//! tests plan_fixtures::src_first_sync_snapshot` runs just that one) and a new YAML file is
+//! picked up without being listed anywhere.
 
 use std::fmt::Write as _;
 use std::path::Path;

@@ -9,7 +9,7 @@
 //! Each of these watches backs off on its own ([`isolated`]): a cluster without the
 //! VolumeSnapshot API (copyMethod Clone/None only) still gets every other watch.
 //!
-//! `/readyz` turns ready once the API serves both kinds ([`probe_until_ready`]).
+//! `/readyz` turns ready once the API serves both kinds (`probe_until_ready`).
 //! Pods are not watched: a Job's status changes when its pod finishes, which is enough.
 //! SIGTERM / Ctrl-C shut everything down gracefully (running passes finish, the Lease is released).
 
@@ -38,7 +38,7 @@ use crate::snapshot::VolumeSnapshot;
 
 /// Why the controller stopped other than by a requested shutdown.
 #[derive(Debug, thiserror::Error)]
-pub enum Error {
+pub enum ControllerStopped {
     #[error(transparent)]
     Http(#[from] HttpError),
     #[error("leader election: {0}")]
@@ -102,7 +102,7 @@ async fn shutdown_requested(mut rx: watch::Receiver<bool>) {
 }
 
 /// Runs the controller until SIGTERM / Ctrl-C (Ok) or loss of leadership (Err).
-pub async fn run(client: Client, config: ControllerConfig) -> Result<(), Error> {
+pub async fn run(client: Client, config: ControllerConfig) -> Result<(), ControllerStopped> {
     run_with(client, config, Arc::new(crate::context::RealPlanner)).await
 }
 
@@ -111,10 +111,10 @@ pub async fn run_with(
     client: Client,
     config: ControllerConfig,
     planner: Arc<dyn Planner>,
-) -> Result<(), Error> {
+) -> Result<(), ControllerStopped> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(Error::Signal)?;
+        .map_err(ControllerStopped::Signal)?;
     tokio::spawn(async move {
         tokio::select! {
             _ = term.recv() => {}
@@ -132,7 +132,7 @@ pub async fn run_until(
     config: ControllerConfig,
     planner: Arc<dyn Planner>,
     stop: watch::Receiver<bool>,
-) -> Result<(), Error> {
+) -> Result<(), ControllerStopped> {
     let metrics = Arc::new(Metrics::new());
     let health = Arc::new(Health::new(config.leader_elect));
     let server = Server::bind(config.metrics_bind_address, metrics.clone(), health.clone()).await?;
@@ -162,7 +162,7 @@ pub async fn run_until(
                 }
                 lost = elector.hold() => {
                     health.set_leader(LeaderState::Unhealthy);
-                    Err(Error::Leadership(lost))
+                    Err(ControllerStopped::Leadership(lost))
                 }
             }
         } else {

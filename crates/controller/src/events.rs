@@ -22,7 +22,7 @@ pub fn to_event(intent: &EventIntent) -> Event {
         } else {
             EventType::Normal
         },
-        reason: intent.reason.clone(),
+        reason: intent.reason.as_str().to_string(),
         note: Some(bounded_head(&intent.note, MAX_NOTE)).filter(|n| !n.is_empty()),
         action: intent.action.clone(),
         secondary: None,
@@ -47,12 +47,13 @@ pub async fn publish(recorder: &Recorder, regarding: &ObjectReference, intents: 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plan::EventReason;
 
     #[test]
     fn warning_intents_become_warning_events_with_their_reason_action_and_note() {
         let e = to_event(&EventIntent {
             warning: true,
-            reason: "ConfigError".into(),
+            reason: EventReason::ConfigError,
             action: "Validate".into(),
             note: "Secret s not found".into(),
         });
@@ -68,7 +69,7 @@ mod tests {
         let note = "é".repeat(2000);
         let e = to_event(&EventIntent {
             warning: true,
-            reason: "SyncFailed".into(),
+            reason: EventReason::SyncFailed,
             action: "Synchronize".into(),
             note: note.clone(),
         });
@@ -82,7 +83,7 @@ mod tests {
         assert!(note.starts_with(cut.trim_end_matches('…')));
         let short = to_event(&EventIntent {
             warning: false,
-            reason: "Created".into(),
+            reason: EventReason::Created,
             action: "Create".into(),
             note: "created Job j".into(),
         });
@@ -93,7 +94,7 @@ mod tests {
     fn empty_note_is_omitted() {
         let e = to_event(&EventIntent {
             warning: false,
-            reason: "Created".into(),
+            reason: EventReason::Created,
             action: "Create".into(),
             note: String::new(),
         });

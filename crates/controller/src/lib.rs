@@ -18,4 +18,4 @@ pub mod snapshot;
 pub mod status;
 
 pub use context::ControllerConfig;
-pub use controller::{Error, run};
+pub use controller::{ControllerStopped, run};

@@ -7,11 +7,9 @@
 //! means absent), conditions (status, reason, message substring), events (`Normal|Warning
 //! <Reason>`), metrics and the requeue in seconds.
 
-mod fixture;
-
 use std::path::Path;
 
-use fixture::{Fixture, Outcome, fixture_files, load};
+use crate::fixture::{Fixture, Outcome, fixture_files, load};
 use scribe_controller::plan::{Action, MetricIntent, ObjectKind};
 use serde_json::Value;
 

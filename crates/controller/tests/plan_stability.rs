@@ -9,11 +9,9 @@
 //! (`nextSyncTime`, `nextRetryTime`) or the plan asked to be woken for: then the fixture's own
 //! semantics move on (a schedule fires, a backoff ends), which is a transition, not a loop.
 
-mod fixture;
-
 use std::time::Duration;
 
-use fixture::{file_name, fixture_files, load};
+use crate::fixture::{file_name, fixture_files, load};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use serde_json::Value;
 

@@ -2,20 +2,18 @@
 //! VolumeSnapshot over two passes (create the image, then rotate `latestImage` once it is ready),
 //! and releasing an image labelled do-not-delete (a merge patch of its owner references).
 
-mod support;
-
 use std::sync::Arc;
 
+use crate::support::fixtures::paths::*;
+use crate::support::fixtures::*;
+use crate::support::passes::{
+    assert_metric, expect_deletes, expect_finished_destination_reads, finish_pass, setup,
+};
 use http::Method;
 use scribe_api::ReplicationDestination;
 use scribe_controller::context::RealPlanner;
 use scribe_controller::reconcile::reconcile;
 use serde_json::json;
-use support::fixtures::paths::*;
-use support::fixtures::*;
-use support::passes::{
-    assert_metric, expect_deletes, expect_finished_destination_reads, finish_pass, setup,
-};
 
 const OLD: &str = "scribe-dest-db-20240501090007";
 const NEW: &str = "scribe-dest-db-20240501100007";

@@ -2,16 +2,14 @@
 //! Lease is missing, held by another replica, expired, or raced for. Expiry is measured on the
 //! elector's (injected) monotonic clock, from when it first saw the Lease's current version.
 
-mod support;
-
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::support::{ApiServer, mock_api};
 use http::Method;
 use k8s_openapi::jiff::Timestamp;
 use scribe_controller::leader::{LeaderElector, LeaseTiming, ManualClock};
 use serde_json::json;
-use support::{ApiServer, mock_api};
 use tokio::task::JoinHandle;
 
 const LEASES: &str = "/apis/coordination.k8s.io/v1/namespaces/scribe-system/leases";

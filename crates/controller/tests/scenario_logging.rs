@@ -2,6 +2,9 @@
 //! name) through the pass's span. A binary of its own: tracing caches per-callsite interest
 //! process-wide, and a thread-local subscriber races with other tests logging on other threads.
 
+// The helpers shared with `tests.rs`, of which this binary uses a few: the others are used
+// (and checked for use) there.
+#[allow(dead_code)]
 mod support;
 
 use std::sync::Arc;

@@ -2,18 +2,18 @@
 //! custom resource: `Reconciled=False` with reason `ApplyFailed` and the API's own message,
 //! plus a Warning Event — against a scripted API server answering 403 / 422.
 
-mod support;
-
 use std::sync::Arc;
 
+use crate::support::fixtures::paths::*;
+use crate::support::fixtures::*;
+use crate::support::passes::{
+    expect_fresh_source_reads, expect_source_pvc_pods, finish_pass, setup,
+};
 use http::Method;
 use scribe_api::ReplicationSource;
 use scribe_controller::context::RealPlanner;
 use scribe_controller::reconcile::reconcile;
 use serde_json::{Value, json};
-use support::fixtures::paths::*;
-use support::fixtures::*;
-use support::passes::{expect_fresh_source_reads, expect_source_pvc_pods, finish_pass, setup};
 
 fn continuous_source(copy_method: &str) -> Value {
     let mut j = source_json(copy_method);

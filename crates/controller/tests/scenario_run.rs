@@ -3,16 +3,14 @@
 //! Controllers list what they should (owned objects by the created-by label), `/readyz`
 //! turns ready once the API serves both kinds, and a stop request ends `run_until` with Ok.
 
-mod support;
-
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::support::mock_api;
 use scribe_controller::context::{ControllerConfig, RealPlanner};
 use scribe_controller::controller::run_until;
 use scribe_controller::plan::Settings;
 use serde_json::json;
-use support::mock_api;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 async fn status_of(addr: std::net::SocketAddr, path: &str) -> Option<u16> {

@@ -3,11 +3,16 @@
 //! answers. The plan itself is tested in `plan/`; the real plan drives `scenario_source.rs`
 //! and `scenario_destination.rs`.
 
-mod support;
-
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::support::fixtures::paths::*;
+use crate::support::fixtures::*;
+use crate::support::passes::{
+    assert_metric, assert_source_sync_counted, expect_finished_destination_reads,
+    expect_finished_source_reads, expect_fresh_source_reads, expect_source_pvc_pods, now, setup,
+};
+use crate::support::scripted::Scripted;
 use http::Method;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::TypedLocalObjectReference;
@@ -18,17 +23,10 @@ use scribe_api::{
     ReplicationDestination, ReplicationDestinationStatus, ReplicationSource,
     ReplicationSourceStatus,
 };
-use scribe_controller::plan::{Action, EventIntent, MetricIntent, ObjectKind, Plan};
+use scribe_controller::plan::{Action, EventIntent, EventReason, MetricIntent, ObjectKind, Plan};
 use scribe_controller::reconcile::{error_policy, reconcile};
 use scribe_controller::snapshot::{VolumeSnapshot, VolumeSnapshotSource, VolumeSnapshotSpec};
 use serde_json::json;
-use support::fixtures::paths::*;
-use support::fixtures::*;
-use support::passes::{
-    assert_metric, assert_source_sync_counted, expect_finished_destination_reads,
-    expect_finished_source_reads, expect_fresh_source_reads, expect_source_pvc_pods, now, setup,
-};
-use support::scripted::Scripted;
 
 fn condition(type_: &str, status: &str, reason: &str) -> Condition {
     Condition {
@@ -82,7 +80,7 @@ async fn source_first_snapshot_sync_reads_everything_then_applies_snapshot_write
     let mut p = plan(vec![Action::ApplyVolumeSnapshot(Box::new(snap))], status);
     p.events.push(EventIntent {
         warning: false,
-        reason: "SyncStarted".into(),
+        reason: EventReason::SyncStarted,
         action: "Synchronize".into(),
         note: "started".into(),
     });
@@ -226,7 +224,7 @@ async fn source_with_missing_secret_writes_failed_status_and_warning_without_tou
     let mut p = plan(vec![], status);
     p.events.push(EventIntent {
         warning: true,
-        reason: "ConfigError".into(),
+        reason: EventReason::ConfigError,
         action: "Validate".into(),
         note: "Secret rclone-secret not found".into(),
     });

@@ -1,22 +1,20 @@
 //! ReplicationSource scenarios with the real plan: the exact requests one reconcile pass makes
 //! against a scripted API server, for the flows of a sync iteration.
 
-mod support;
-
 use std::sync::Arc;
 
+use crate::support::fixtures::paths::*;
+use crate::support::fixtures::*;
+use crate::support::passes::{
+    assert_metric, assert_source_sync_counted, expect_deletes, expect_finished_source_reads,
+    expect_fresh_source_reads, expect_source_pvc_pods, finish_pass, setup,
+};
 use http::Method;
 use kube::runtime::controller::Action as CtrlAction;
 use scribe_api::ReplicationSource;
 use scribe_controller::context::RealPlanner;
 use scribe_controller::reconcile::reconcile;
 use serde_json::{Value, json};
-use support::fixtures::paths::*;
-use support::fixtures::*;
-use support::passes::{
-    assert_metric, assert_source_sync_counted, expect_deletes, expect_finished_source_reads,
-    expect_fresh_source_reads, expect_source_pvc_pods, finish_pass, setup,
-};
 
 /// A source that syncs continuously (no trigger), so the first pass starts at once.
 fn continuous_source(copy_method: &str) -> Value {

@@ -1,7 +1,7 @@
 //! The parts of the state machine both sides share: the status fields they have in common,
 //! the output being assembled (actions, events, metrics, requeue), starting an iteration,
-//! gating a new Job (paused, configuration error, backoff), recording a failed or a
-//! successful mover run, and the final Reconciled condition. The steps built on these are in
+//! reporting a configuration error, recording a failed or a successful mover run, and the
+//! final Reconciled condition. The steps built on these are in
 //! `steps`.
 
 use std::time::Duration;
@@ -9,8 +9,7 @@ use std::time::Duration;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
 use scribe_api::constants::{
-    CONDITION_RECONCILED, CONDITION_SYNCHRONIZING, REASON_ERROR, REASON_PAUSED,
-    REASON_RECONCILE_COMPLETE,
+    CONDITION_RECONCILED, CONDITION_SYNCHRONIZING, REASON_ERROR, REASON_RECONCILE_COMPLETE,
 };
 use scribe_api::{
     MoverResult, MoverStatus, ReplicationDestinationStatus, ReplicationSourceStatus, TriggerSpec,
@@ -23,7 +22,7 @@ use super::mover::{
 };
 use super::snapshots::kept;
 use super::trigger::TriggerState;
-use super::{Action, EventIntent, MetricIntent, MoverReport, ObjectKind};
+use super::{Action, EventIntent, EventReason, MetricIntent, MoverReport, ObjectKind};
 
 /// Poll interval while waiting on something a watch may not report (snapshots, binding).
 pub const POLL: Duration = Duration::from_secs(30);
@@ -131,10 +130,16 @@ impl Ctx {
         self.requeue = Some(self.requeue.map_or(d, |r| r.min(d)));
     }
 
-    pub fn event(&mut self, warning: bool, reason: &str, action: &str, note: impl Into<String>) {
+    pub fn event(
+        &mut self,
+        warning: bool,
+        reason: EventReason,
+        action: &str,
+        note: impl Into<String>,
+    ) {
         self.events.push(EventIntent {
             warning,
-            reason: reason.to_string(),
+            reason,
             action: action.to_string(),
             note: note.into(),
         });
@@ -159,7 +164,12 @@ impl Ctx {
     /// Creates an object that was not observed, with a `Created` event.
     pub fn create(&mut self, action: Action, kind: &str, name: &str) {
         self.actions.push(action);
-        self.event(false, "Created", "Create", format!("created {kind} {name}"));
+        self.event(
+            false,
+            EventReason::Created,
+            "Create",
+            format!("created {kind} {name}"),
+        );
     }
 
     /// Deletes an observed object unless it is already being deleted — and only if this CR
@@ -206,43 +216,10 @@ impl Ctx {
         };
         self.event(
             false,
-            "SyncStarted",
+            EventReason::SyncStarted,
             "Synchronize",
             format!("synchronization started ({why})"),
         );
-    }
-
-    /// Whether a new mover Job may start now; if not, the conditions say why.
-    pub(super) fn may_start_job(&mut self, paused: bool, fingerprint: &str) -> bool {
-        if paused {
-            self.syncing(
-                false,
-                REASON_PAUSED,
-                "paused (spec.paused): no new mover Job starts",
-            );
-            return false;
-        }
-        if let Some(recorded) = self.st.config_error_fingerprint.clone() {
-            if recorded == fingerprint {
-                self.report_config_error();
-                return false;
-            }
-            // The spec or the Secret changed since the error: try again.
-            self.st.config_error_fingerprint = None;
-        }
-        if let Some(retry) = self.st.next_retry_time.as_ref().map(|t| t.0)
-            && retry > self.now
-        {
-            let failures = self.st.consecutive_failures.unwrap_or(0);
-            self.syncing(
-                false,
-                REASON_ERROR,
-                format!("the mover failed {failures} time(s) in a row; retrying at {retry}"),
-            );
-            self.requeue(until(self.now, retry));
-            return false;
-        }
-        true
     }
 
     /// The logs of the last recorded mover run.
@@ -255,7 +232,7 @@ impl Ctx {
     }
 
     /// Says that the recorded configuration error blocks new Jobs until something changes.
-    fn report_config_error(&mut self) {
+    pub(super) fn report_config_error(&mut self) {
         let msg = format!(
             "the mover reported a configuration error (exit 78): {}; fix the spec or the rclone Secret to retry",
             summary_error(&self.latest_logs())
@@ -301,7 +278,7 @@ impl Ctx {
                 .map_or("unknown".to_string(), |c| c.to_string());
             self.event(
                 true,
-                "SyncFailed",
+                EventReason::SyncFailed,
                 "Synchronize",
                 format!(
                     "mover Job {job_name} failed (exit code {code}): {}",
@@ -313,7 +290,7 @@ impl Ctx {
                     self.st.config_error_fingerprint = Some(fingerprint.to_string());
                     self.event(
                         true,
-                        "ConfigError",
+                        EventReason::ConfigError,
                         "Synchronize",
                         format!("configuration error, not retrying until the spec or the rclone Secret changes: {}", summary_error(&logs)),
                     );
@@ -385,7 +362,7 @@ impl Ctx {
         });
         self.event(
             false,
-            "SyncSucceeded",
+            EventReason::SyncSucceeded,
             "Synchronize",
             format!(
                 "synchronized {files} file(s), {bytes} byte(s) transferred in {}",
@@ -415,9 +392,9 @@ impl Ctx {
                 let has_warning = self
                     .events
                     .iter()
-                    .any(|e| e.warning && e.reason != "MoverNotStarted");
+                    .any(|e| e.warning && e.reason != EventReason::MoverNotStarted);
                 if changed && !has_warning {
-                    self.event(true, "ConfigError", "Validate", msg.clone());
+                    self.event(true, EventReason::ConfigError, "Validate", msg.clone());
                 }
                 set_condition(
                     &mut self.st.conditions,

@@ -7,6 +7,11 @@
 //!
 //! CONTRACT between the plan (owner: h4) and the runtime (owner: h5). Change only together.
 //!
+//! Each side (`source`, `destination`) first decides the pass's [`phase::Phase`] (Idle,
+//! Blocked, CleaningUp, PreparingCopy, MoverRunning, MoverFailed, Finishing) from the
+//! observation and `now` alone ([`source_phase`], [`destination_phase`]), then runs that
+//! phase's handler.
+//!
 //! How the state machine stays restart-safe: `status.lastSyncStartTime` marks an open
 //! iteration (cleared on success). Objects observed without one are adopted when created after
 //! `lastSyncTime` (a status write was lost) and cleaned up otherwise; `Apply*` actions are only
@@ -33,6 +38,7 @@ mod common;
 pub mod conditions;
 mod destination;
 pub mod mover;
+pub mod phase;
 pub mod placement;
 pub mod schedule;
 pub mod snapshots;
@@ -41,8 +47,8 @@ mod steps;
 pub mod trigger;
 pub mod validate;
 
-pub use destination::plan_destination;
-pub use source::plan_source;
+pub use destination::{destination_phase, plan_destination};
+pub use source::{plan_source, source_phase};
 
 /// Settings the controller was started with that shape the objects it builds.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -194,12 +200,63 @@ pub enum Action {
     },
 }
 
+/// Why an Event is published: the closed set of reasons Scribe's Events carry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum EventReason {
+    /// An object was created.
+    Created,
+    /// A VolumeSnapshot labelled do-not-delete was given up.
+    Released,
+    /// The snapshotter reported an error for a VolumeSnapshot.
+    SnapshotFailed,
+    /// A running mover Job was suspended (spec.paused).
+    MoverSuspended,
+    /// A suspended mover Job was resumed.
+    MoverResumed,
+    /// The mover pod is stuck before its container starts.
+    MoverNotStarted,
+    /// An iteration started.
+    SyncStarted,
+    /// An iteration completed.
+    SyncSucceeded,
+    /// A mover Job failed.
+    SyncFailed,
+    /// The configuration is wrong (validation, or the mover's exit 78).
+    ConfigError,
+    /// The API server refused a write (see `reconcile::failure`).
+    ApplyFailed,
+}
+
+impl EventReason {
+    /// The Event's `reason`, CamelCase as Kubernetes spells reasons.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Created => "Created",
+            Self::Released => "Released",
+            Self::SnapshotFailed => "SnapshotFailed",
+            Self::MoverSuspended => "MoverSuspended",
+            Self::MoverResumed => "MoverResumed",
+            Self::MoverNotStarted => "MoverNotStarted",
+            Self::SyncStarted => "SyncStarted",
+            Self::SyncSucceeded => "SyncSucceeded",
+            Self::SyncFailed => "SyncFailed",
+            Self::ConfigError => "ConfigError",
+            Self::ApplyFailed => scribe_api::constants::REASON_APPLY_FAILED,
+        }
+    }
+}
+
+impl std::fmt::Display for EventReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// An Event to publish about the CR.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EventIntent {
     pub warning: bool,
-    /// CamelCase reason, e.g. `SyncStarted`, `SyncSucceeded`, `SyncFailed`, `ConfigError`, `Created`.
-    pub reason: String,
+    pub reason: EventReason,
     /// CamelCase action, e.g. `Synchronize`, `Validate`, `Create`.
     pub action: String,
     pub note: String,

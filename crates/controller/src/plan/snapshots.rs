@@ -1,6 +1,6 @@
 //! VolumeSnapshots in an iteration (the source's point-in-time copy, the destination's
 //! images): taking one and waiting until it is ready, replacing one the snapshotter reports an
-//! error for, and releasing one labelled do-not-delete ([`Ctx::release`]: at every pass that
+//! error for, and releasing one labelled do-not-delete (`Ctx::release`: at every pass that
 //! sees it, and instead of every delete — `Ctx::delete` defers to it).
 //!
 //! A snapshot in error is left to the snapshotter's own retries for [`SNAPSHOT_ERROR_RETRY`]
@@ -16,7 +16,7 @@ use scribe_api::constants::{LABEL_DO_NOT_DELETE, LABEL_DO_NOT_DELETE_VOLSYNC};
 
 use super::common::{CLEANUP_POLL, Ctx, owned_by};
 use super::conditions::{add, until};
-use super::{Action, ObjectKind};
+use super::{Action, EventReason, ObjectKind};
 use crate::builders::names::Owner;
 use crate::builders::volume_snapshot::build_volume_snapshot;
 use crate::snapshot::VolumeSnapshot;
@@ -84,7 +84,7 @@ impl Ctx {
         });
         self.event(
             false,
-            "Released",
+            EventReason::Released,
             "Release",
             format!("released VolumeSnapshot {name} (labelled do-not-delete): neither Scribe nor the garbage collector deletes it"),
         );
@@ -163,7 +163,7 @@ impl Ctx {
         };
         self.event(
             true,
-            "SnapshotFailed",
+            EventReason::SnapshotFailed,
             "Synchronize",
             format!("VolumeSnapshot {name} failed ({error}); {why}: deleting it to take it again"),
         );

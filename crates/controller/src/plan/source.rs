@@ -10,6 +10,7 @@
 //! adopted (created after the last sync: a lost status write) or cleaned up.
 
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::jiff::Timestamp;
 use scribe_api::SourceCopyMethod;
@@ -18,15 +19,19 @@ use scribe_api::constants::REASON_ERROR;
 use super::common::{Ctx, StatusParts};
 use super::conditions::truncate;
 use super::mover::config_fingerprint;
+use super::phase::{Decision, Facts, Leftovers, Phase, decide};
 use super::placement;
+use super::schedule::ScheduleError;
 use super::snapshots::kept;
+use super::trigger::TriggerState;
 use super::validate::{
     RcloneSecret, ValidationError, check_custom_ca, check_mover_refs, check_rclone_secret,
 };
 use super::{MetricIntent, ObjectKind, ObservedSource, Settings, SourcePlan};
-use crate::builders::job::{Direction, MoverJobParams};
+use crate::builders::job::{Direction, MoverJobParams, Placement};
 use crate::builders::names::{Owner, source_job_name, source_pit_name};
 use crate::builders::pvc::{DataSource, PvcParams, bound_capacity, build_pvc, requested_storage};
+use crate::snapshot::VolumeSnapshot;
 
 /// What the Synchronizing condition says while the objects of a finished iteration go: the
 /// same in the pass that finishes it and in the passes that wait for the deletions, so the
@@ -36,12 +41,8 @@ const CLEANING_UP: &str =
 
 /// Plans one reconcile pass of a ReplicationSource. Pure: same input, same plan.
 pub fn plan_source(obs: &ObservedSource, settings: &Settings, now: Timestamp) -> SourcePlan {
-    let now = truncate(now);
-    let cr = &obs.cr;
-    let status = cr.status.clone().unwrap_or_default();
-    let mut ctx = Ctx::new(status.common(), cr.metadata.generation, now);
-    ctx.owner_uid = obs.cr.metadata.uid.clone();
-    ctx.created = cr.metadata.creation_timestamp.as_ref().map(|t| t.0);
+    let status = obs.cr.status.clone().unwrap_or_default();
+    let mut ctx = context(obs, truncate(now));
     run(&mut ctx, obs, settings);
     let out_of_sync = ctx
         .metrics
@@ -59,6 +60,22 @@ pub fn plan_source(obs: &ObservedSource, settings: &Settings, now: Timestamp) ->
     }
 }
 
+/// The phase a pass of a ReplicationSource is in at `now` (see `phase`). Pure.
+pub fn source_phase(obs: &ObservedSource, now: Timestamp) -> Decision {
+    let ctx = context(obs, truncate(now));
+    Pass::new(&ctx, obs).decide(&ctx)
+}
+
+/// The pass being planned, from the observed status.
+fn context(obs: &ObservedSource, now: Timestamp) -> Ctx {
+    let cr = &obs.cr;
+    let status = cr.status.clone().unwrap_or_default();
+    let mut ctx = Ctx::new(status.common(), cr.metadata.generation, now);
+    ctx.owner_uid = cr.metadata.uid.clone();
+    ctx.created = cr.metadata.creation_timestamp.as_ref().map(|t| t.0);
+    ctx
+}
+
 /// An open iteration is overdue when a whole interval passed since the last sync.
 fn is_overdue(obs: &ObservedSource, ctx: &Ctx) -> bool {
     let last = ctx.st.last_sync_time.as_ref().map(|t| t.0);
@@ -66,179 +83,143 @@ fn is_overdue(obs: &ObservedSource, ctx: &Ctx) -> bool {
         .is_ok_and(|t| t.missed_interval)
 }
 
-fn run(ctx: &mut Ctx, obs: &ObservedSource, settings: &Settings) {
-    let cr = &obs.cr;
-    let spec = &cr.spec;
-    let name = cr.metadata.name.clone().unwrap_or_default();
-    let owner = Owner::of_source(cr);
-    let pit_name = source_pit_name(&name);
-    let job_name = source_job_name(&name);
-    let paused = spec.paused.unwrap_or(false);
-    let fingerprint = config_fingerprint(spec, obs.secret.as_ref());
-    let last_sync = ctx.st.last_sync_time.as_ref().map(|t| t.0);
+/// What a pass derives from the observation before it acts.
+struct Pass<'o> {
+    obs: &'o ObservedSource,
+    trigger: Result<TriggerState, ScheduleError>,
+    validation: Result<RcloneSecret, ValidationError>,
+    fingerprint: String,
+    paused: bool,
+    /// The iteration's objects observed: Job, point-in-time PVC, VolumeSnapshot.
+    existing: Vec<(ObjectKind, &'o ObjectMeta)>,
+    /// Point-in-time copies of a previous copyMethod.
+    stale: Vec<(ObjectKind, &'o ObjectMeta)>,
+}
 
-    let trigger = ctx.trigger_state(spec.trigger.as_ref(), last_sync);
-    let validation = validate(obs);
-    ctx.record_checks(&trigger, &validation);
+impl<'o> Pass<'o> {
+    fn new(ctx: &Ctx, obs: &'o ObservedSource) -> Self {
+        let spec = &obs.cr.spec;
+        let last_sync = ctx.st.last_sync_time.as_ref().map(|t| t.0);
+        let existing = [
+            obs.job.as_ref().map(|j| (ObjectKind::Job, &j.metadata)),
+            obs.pit_pvc
+                .as_ref()
+                .map(|p| (ObjectKind::PersistentVolumeClaim, &p.metadata)),
+            obs.snapshot
+                .as_ref()
+                .map(|s| (ObjectKind::VolumeSnapshot, &s.metadata)),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        Self {
+            obs,
+            trigger: ctx.trigger_state(spec.trigger.as_ref(), last_sync),
+            validation: validate(obs),
+            fingerprint: config_fingerprint(spec, obs.secret.as_ref()),
+            paused: spec.paused.unwrap_or(false),
+            existing,
+            stale: stale_pit(obs),
+        }
+    }
+
+    fn decide(&self, ctx: &Ctx) -> Decision {
+        decide(&Facts {
+            now: ctx.now,
+            st: &ctx.st,
+            owner_uid: ctx.owner_uid.as_deref(),
+            trigger: &self.trigger,
+            valid: self.validation.is_ok(),
+            paused: self.paused,
+            fingerprint: &self.fingerprint,
+            found: &self.existing,
+            job: self.obs.job.as_ref(),
+            stale_copies: !self.stale.is_empty(),
+        })
+    }
+}
+
+/// Decides the phase, records the checks, then runs the phase's handler.
+fn run(ctx: &mut Ctx, obs: &ObservedSource, settings: &Settings) {
+    let pass = Pass::new(ctx, obs);
+    let decision = pass.decide(ctx);
+    ctx.record_checks(&pass.trigger, &pass.validation);
     if let Some(snapshot) = obs.snapshot.as_ref().filter(|s| kept(&s.metadata)) {
         // Labelled do-not-delete: never ours to delete, nor the garbage collector's.
         ctx.release(&snapshot.metadata);
     }
-
-    let existing: Vec<(ObjectKind, &ObjectMeta)> = [
-        obs.job.as_ref().map(|j| (ObjectKind::Job, &j.metadata)),
-        obs.pit_pvc
-            .as_ref()
-            .map(|p| (ObjectKind::PersistentVolumeClaim, &p.metadata)),
-        obs.snapshot
-            .as_ref()
-            .map(|s| (ObjectKind::VolumeSnapshot, &s.metadata)),
-    ]
-    .into_iter()
-    .flatten()
-    .collect();
-
-    if !ctx.open_iteration(&existing, CLEANING_UP, &trigger, paused, validation.is_ok()) {
-        return;
-    }
-    if let Some(job) = &obs.job {
-        let mut detail = String::new();
-        if let Some(pending) = obs
-            .pit_pvc
-            .as_ref()
-            .filter(|p| pvc_phase(p) == Some("Pending"))
-        {
-            detail.push_str(&format!(
-                "; waiting for PVC {} to be bound",
-                pending.metadata.name.clone().unwrap_or_default()
-            ));
-        }
-        if let Some(at) = ctx.job_succeeded(
-            job,
+    ctx.enter(decision.iteration, &pass.trigger);
+    match decision.phase {
+        Phase::Idle => ctx.idle(&pass.trigger),
+        Phase::Blocked(blocker) => ctx.blocked(blocker, &pass.fingerprint),
+        Phase::CleaningUp(Leftovers::LastIteration) => ctx.clean_up(&pass.existing, CLEANING_UP),
+        // Point-in-time copies of the copyMethod in place before a switch go before the new
+        // method makes its own (a PVC of the old kind holds the name the new one needs; and a
+        // pass that deletes creates nothing).
+        Phase::CleaningUp(Leftovers::PreviousCopyMethod) => ctx.clean_up(&pass.stale, SWITCHED),
+        Phase::PreparingCopy => prepare_copy(ctx, &pass, settings),
+        Phase::MoverRunning => mover_running(ctx, &pass),
+        Phase::MoverFailed { message } => mover_failed(ctx, &pass, &message),
+        Phase::Finishing { completed } => ctx.finish_iteration(
+            completed.min(ctx.now),
             obs.mover.as_ref(),
-            obs.mover_waiting.as_ref(),
-            &fingerprint,
-            &detail,
-            paused,
-        ) {
-            ctx.finish_iteration(
-                at.min(ctx.now),
-                obs.mover.as_ref(),
-                spec.trigger.as_ref(),
-                &existing,
-                CLEANING_UP,
-            );
-        }
-        return;
+            obs.cr.spec.trigger.as_ref(),
+            &pass.existing,
+            CLEANING_UP,
+        ),
     }
+}
 
-    // Point-in-time copies of the copyMethod in place before a switch go before the new
-    // method makes its own (a PVC of the old kind holds the name the new one needs; and a
-    // pass that deletes creates nothing).
-    let stale = stale_pit(obs);
-    if !stale.is_empty() {
-        ctx.clean_up(&stale, SWITCHED);
-        return;
-    }
-
-    let Some(rclone) = ctx.job_gate(validation, paused, &fingerprint) else {
+/// [`Phase::MoverRunning`]: follows the Job, noting a point-in-time PVC still pending.
+fn mover_running(ctx: &mut Ctx, pass: &Pass<'_>) {
+    let Some(job) = &pass.obs.job else {
         return;
     };
-    let Some(source_pvc) = obs.source_pvc.as_ref() else {
-        return;
-    };
-    let rc = &spec.rclone;
-    let source_spec = source_pvc.spec.clone().unwrap_or_default();
-    let access_modes = if rc.access_modes.is_empty() {
-        source_spec.access_modes.clone().unwrap_or_default()
-    } else {
-        rc.access_modes.clone()
-    };
-    let storage_class = rc
-        .storage_class_name
-        .clone()
-        .or(source_spec.storage_class_name.clone());
-
-    // The volume the mover reads, the access modes it has, and where the mover must run.
-    let mut placement = None;
-    let mut data_modes = access_modes.clone();
-    // The point-in-time PVC to create (its size and origin), once the copy method knows them.
-    let mut new_pit = None;
-    let data_pvc = match rc.copy_method {
-        SourceCopyMethod::None | SourceCopyMethod::Direct => {
-            data_modes = source_spec.access_modes.clone().unwrap_or_default();
-            placement = placement::placement(source_pvc, &obs.source_pvc_pods);
-            spec.source_pvc.clone()
-        }
-        SourceCopyMethod::Clone => {
-            if obs.pit_pvc.is_none() {
-                // A clone is at least as large as the volume it copies: its actual size first.
-                let Some(capacity) = rc
-                    .capacity
-                    .clone()
-                    .or_else(|| bound_capacity(source_pvc))
-                    .or_else(|| requested_storage(source_pvc))
-                else {
-                    ctx.fail(format!(
-                        "spec.rclone.capacity must be set: source PVC {} has no storage request",
-                        spec.source_pvc
-                    ));
-                    return;
-                };
-                new_pit = Some((capacity, DataSource::Pvc(spec.source_pvc.clone())));
-            }
-            pit_name.clone()
-        }
-        SourceCopyMethod::Snapshot => {
-            let Some(snapshot) = ctx.ready_snapshot(
-                obs.snapshot.as_ref(),
-                &pit_name,
-                &owner,
-                &spec.source_pvc,
-                rc.volume_snapshot_class_name.as_deref(),
-            ) else {
-                return;
-            };
-            if obs.pit_pvc.is_none() {
-                let capacity = rc
-                    .capacity
-                    .clone()
-                    .or_else(|| {
-                        snapshot
-                            .status
-                            .as_ref()
-                            .and_then(|s| s.restore_size.clone())
-                    })
-                    .or_else(|| requested_storage(source_pvc));
-                let Some(capacity) = capacity else {
-                    ctx.fail(format!("spec.rclone.capacity must be set: neither VolumeSnapshot {pit_name} nor PVC {} report a size", spec.source_pvc));
-                    return;
-                };
-                new_pit = Some((capacity, DataSource::Snapshot(pit_name.clone())));
-            }
-            pit_name.clone()
-        }
-    };
-    if let Some(modes) = obs
+    let detail = pass
+        .obs
         .pit_pvc
         .as_ref()
-        .filter(|_| data_pvc == pit_name)
-        .and_then(|p| p.spec.as_ref()?.access_modes.clone())
-    {
-        data_modes = modes;
+        .filter(|p| pvc_phase(p) == Some("Pending"))
+        .map(|p| {
+            format!(
+                "; waiting for PVC {} to be bound",
+                p.metadata.name.clone().unwrap_or_default()
+            )
+        })
+        .unwrap_or_default();
+    ctx.follow_job(job, pass.obs.mover_waiting.as_ref(), &detail, pass.paused);
+}
+
+/// [`Phase::MoverFailed`]: records the failure; the Job goes, the point-in-time copy stays.
+fn mover_failed(ctx: &mut Ctx, pass: &Pass<'_>, message: &str) {
+    if let Some(job) = &pass.obs.job {
+        ctx.job_failed(
+            &job.metadata,
+            pass.obs.mover.as_ref(),
+            message,
+            &pass.fingerprint,
+        );
     }
-    if let Some((capacity, data_source)) = new_pit {
-        let pvc = build_pvc(&PvcParams {
-            name: &pit_name,
-            owner: &owner,
-            access_modes,
-            capacity,
-            storage_class_name: storage_class,
-            volume_mode: source_spec.volume_mode.clone(),
-            data_source: Some(data_source),
-        });
-        ctx.create_pvc(pvc, &pit_name);
-    }
+}
+
+/// The volume the mover reads: which PVC, its access modes, and where the mover must run.
+struct DataVolume {
+    pvc: String,
+    modes: Vec<String>,
+    placement: Option<Placement>,
+}
+
+/// [`Phase::PreparingCopy`]: the point-in-time copy (when the copyMethod makes one), then
+/// the mover Job reading it.
+fn prepare_copy(ctx: &mut Ctx, pass: &Pass<'_>, settings: &Settings) {
+    ctx.forget_stale_config_error(&pass.fingerprint);
+    let obs = pass.obs;
+    let (Ok(rclone), Some(source_pvc)) = (&pass.validation, obs.source_pvc.as_ref()) else {
+        return;
+    };
+    let Some(data) = data_volume(ctx, obs, source_pvc) else {
+        return;
+    };
     if let Some(lost) = obs
         .pit_pvc
         .as_ref()
@@ -252,21 +233,138 @@ fn run(ctx: &mut Ctx, obs: &ObservedSource, settings: &Settings) {
         ctx.fail(msg);
         return;
     }
+    let cr = &obs.cr;
+    let rc = &cr.spec.rclone;
+    let name = cr.metadata.name.clone().unwrap_or_default();
     ctx.start_job(&MoverJobParams {
-        name: &job_name,
-        owner: &owner,
+        name: &source_job_name(&name),
+        owner: &Owner::of_source(cr),
         direction: Direction::Source,
         settings,
         secret_name: &rc.rclone_config,
         secret_has_config: rclone.has_config,
-        secret_env_keys: rclone.env_keys,
+        secret_env_keys: rclone.env_keys.clone(),
         section: &rc.rclone_config_section,
         remote_path: &rc.rclone_dest_path,
-        data_pvc: &data_pvc,
-        read_only: placement::read_only(&data_modes),
-        placement: placement.as_ref(),
+        data_pvc: &data.pvc,
+        read_only: placement::read_only(&data.modes),
+        placement: data.placement.as_ref(),
         mover: &rc.mover,
     });
+}
+
+/// The volume the mover reads for the copyMethod, creating the point-in-time copy when it
+/// was not observed; `None` while it is not there yet (or cannot be made).
+fn data_volume(
+    ctx: &mut Ctx,
+    obs: &ObservedSource,
+    source_pvc: &PersistentVolumeClaim,
+) -> Option<DataVolume> {
+    let spec = &obs.cr.spec;
+    let rc = &spec.rclone;
+    let pit_name = source_pit_name(obs.cr.metadata.name.as_deref().unwrap_or_default());
+    let source_spec = source_pvc.spec.clone().unwrap_or_default();
+    let origin = match rc.copy_method {
+        SourceCopyMethod::None | SourceCopyMethod::Direct => {
+            return Some(DataVolume {
+                pvc: spec.source_pvc.clone(),
+                modes: source_spec.access_modes.unwrap_or_default(),
+                placement: placement::placement(source_pvc, &obs.source_pvc_pods),
+            });
+        }
+        SourceCopyMethod::Clone => DataSource::Pvc(spec.source_pvc.clone()),
+        SourceCopyMethod::Snapshot => {
+            ctx.ready_snapshot(
+                obs.snapshot.as_ref(),
+                &pit_name,
+                &Owner::of_source(&obs.cr),
+                &spec.source_pvc,
+                rc.volume_snapshot_class_name.as_deref(),
+            )?;
+            DataSource::Snapshot(pit_name.clone())
+        }
+    };
+    let modes = if rc.access_modes.is_empty() {
+        source_spec.access_modes.clone().unwrap_or_default()
+    } else {
+        rc.access_modes.clone()
+    };
+    let modes = match &obs.pit_pvc {
+        Some(pit) => pit
+            .spec
+            .as_ref()
+            .and_then(|s| s.access_modes.clone())
+            .unwrap_or(modes),
+        None => {
+            create_pit(ctx, obs, source_pvc, &pit_name, origin, modes.clone())?;
+            modes
+        }
+    };
+    Some(DataVolume {
+        pvc: pit_name,
+        modes,
+        placement: None,
+    })
+}
+
+/// Creates the point-in-time PVC `name` restored from `origin`, as large as what it copies
+/// (`None`, with Reconciled False, when no size is known).
+fn create_pit(
+    ctx: &mut Ctx,
+    obs: &ObservedSource,
+    source_pvc: &PersistentVolumeClaim,
+    name: &str,
+    origin: DataSource,
+    access_modes: Vec<String>,
+) -> Option<()> {
+    let spec = &obs.cr.spec;
+    let rc = &spec.rclone;
+    let capacity = match &origin {
+        // A clone is at least as large as the volume it copies: its actual size first.
+        DataSource::Pvc(_) => rc
+            .capacity
+            .clone()
+            .or_else(|| bound_capacity(source_pvc))
+            .or_else(|| requested_storage(source_pvc)),
+        DataSource::Snapshot(_) => rc
+            .capacity
+            .clone()
+            .or_else(|| restore_size(obs.snapshot.as_ref()))
+            .or_else(|| requested_storage(source_pvc)),
+    };
+    let Some(capacity) = capacity else {
+        ctx.fail(match origin {
+            DataSource::Pvc(_) => format!(
+                "spec.rclone.capacity must be set: source PVC {} has no storage request",
+                spec.source_pvc
+            ),
+            DataSource::Snapshot(_) => format!(
+                "spec.rclone.capacity must be set: neither VolumeSnapshot {name} nor PVC {} report a size",
+                spec.source_pvc
+            ),
+        });
+        return None;
+    };
+    let source_spec = source_pvc.spec.clone().unwrap_or_default();
+    let pvc = build_pvc(&PvcParams {
+        name,
+        owner: &Owner::of_source(&obs.cr),
+        access_modes,
+        capacity,
+        storage_class_name: rc
+            .storage_class_name
+            .clone()
+            .or(source_spec.storage_class_name),
+        volume_mode: source_spec.volume_mode,
+        data_source: Some(origin),
+    });
+    ctx.create_pvc(pvc, name);
+    Some(())
+}
+
+/// The size a VolumeSnapshot reports for a volume restored from it.
+fn restore_size(snapshot: Option<&VolumeSnapshot>) -> Option<Quantity> {
+    snapshot?.status.as_ref()?.restore_size.clone()
 }
 
 fn validate(obs: &ObservedSource) -> Result<RcloneSecret, ValidationError> {

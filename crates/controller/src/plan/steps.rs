@@ -1,9 +1,8 @@
 //! The steps of an iteration both state machines (`source`, `destination`) take, as methods
-//! of the pass being planned: checking trigger and configuration, the gate before a new
-//! iteration, cleaning up leftovers, following (and, while paused, suspending) the mover Job,
-//! gating and starting a new Job, creating PVCs, and finishing the iteration (snapshots are
-//! in `snapshots`). Each side's
-//! module reads as its own state machine calling these.
+//! of the pass being planned: checking trigger and configuration, cleaning up leftovers,
+//! following (and, while paused, suspending) the mover Job, starting a new Job, creating
+//! PVCs, and finishing the iteration (snapshots are in `snapshots`). Which of these a pass
+//! takes is decided first, by its phase (`phase`); each side's phase handlers call these.
 
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
@@ -11,17 +10,16 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
 use scribe_api::TriggerSpec;
 use scribe_api::constants::{
-    CONDITION_SYNCHRONIZING, REASON_CLEANING_UP, REASON_ERROR, REASON_PAUSED,
-    REASON_SYNC_IN_PROGRESS,
+    CONDITION_SYNCHRONIZING, REASON_CLEANING_UP, REASON_PAUSED, REASON_SYNC_IN_PROGRESS,
 };
 
-use super::common::{CLEANUP_POLL, Ctx, POLL, adoptable, owned_by};
-use super::conditions::{find, truncate};
-use super::mover::{JobPhase, bounded_head, job_phase};
+use super::common::{CLEANUP_POLL, Ctx, POLL};
+use super::conditions::find;
+use super::mover::bounded_head;
 use super::schedule::ScheduleError;
 use super::trigger::{History, TriggerState, evaluate};
 use super::validate::ValidationError;
-use super::{Action, MoverReport, MoverWaiting, ObjectKind};
+use super::{Action, EventReason, MoverReport, MoverWaiting, ObjectKind};
 use crate::builders::job::{MoverJobParams, build_mover_job};
 
 /// Most bytes of a stuck pod's message quoted in the Synchronizing condition.
@@ -73,83 +71,6 @@ impl Ctx {
         }
     }
 
-    /// Whether an iteration is open, opening one if none is recorded: objects `found` that
-    /// were created after the last sync belong to an iteration whose status write was lost and
-    /// continue it; older ones are left over and deleted first; with nothing found a new
-    /// iteration starts if it may. False when the pass stops here.
-    pub fn open_iteration(
-        &mut self,
-        found: &[(ObjectKind, &ObjectMeta)],
-        leftovers_message: impl AsRef<str>,
-        trigger: &Result<TriggerState, ScheduleError>,
-        paused: bool,
-        valid: bool,
-    ) -> bool {
-        if self.st.last_sync_start_time.is_some() {
-            return true;
-        }
-        let last_sync = self.st.last_sync_time.as_ref().map(|t| t.0);
-        let mut adopted = found
-            .iter()
-            // Someone else's object under our name is never taken for our iteration.
-            .filter(|(_, m)| adoptable(m, last_sync) && owned_by(m, self.owner_uid.as_deref()))
-            .peekable();
-        if adopted.peek().is_some() {
-            let start = adopted
-                .filter_map(|(_, m)| m.creation_timestamp.as_ref().map(|t| t.0))
-                .min()
-                .unwrap_or(self.now);
-            self.st.last_sync_start_time = Some(Time(start));
-            true
-        } else if !found.is_empty() {
-            self.clean_up(found, leftovers_message);
-            false
-        } else {
-            self.start_if_due(trigger, paused, valid)
-        }
-    }
-
-    /// With no iteration open and nothing left over: starts one if the schedule is valid,
-    /// the CR is not paused, the trigger is due and the configuration is valid; otherwise
-    /// the Synchronizing condition says which of these holds it back.
-    fn start_if_due(
-        &mut self,
-        trigger: &Result<TriggerState, ScheduleError>,
-        paused: bool,
-        valid: bool,
-    ) -> bool {
-        let Ok(trigger) = trigger else {
-            self.syncing(false, REASON_ERROR, "invalid spec.trigger.schedule");
-            return false;
-        };
-        if paused {
-            self.syncing(
-                false,
-                REASON_PAUSED,
-                "paused (spec.paused): no new synchronization starts",
-            );
-            return false;
-        }
-        if !trigger.due {
-            self.syncing(false, trigger.waiting_reason, &trigger.waiting_message);
-            if let Some(wait) = trigger.wait {
-                self.requeue(wait);
-            }
-            return false;
-        }
-        if !valid {
-            self.syncing(
-                false,
-                REASON_ERROR,
-                "cannot start a synchronization until the configuration is fixed",
-            );
-            self.requeue(POLL);
-            return false;
-        }
-        self.start_iteration(trigger);
-        true
-    }
-
     /// Deletes what the last completed iteration left behind before a new one may start.
     pub fn clean_up(&mut self, leftovers: &[(ObjectKind, &ObjectMeta)], message: impl AsRef<str>) {
         for (kind, meta) in leftovers {
@@ -165,38 +86,25 @@ impl Ctx {
         self.requeue(POLL);
     }
 
-    /// Handles the mover Job of the open iteration while it runs or after it failed; returns
-    /// when it succeeded (its completion time, else `now`), for the caller to finish the
-    /// iteration. `detail` is appended to the running message (e.g. a PVC still pending).
-    /// While `paused`, a running Job is suspended (parallelism 0), and resumed after.
-    pub fn job_succeeded(
+    /// [`super::phase::Phase::MoverRunning`]: suspends (while `paused`) or resumes the Job,
+    /// else reports it running, or why its pod has not started. `detail` is appended to the
+    /// running message (e.g. a PVC still pending).
+    pub fn follow_job(
         &mut self,
         job: &Job,
-        report: Option<&MoverReport>,
         waiting: Option<&MoverWaiting>,
-        fingerprint: &str,
         detail: &str,
         paused: bool,
-    ) -> Option<Timestamp> {
-        match job_phase(job) {
-            JobPhase::Running => {
-                let name = job.metadata.name.as_deref().unwrap_or_default();
-                if self.scale_job(job, paused) {
-                    return None;
-                }
-                let state = match waiting {
-                    Some(w) => self.mover_not_started(name, w),
-                    None => format!("mover Job {name} is running"),
-                };
-                self.progress(format!("{state}{detail}"));
-                None
-            }
-            JobPhase::Failed { message, .. } => {
-                self.job_failed(&job.metadata, report, &message, fingerprint);
-                None
-            }
-            JobPhase::Succeeded { at } => Some(at.map_or(self.now, truncate)),
+    ) {
+        let name = job.metadata.name.as_deref().unwrap_or_default();
+        if self.scale_job(job, paused) {
+            return;
         }
+        let state = match waiting {
+            Some(w) => self.mover_not_started(name, w),
+            None => format!("mover Job {name} is running"),
+        };
+        self.progress(format!("{state}{detail}"));
     }
 
     /// Suspends a running mover Job while paused (`spec.parallelism` 0: the Job controller
@@ -214,9 +122,9 @@ impl Ctx {
                 parallelism: wanted,
             });
             let (reason, note) = if paused {
-                ("MoverSuspended", "suspended (spec.paused)")
+                (EventReason::MoverSuspended, "suspended (spec.paused)")
             } else {
-                ("MoverResumed", "resumed")
+                (EventReason::MoverResumed, "resumed")
             };
             self.event(
                 false,
@@ -257,7 +165,7 @@ impl Ctx {
         if previous_reason != Some(waiting_family(&waiting.reason)) {
             self.event(
                 true,
-                "MoverNotStarted",
+                EventReason::MoverNotStarted,
                 "Synchronize",
                 format!("{prefix}{text}"),
             );
@@ -283,26 +191,6 @@ impl Ctx {
             }
         }
         self.clean_up(objects, message);
-    }
-
-    /// The valid configuration when a new mover Job may start now; otherwise the conditions
-    /// say why not (invalid configuration, paused, configuration error, backoff).
-    pub fn job_gate<V>(
-        &mut self,
-        validation: Result<V, ValidationError>,
-        paused: bool,
-        fingerprint: &str,
-    ) -> Option<V> {
-        let Ok(valid) = validation else {
-            self.syncing(
-                false,
-                REASON_ERROR,
-                "cannot continue the synchronization until the configuration is fixed",
-            );
-            self.requeue(POLL);
-            return None;
-        };
-        self.may_start_job(paused, fingerprint).then_some(valid)
     }
 
     /// Creates a PersistentVolumeClaim that was not observed.
@@ -343,7 +231,7 @@ mod tests {
         assert!(quoted.len() <= MAX_WAITING_MESSAGE, "{}", quoted.len());
         assert!(quoted.ends_with('…'));
         assert_eq!(ctx.events.len(), 1);
-        assert_eq!(ctx.events[0].reason, "MoverNotStarted");
+        assert_eq!(ctx.events[0].reason, EventReason::MoverNotStarted);
         assert!(ctx.events[0].warning);
 
         ctx.progress(&first);

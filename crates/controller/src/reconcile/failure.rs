@@ -17,8 +17,8 @@ use super::ReplicationKind;
 use crate::apply::ApplyError;
 use crate::context::Context;
 use crate::events;
-use crate::plan::EventIntent;
 use crate::plan::conditions::{find, set_condition};
+use crate::plan::{EventIntent, EventReason};
 use crate::status::write_status;
 
 /// What to put in the CR for a refused write; `None` for errors worth only a retry
@@ -96,7 +96,7 @@ pub async fn report_refusal<K: ReplicationKind>(
     if news {
         let intent = EventIntent {
             warning: true,
-            reason: REASON_APPLY_FAILED.to_string(),
+            reason: EventReason::ApplyFailed,
             action: "Apply".to_string(),
             note: message,
         };

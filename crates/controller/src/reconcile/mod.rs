@@ -46,7 +46,7 @@ pub mod failure;
 
 /// Why a reconcile pass failed.
 #[derive(Debug, thiserror::Error)]
-pub enum Error {
+pub enum ReconcileError {
     #[error(transparent)]
     Observe(#[from] ObserveError),
     #[error(transparent)]
@@ -55,13 +55,13 @@ pub enum Error {
     Status(#[from] StatusError),
 }
 
-impl Error {
+impl ReconcileError {
     fn kube_error(&self) -> Option<&kube::Error> {
         match self {
-            Error::Observe(e) => Some(e.source_error()),
-            Error::Apply(e) => e.kube_error(),
-            Error::Status(StatusError::Patch { source, .. }) => Some(source.as_ref()),
-            Error::Status(StatusError::Encode { .. }) => None,
+            ReconcileError::Observe(e) => Some(e.source_error()),
+            ReconcileError::Apply(e) => e.kube_error(),
+            ReconcileError::Status(StatusError::Patch { source, .. }) => Some(source.as_ref()),
+            ReconcileError::Status(StatusError::Encode { .. }) => None,
         }
     }
 
@@ -168,7 +168,10 @@ fn key_of<K: ReplicationKind>(cr: &K) -> MetricKey {
         name = %cr.name_any(),
     )
 )]
-pub async fn reconcile<K: ReplicationKind>(cr: Arc<K>, ctx: Arc<Context>) -> Result<Action, Error> {
+pub async fn reconcile<K: ReplicationKind>(
+    cr: Arc<K>,
+    ctx: Arc<Context>,
+) -> Result<Action, ReconcileError> {
     let key = key_of(cr.as_ref());
     if cr.meta().deletion_timestamp.is_some() {
         // Owner references let the garbage collector remove what we created.
@@ -183,7 +186,11 @@ pub async fn reconcile<K: ReplicationKind>(cr: Arc<K>, ctx: Arc<Context>) -> Res
     result
 }
 
-async fn pass<K: ReplicationKind>(cr: &K, ctx: &Context, key: &MetricKey) -> Result<Action, Error> {
+async fn pass<K: ReplicationKind>(
+    cr: &K,
+    ctx: &Context,
+    key: &MetricKey,
+) -> Result<Action, ReconcileError> {
     let plan = cr.observe_and_plan(ctx).await?;
     if starts_job(&plan.actions) && !cache_is_current(cr, ctx, key).await? {
         debug!(
@@ -242,7 +249,7 @@ async fn cache_is_current<K: ReplicationKind>(
     cr: &K,
     ctx: &Context,
     key: &MetricKey,
-) -> Result<bool, Error> {
+) -> Result<bool, ReconcileError> {
     let kind = match K::ROLE {
         Role::Source => "ReplicationSource",
         Role::Destination => "ReplicationDestination",
@@ -276,7 +283,11 @@ pub const PERMANENT_ERROR_REQUEUE: Duration = Duration::from_secs(300);
 
 /// What the Controller does after a failed pass: log with structured fields, requeue with
 /// backoff (retryable) or after [`PERMANENT_ERROR_REQUEUE`].
-pub fn error_policy<K: ReplicationKind>(cr: Arc<K>, err: &Error, ctx: Arc<Context>) -> Action {
+pub fn error_policy<K: ReplicationKind>(
+    cr: Arc<K>,
+    err: &ReconcileError,
+    ctx: Arc<Context>,
+) -> Action {
     let key = key_of(cr.as_ref());
     let delay = if err.is_retryable() {
         ctx.failed(&key)

@@ -1,5 +1,4 @@
 //! Fixtures for scenario tests: custom resources and the cluster objects the API answers with.
-#![allow(dead_code)]
 
 use serde_json::{Value, json};
 

@@ -1,10 +1,8 @@
 //! Mock Kubernetes API for scenario tests, built on tower-test as kube-rs/controller-rs does:
 //! the test scripts each request it expects (method, path, query, body) and the answer it
 //! gives, in order, while the reconciler runs against a `kube::Client` over the mock.
-#![allow(dead_code)]
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
 
 use http::{Method, Request, Response};
 use http_body_util::BodyExt;
@@ -207,17 +205,3 @@ impl Seen {
         );
     }
 }
-
-/// Records what a scripted plan was given.
-#[derive(Default)]
-pub struct Recorded<T> {
-    pub seen: Mutex<Vec<T>>,
-}
-
-impl<T: Clone> Recorded<T> {
-    pub fn all(&self) -> Vec<T> {
-        self.seen.lock().unwrap().clone()
-    }
-}
-
-pub type Shared<T> = Arc<Recorded<T>>;

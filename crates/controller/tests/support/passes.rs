@@ -1,7 +1,6 @@
 //! Shared steps of reconcile scenarios: a Context over the scripted API with a fixed clock,
 //! and the request sequences one pass makes for the `apps/db` fixtures (what observe reads,
 //! the deletes of a finished iteration), each request asserted and answered.
-#![allow(dead_code)]
 
 use std::sync::Arc;
 

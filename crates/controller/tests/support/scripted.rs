@@ -1,6 +1,5 @@
 //! A stand-in plan for runtime scenarios: returns what the test scripted and records what
 //! observe handed it.
-#![allow(dead_code)]
 
 use std::sync::Mutex;
 
