@@ -115,7 +115,12 @@ impl BlockCipher {
         let (tag, body) = sealed.split_at(TAG_LEN as usize);
         let mut plain = body.to_vec();
         self.aead
-            .decrypt_in_place_detached(Nonce::from_slice(&nonce), b"", &mut plain, Tag::from_slice(tag))
+            .decrypt_in_place_detached(
+                Nonce::from_slice(&nonce),
+                b"",
+                &mut plain,
+                Tag::from_slice(tag),
+            )
             .map_err(|_| DataError::BadBlock { block: n })?;
         Ok(plain)
     }

@@ -16,7 +16,10 @@ fn encrypts_byte_for_byte_like_rclone_given_its_nonce() {
     assert_eq!(hex::encode(encrypt_all(&keys.data, nonce, FOX)), FOX_RCLONE);
     let c = BlockCipher::new(&keys.data, nonce);
     assert_eq!(c.open(0, &stored[32..]).unwrap(), FOX);
-    assert_eq!(decrypted_size(stored.len() as u64).unwrap(), FOX.len() as u64);
+    assert_eq!(
+        decrypted_size(stored.len() as u64).unwrap(),
+        FOX.len() as u64
+    );
 }
 
 #[test]
@@ -26,12 +29,21 @@ fn a_flipped_bit_or_another_key_fails_authentication() {
     let nonce = parse_header(&stored).unwrap();
     stored[40] ^= 1;
     let c = BlockCipher::new(&keys.data, nonce);
-    assert_eq!(c.open(0, &stored[32..]), Err(DataError::BadBlock { block: 0 }));
+    assert_eq!(
+        c.open(0, &stored[32..]),
+        Err(DataError::BadBlock { block: 0 })
+    );
     let stored = hex::decode(FOX_RCLONE).unwrap();
     let wrong = BlockCipher::new(&Keys::derive("potato", "").data, nonce);
-    assert_eq!(wrong.open(0, &stored[32..]), Err(DataError::BadBlock { block: 0 }));
+    assert_eq!(
+        wrong.open(0, &stored[32..]),
+        Err(DataError::BadBlock { block: 0 })
+    );
     // A block is bound to its position: block 0 does not open as block 1.
-    assert_eq!(c.open(1, &stored[32..]), Err(DataError::BadBlock { block: 1 }));
+    assert_eq!(
+        c.open(1, &stored[32..]),
+        Err(DataError::BadBlock { block: 1 })
+    );
 }
 
 #[test]
@@ -48,7 +60,10 @@ fn sizes_follow_rclone_formulas() {
     }
     assert_eq!(decrypted_size(31), Err(DataError::TooShort));
     assert_eq!(decrypted_size(32 + 16), Err(DataError::TruncatedBlock));
-    assert_eq!(decrypted_size(32 + 65552 + 3), Err(DataError::TruncatedBlock));
+    assert_eq!(
+        decrypted_size(32 + 65552 + 3),
+        Err(DataError::TruncatedBlock)
+    );
 }
 
 #[test]

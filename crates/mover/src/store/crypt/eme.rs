@@ -46,7 +46,7 @@ fn aes(cipher: &Aes256, block: &mut [u8], dir: Direction) {
 /// `tweak`. Callers check the length; a wrong one is a programming error.
 pub fn transform(cipher: &Aes256, tweak: &[u8; BLOCK], data: &[u8], dir: Direction) -> Vec<u8> {
     assert!(
-        data.len() % BLOCK == 0 && (1..=MAX_BLOCKS).contains(&(data.len() / BLOCK)),
+        data.len().is_multiple_of(BLOCK) && (1..=MAX_BLOCKS).contains(&(data.len() / BLOCK)),
         "EME input must be 1 to 128 whole blocks"
     );
     let m = data.len() / BLOCK;

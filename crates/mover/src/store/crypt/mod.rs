@@ -23,7 +23,7 @@ mod names;
 pub mod obscure;
 mod store;
 
-pub use data::{decrypted_size, encrypted_size};
+pub use data::{decrypted_size, encrypt_all, encrypted_size, parse_header};
 pub use names::{Keys, NameCipher, NameEncoding, NameMode};
 pub use store::CryptStore;
 
@@ -100,11 +100,18 @@ pub fn settings(remote: &RemoteConfig) -> Result<CryptSettings, ConfigError> {
     if !unknown.is_empty() {
         warn!(section = %remote.name, keys = ?unknown, "ignoring unknown crypt options");
     }
-    let target = remote
-        .get_str("remote")
-        .ok_or_else(|| remote.invalid("remote", "missing: say which remote to encrypt, e.g. `remote = s3remote:bucket/path`"))?;
+    let target = remote.get_str("remote").ok_or_else(|| {
+        remote.invalid(
+            "remote",
+            "missing: say which remote to encrypt, e.g. `remote = s3remote:bucket/path`",
+        )
+    })?;
     let wrapped = parse_wrapped(&target).map_err(|m| remote.invalid("remote", m))?;
-    let mode = match remote.get_str("filename_encryption").map(|v| v.to_lowercase()).as_deref() {
+    let mode = match remote
+        .get_str("filename_encryption")
+        .map(|v| v.to_lowercase())
+        .as_deref()
+    {
         None | Some("standard") => NameMode::Standard,
         Some("obfuscate") => NameMode::Obfuscate,
         Some("off") => NameMode::Off,
@@ -115,7 +122,11 @@ pub fn settings(remote: &RemoteConfig) -> Result<CryptSettings, ConfigError> {
             ));
         }
     };
-    let encoding = match remote.get_str("filename_encoding").map(|v| v.to_lowercase()).as_deref() {
+    let encoding = match remote
+        .get_str("filename_encoding")
+        .map(|v| v.to_lowercase())
+        .as_deref()
+    {
         None | Some("base32") => NameEncoding::Base32,
         Some("base64") => NameEncoding::Base64,
         Some("base32768") => {
@@ -140,7 +151,10 @@ pub fn settings(remote: &RemoteConfig) -> Result<CryptSettings, ConfigError> {
     let dir_names = remote.get_bool("directory_name_encryption", true)?;
     let password = revealed(remote, "password")?;
     if password.is_empty() {
-        return Err(remote.invalid("password", "missing: a crypt remote needs a password (obscured with `rclone obscure`)"));
+        return Err(remote.invalid(
+            "password",
+            "missing: a crypt remote needs a password (obscured with `rclone obscure`)",
+        ));
     }
     let salt = revealed(remote, "password2")?;
     Ok(CryptSettings {
@@ -155,21 +169,29 @@ pub fn settings(remote: &RemoteConfig) -> Result<CryptSettings, ConfigError> {
 /// `name:path` → (Some(name), path); a path without a remote name → (None, path).
 fn parse_wrapped(target: &str) -> Result<(Option<String>, String), String> {
     if target.starts_with(':') {
-        return Err(format!("{target:?}: on-the-fly backends (`:type:`) are not supported; name a section"));
+        return Err(format!(
+            "{target:?}: on-the-fly backends (`:type:`) are not supported; name a section"
+        ));
     }
     match target.split_once(':') {
         Some((name, path)) if !name.contains('/') => {
             if name.contains(',') {
-                return Err(format!("{target:?}: connection-string parameters are not supported"));
+                return Err(format!(
+                    "{target:?}: connection-string parameters are not supported"
+                ));
             }
-            Ok((Some(name.to_owned()), path.trim_matches('/').to_owned()))
+            Ok((Some(name.to_owned()), path.to_owned()))
         }
         _ => Ok((None, target.to_owned())),
     }
 }
 
 /// Opens the crypt section `remote` (already resolved) for `args`.
-pub async fn open(remote: &RemoteConfig, args: &OpenArgs, env: &Env) -> Result<Remote, BackendError> {
+pub async fn open(
+    remote: &RemoteConfig,
+    args: &OpenArgs,
+    env: &Env,
+) -> Result<Remote, BackendError> {
     let s = settings(remote).map_err(BackendError::Config)?;
     let inner = match &s.remote {
         (None, path) => super::open_local(&remote.name, path)?,
@@ -181,7 +203,12 @@ pub async fn open(remote: &RemoteConfig, args: &OpenArgs, env: &Env) -> Result<R
             })?;
             if wrapped.kind == "crypt" {
                 return Err(remote
-                    .invalid("remote", format!("points at crypt section {name:?}: crypt over crypt is not supported"))
+                    .invalid(
+                        "remote",
+                        format!(
+                            "points at crypt section {name:?}: crypt over crypt is not supported"
+                        ),
+                    )
                     .into());
             }
             let inner_args = OpenArgs {
@@ -199,7 +226,12 @@ pub async fn open(remote: &RemoteConfig, args: &OpenArgs, env: &Env) -> Result<R
         message: e.to_string(),
     })?;
     let names = NameCipher::new(&s.keys, s.mode, s.encoding, s.dir_names);
-    let store = CryptStore::new(Arc::clone(&inner.store), &inner.prefix, names.clone(), s.keys.data);
+    let store = CryptStore::new(
+        Arc::clone(&inner.store),
+        &inner.prefix,
+        names.clone(),
+        s.keys.data,
+    );
     let root = inner.description.clone();
     check_password(&store, &inner, &prefix, &remote.name, &root).await?;
     let incomplete = inner.incomplete.clone().map(|i| {
@@ -290,17 +322,24 @@ struct CryptIncomplete {
 impl IncompleteUploads for CryptIncomplete {
     async fn list(&self, prefix: &str) -> Result<Vec<(String, String)>, object_store::Error> {
         let plain = prefix.trim_end_matches('/');
-        let enc = self.names.encrypt_dir(plain).map_err(|why| object_store::Error::Generic {
-            store: "crypt",
-            source: why.into(),
-        })?;
+        let enc = self
+            .names
+            .encrypt_dir(plain)
+            .map_err(|why| object_store::Error::Generic {
+                store: "crypt",
+                source: why.into(),
+            })?;
         let full = [self.inner_prefix.as_str(), enc.as_str()]
             .iter()
             .filter(|s| !s.is_empty())
             .copied()
             .collect::<Vec<_>>()
             .join("/");
-        let p = if full.is_empty() { full } else { format!("{full}/") };
+        let p = if full.is_empty() {
+            full
+        } else {
+            format!("{full}/")
+        };
         self.inner.list(&p).await
     }
 

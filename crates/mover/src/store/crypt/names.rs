@@ -65,7 +65,8 @@ impl Keys {
         };
         let mut out = [0u8; 80];
         if !password.is_empty() {
-            let params = scrypt::Params::new(14, 8, 1, scrypt::Params::RECOMMENDED_LEN).expect("valid scrypt parameters");
+            let params = scrypt::Params::new(14, 8, 1, scrypt::Params::RECOMMENDED_LEN)
+                .expect("valid scrypt parameters");
             scrypt::scrypt(password.as_bytes(), salt, &params, &mut out)
                 .expect("80 is a valid scrypt output length");
         }
@@ -159,7 +160,12 @@ impl NameCipher {
                 }
                 let padded = eme::transform(&self.aes, &self.tweak, &raw, Direction::Decrypt);
                 let pad = usize::from(padded[padded.len() - 1]);
-                if pad == 0 || pad > 16 || padded[padded.len() - pad..].iter().any(|b| usize::from(*b) != pad) {
+                if pad == 0
+                    || pad > 16
+                    || padded[padded.len() - pad..]
+                        .iter()
+                        .any(|b| usize::from(*b) != pad)
+                {
                     return Err("bad padding: wrong password or not an encrypted name".to_owned());
                 }
                 String::from_utf8(padded[..padded.len() - pad].to_vec())
@@ -284,7 +290,9 @@ fn obfuscate(plain: &str, key_sum: u32) -> String {
             }
             '0'..='9' => {
                 let d = dir % 9 + 1;
-                out.push(char::from_u32(u32::from('0') + (r - u32::from('0') + d) % 10).expect("digit"));
+                out.push(
+                    char::from_u32(u32::from('0') + (r - u32::from('0') + d) % 10).expect("digit"),
+                );
             }
             'A'..='Z' | 'a'..='z' => {
                 out.push(letter(c, (dir % 25 + 1) as i64));
@@ -367,7 +375,12 @@ fn deobfuscate(cipher: &str, key_sum: u32) -> Result<String, String> {
                 if n < base {
                     n += 256;
                 }
-                out.push(u32::try_from(n).ok().and_then(char::from_u32).ok_or_else(not)?);
+                out.push(
+                    u32::try_from(n)
+                        .ok()
+                        .and_then(char::from_u32)
+                        .ok_or_else(not)?,
+                );
             }
             _ => out.push(c),
         }

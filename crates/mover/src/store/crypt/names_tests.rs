@@ -97,7 +97,8 @@ fn directory_names_can_stay_plain() {
     );
     assert_eq!(c.encrypt_dir("dir/sub").unwrap(), "dir/sub");
     assert_eq!(
-        c.decrypt_file("dir/sub/dcnf48vcidci7gkljealkha5a0").unwrap(),
+        c.decrypt_file("dir/sub/dcnf48vcidci7gkljealkha5a0")
+            .unwrap(),
         "dir/sub/file name.txt"
     );
 }
@@ -120,7 +121,8 @@ fn directories_encrypt_segment_by_segment() {
         "5o7oa7mpg298hp1opgjknlqag0/iad1nh9qjer6mqhhhtlcf27m18"
     );
     assert_eq!(
-        c.decrypt_dir("5o7oa7mpg298hp1opgjknlqag0/iad1nh9qjer6mqhhhtlcf27m18").unwrap(),
+        c.decrypt_dir("5o7oa7mpg298hp1opgjknlqag0/iad1nh9qjer6mqhhhtlcf27m18")
+            .unwrap(),
         "dir/sub"
     );
 }
@@ -128,7 +130,12 @@ fn directories_encrypt_segment_by_segment() {
 #[test]
 fn foreign_names_do_not_decrypt() {
     let c = cipher("", NameMode::Standard, NameEncoding::Base32, true);
-    for bad in ["hello.txt", "abc", "s83tjtk0e6aogosoteqti6f54", "s83tjtk0e6aogosoteqti6f5w4"] {
+    for bad in [
+        "hello.txt",
+        "abc",
+        "s83tjtk0e6aogosoteqti6f54",
+        "s83tjtk0e6aogosoteqti6f5w4",
+    ] {
         assert!(c.decrypt_file(bad).is_err(), "{bad}");
     }
     let other = NameCipher::new(

@@ -34,7 +34,10 @@ fn ctr(iv: &[u8; IV_LEN], data: &mut [u8]) {
 pub fn reveal(obscured: &str) -> Result<String, String> {
     let raw = URL_SAFE_NO_PAD
         .decode(obscured.trim_end_matches('='))
-        .map_err(|_| "not an obscured value (base64 decoding failed): store it with `rclone obscure`".to_owned())?;
+        .map_err(|_| {
+            "not an obscured value (base64 decoding failed): store it with `rclone obscure`"
+                .to_owned()
+        })?;
     if raw.len() < IV_LEN {
         return Err("obscured value too short: store it with `rclone obscure`".to_owned());
     }

@@ -15,8 +15,8 @@ use futures::stream::{self, BoxStream, StreamExt};
 use object_store::path::Path;
 use object_store::{
     Attribute, Attributes, CopyOptions, GetOptions, GetRange, GetResult, GetResultPayload,
-    ListResult, MultipartUpload, ObjectMeta, ObjectStore, ObjectStoreExt, PutMode, PutMultipartOptions,
-    PutOptions, PutPayload, PutResult, UploadPart,
+    ListResult, MultipartUpload, ObjectMeta, ObjectStore, PutMode, PutMultipartOptions, PutOptions,
+    PutPayload, PutResult, UploadPart,
 };
 use tracing::warn;
 
@@ -230,9 +230,10 @@ fn decrypt_stream(
             )));
         }
         let sealed: Vec<u8> = s.buf.drain(..take).collect();
-        let plain = s.cipher.open(s.block, &sealed).map_err(|e: DataError| {
-            generic(format!("decrypting {}: {e}", s.key))
-        })?;
+        let plain = s
+            .cipher
+            .open(s.block, &sealed)
+            .map_err(|e: DataError| generic(format!("decrypting {}: {e}", s.key)))?;
         s.block += 1;
         let from = (s.skip as usize).min(plain.len());
         s.skip = 0;
@@ -243,7 +244,9 @@ fn decrypt_stream(
     .boxed()
 }
 
-async fn collect(body: BoxStream<'static, object_store::Result<Bytes>>) -> object_store::Result<Vec<u8>> {
+async fn collect(
+    body: BoxStream<'static, object_store::Result<Bytes>>,
+) -> object_store::Result<Vec<u8>> {
     let mut out = Vec::new();
     let mut body = body;
     while let Some(chunk) = body.next().await {
@@ -308,7 +311,11 @@ impl ObjectStore for CryptStore {
         }))
     }
 
-    async fn get_opts(&self, location: &Path, options: GetOptions) -> object_store::Result<GetResult> {
+    async fn get_opts(
+        &self,
+        location: &Path,
+        options: GetOptions,
+    ) -> object_store::Result<GetResult> {
         let key = self.core.file_key(location)?;
         let mut inner_opts = inner_get_options(&options);
         if options.head {
@@ -336,12 +343,15 @@ impl ObjectStore for CryptStore {
                     None => break,
                 }
             }
-            let nonce = data::parse_header(&head).map_err(|e| generic(format!("decrypting {name}: {e}")))?;
+            let nonce = data::parse_header(&head)
+                .map_err(|e| generic(format!("decrypting {name}: {e}")))?;
             let rest = Bytes::from(head.split_off(data::HEADER_LEN as usize));
             let body = stream::once(async move { Ok(rest) }).chain(body).boxed();
             let cipher = BlockCipher::new(&self.core.data_key, nonce);
             return Ok(GetResult {
-                payload: GetResultPayload::Stream(decrypt_stream(body, cipher, 0, 0, meta.size, name)),
+                payload: GetResultPayload::Stream(decrypt_stream(
+                    body, cipher, 0, 0, meta.size, name,
+                )),
                 range: 0..meta.size,
                 meta,
                 attributes,
@@ -354,7 +364,8 @@ impl ObjectStore for CryptStore {
         let meta = self.core.plain_meta_of(location, r.meta.clone())?;
         let (attributes, extensions) = (r.attributes.clone(), r.extensions.clone());
         let head = collect(into_stream(r)).await?;
-        let nonce = data::parse_header(&head).map_err(|e| generic(format!("decrypting {name}: {e}")))?;
+        let nonce =
+            data::parse_header(&head).map_err(|e| generic(format!("decrypting {name}: {e}")))?;
         let want = range
             .as_range(meta.size)
             .map_err(|e| generic(format!("{name}: {e}")))?;
@@ -395,7 +406,9 @@ impl ObjectStore for CryptStore {
                 let core = Arc::clone(&core);
                 async move {
                     let (key, plain) = pair?;
-                    let mut done = core.inner.delete_stream(stream::once(async { Ok(key) }).boxed());
+                    let mut done = core
+                        .inner
+                        .delete_stream(stream::once(async { Ok(key) }).boxed());
                     while let Some(r) = done.next().await {
                         r?;
                     }
@@ -426,8 +439,16 @@ impl ObjectStore for CryptStore {
 
     async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
         let inner_prefix = self.core.dir_key(prefix)?;
-        let r = self.core.inner.list_with_delimiter(inner_prefix.as_ref()).await?;
-        let objects = r.objects.into_iter().filter_map(|m| self.core.plain_meta(m)).collect();
+        let r = self
+            .core
+            .inner
+            .list_with_delimiter(inner_prefix.as_ref())
+            .await?;
+        let objects = r
+            .objects
+            .into_iter()
+            .filter_map(|m| self.core.plain_meta(m))
+            .collect();
         let common_prefixes = r
             .common_prefixes
             .into_iter()
@@ -449,7 +470,12 @@ impl ObjectStore for CryptStore {
         })
     }
 
-    async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> object_store::Result<()> {
+    async fn copy_opts(
+        &self,
+        from: &Path,
+        to: &Path,
+        options: CopyOptions,
+    ) -> object_store::Result<()> {
         let (from, to) = (self.core.file_key(from)?, self.core.file_key(to)?);
         self.core.inner.copy_opts(&from, &to, options).await
     }
@@ -457,7 +483,12 @@ impl ObjectStore for CryptStore {
 
 impl CryptStore {
     /// A crypt view of `inner`, storing under `inner_prefix`.
-    pub fn new(inner: Arc<dyn ObjectStore>, inner_prefix: &Path, names: NameCipher, data_key: [u8; 32]) -> Self {
+    pub fn new(
+        inner: Arc<dyn ObjectStore>,
+        inner_prefix: &Path,
+        names: NameCipher,
+        data_key: [u8; 32],
+    ) -> Self {
         Self {
             core: Arc::new(Core {
                 inner,
@@ -468,30 +499,42 @@ impl CryptStore {
         }
     }
 
-    /// Whether a stored object decrypts with these keys: `Some(true)` when its name
-    /// (`standard` names) or its first block does, `Some(false)` when either fails,
+    /// Whether a stored object (as listed underneath) decrypts with these keys:
+    /// `Some(true)` when its first block does (or, for an empty file, its
+    /// `standard` name), `Some(false)` when its name, size or first block do not,
     /// `None` when it proves nothing (an empty file under obfuscated or plain names).
     pub async fn decrypts(&self, stored: &ObjectMeta) -> object_store::Result<Option<bool>> {
         let Some(rel) = self.core.strip(stored.location.as_ref()) else {
             return Ok(None);
         };
-        let Ok(plain) = self.core.names.decrypt_file(rel) else {
+        if self.core.names.decrypt_file(rel).is_err() {
             return Ok(Some(false));
-        };
+        }
         let Ok(size) = data::decrypted_size(stored.size) else {
-            return Ok(Some(false));
-        };
-        let Ok(location) = Path::parse(&plain) else {
             return Ok(Some(false));
         };
         if size == 0 {
             return Ok((self.core.names.mode() == NameMode::Standard).then_some(true));
         }
-        match self.get_range(&location, 0..1).await {
-            Ok(_) => Ok(Some(true)),
-            Err(object_store::Error::Generic { store: STORE, .. }) => Ok(Some(false)),
-            Err(e) => Err(e),
-        }
+        // Read by the stored key: under a wrong key an obfuscated name does not
+        // encrypt back to the same stored name.
+        let first = stored.size.min(data::HEADER_LEN + data::BLOCK);
+        let body = self
+            .core
+            .inner
+            .get_opts(
+                &stored.location,
+                GetOptions {
+                    range: Some(GetRange::Bounded(0..first)),
+                    ..Default::default()
+                },
+            )
+            .await?;
+        let body = collect(into_stream(body)).await?;
+        let opened = data::parse_header(&body).and_then(|nonce| {
+            BlockCipher::new(&self.core.data_key, nonce).open(0, &body[data::HEADER_LEN as usize..])
+        });
+        Ok(Some(opened.is_ok()))
     }
 
     /// The stored key of a plaintext file key (for tests and diagnostics).
@@ -500,10 +543,14 @@ impl CryptStore {
     }
 }
 
+/// Smallest part but the last that S3 accepts.
+const MIN_PART: usize = 5 * 1024 * 1024;
+
 /// A multipart upload that encrypts as parts arrive. Parts are sealed in whole
-/// 64 KiB blocks; what does not fill a block waits for the next part (or for
-/// `complete`, which sends it as the last part). A plaintext part of at least 5 MiB
-/// therefore still yields a stored part of at least 5 MiB.
+/// 64 KiB blocks; what does not fill a block, or would make a part under 5 MiB,
+/// waits for the next part (or for `complete`, which sends it as the last part).
+/// So every stored part but the last has at least 5 MiB, whatever the plaintext
+/// part sizes, and at most 5 MiB plus one block is held back.
 struct CryptUpload {
     inner: Box<dyn MultipartUpload>,
     cipher: BlockCipher,
@@ -543,7 +590,9 @@ impl MultipartUpload for CryptUpload {
             self.carry.extend_from_slice(b);
         }
         let whole = self.carry.len() / data::BLOCK_DATA as usize * data::BLOCK_DATA as usize;
-        if whole == 0 {
+        if whole < MIN_PART {
+            // Too small to be any part but the last (S3's rule): held for the next
+            // part or for `complete`.
             return Box::pin(async { Ok(()) });
         }
         let part = self.seal(whole);
