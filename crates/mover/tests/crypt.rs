@@ -422,3 +422,57 @@ async fn corrupted_block_fails_the_restore_without_writing_bad_data() {
     let listing = rclone(&conf, &["cat", "secret:replica/dir/b.bin"], &[]);
     assert!(!listing.status.success(), "rclone agrees the block is bad");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_crypt_sections_are_refused_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("rclone.conf");
+    let stored = dir.path().join("stored");
+    let disk = format!("disk:{}", stored.display());
+    let mut text = "[disk]\ntype = local\n".to_string();
+    text += &crypt_section("ok", &disk, PASSWORD, "");
+    text += &crypt_section("nowhere", "missing:bucket", PASSWORD, "");
+    text += &crypt_section("nested", "ok:inner", PASSWORD, "");
+    text += &crypt_section("b32768", &disk, PASSWORD, "filename_encoding = base32768");
+    text += &crypt_section("nodata", &disk, PASSWORD, "no_data_encryption = true");
+    text += &crypt_section("mode", &disk, PASSWORD, "filename_encryption = rot13");
+    text += &crypt_section("onthefly", ":s3:bucket", PASSWORD, "");
+    text += "[noremote]\ntype = crypt\npassword = x\n";
+    text += &format!("[plainpw]\ntype = crypt\nremote = {disk}\npassword = hunter2!\n");
+    text += &format!("[nopw]\ntype = crypt\nremote = {disk}\n");
+    std::fs::write(&conf, text).unwrap();
+
+    assert!(open_section(&conf, "ok", "x").await.is_ok());
+    for (section, needles) in [
+        (
+            "nowhere",
+            &["\"nowhere\"", "\"remote\"", "\"missing\" not found"][..],
+        ),
+        ("nested", &["\"remote\"", "crypt over crypt"]),
+        (
+            "b32768",
+            &["\"filename_encoding\"", "base32768 is not supported"],
+        ),
+        ("nodata", &["\"no_data_encryption\"", "not supported"]),
+        ("mode", &["\"filename_encryption\"", "rot13"]),
+        ("onthefly", &["\"remote\"", "on-the-fly"]),
+        ("noremote", &["\"remote\"", "missing"]),
+        ("plainpw", &["\"password\"", "rclone obscure"]),
+        ("nopw", &["\"password\"", "missing"]),
+    ] {
+        let err = open_section(&conf, section, "x").await.expect_err(section);
+        for needle in needles {
+            assert!(err.contains(needle), "{section}: {err:?} lacks {needle:?}");
+        }
+        assert!(!err.contains(PASSWORD), "{err}");
+    }
+}
+
+#[test]
+fn rclone_reveals_what_we_obscure() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("rclone.conf");
+    std::fs::write(&conf, "").unwrap();
+    let out = rclone_ok(&conf, &["reveal", &obscure("s3cr3t pass", [5; 16])]);
+    assert!(out.lines().any(|l| l == "s3cr3t pass"), "{out}");
+}

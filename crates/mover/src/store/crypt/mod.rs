@@ -4,7 +4,7 @@
 //! the keys, open the wrapped remote (`remote = name:bucket/path`, or a local
 //! path), wrap its store in a [`CryptStore`], then check the password against
 //! what is already stored. Keys (`names`), contents (`data`), the store adapter
-//! (`store`) and obscured values (`obscure`) live in their own files.
+//! (`store`, `upload`) and obscured values (`obscure`) live in their own files.
 
 use std::sync::Arc;
 
@@ -22,6 +22,7 @@ mod eme;
 mod names;
 pub mod obscure;
 mod store;
+mod upload;
 
 pub use data::{decrypted_size, encrypt_all, encrypted_size, parse_header};
 pub use names::{Keys, NameCipher, NameEncoding, NameMode};
