@@ -223,14 +223,65 @@ impl NameCipher {
         let last = segments.len() - 1;
         let mut out = Vec::with_capacity(segments.len());
         for (i, s) in segments.iter().enumerate() {
-            if self.dir_names || (is_file && i == last) {
-                out.push(f(s)?);
-            } else {
+            if !(self.dir_names || (is_file && i == last)) {
                 out.push((*s).to_owned());
+                continue;
+            }
+            // rclone keeps a version suffix (`-v2006-01-02-150405-000`, before the
+            // extension) of the last segment outside the transformed part.
+            match split_version(s).filter(|_| i == last) {
+                Some((unversioned, version)) => out.push(add_version(&f(&unversioned)?, version)),
+                None => out.push(f(s)?),
             }
         }
         Ok(out.join("/"))
     }
+}
+
+/// Go's `path.Ext`: from the last `.`, or empty.
+fn ext(name: &str) -> &str {
+    name.rfind('.').map_or("", |i| &name[i..])
+}
+
+/// rclone's `version.Remove`: (`name` without its version, the version) when the
+/// part before the extension ends in a valid `-vYYYY-MM-DD-hhmmss-mmm`.
+fn split_version(name: &str) -> Option<(String, &str)> {
+    const LEN: usize = "-v2006-01-02-150405-000".len();
+    let ext = ext(name);
+    let base = &name[..name.len() - ext.len()];
+    let start = base.len().checked_sub(LEN)?;
+    let v = base.get(start..)?.as_bytes();
+    let digits = |r: std::ops::Range<usize>| -> Option<u32> {
+        let d = &v[r];
+        d.iter()
+            .all(u8::is_ascii_digit)
+            .then(|| d.iter().fold(0, |n, b| n * 10 + u32::from(b - b'0')))
+    };
+    let shape = v[0] == b'-' && v[1] == b'v' && [6, 9, 12, 19].iter().all(|&i| v[i] == b'-');
+    if !shape {
+        return None;
+    }
+    let (year, month, day) = (digits(2..6)?, digits(7..9)?, digits(10..12)?);
+    let (h, m, sec) = (digits(13..15)?, digits(15..17)?, digits(17..19)?);
+    digits(20..23)?;
+    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    let days = match month {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if leap => 29,
+        2 => 28,
+        _ => return None,
+    };
+    if day == 0 || day > days || h > 23 || m > 59 || sec > 59 {
+        return None;
+    }
+    Some((format!("{}{ext}", &base[..start]), &base[start..]))
+}
+
+/// rclone's `version.Add`: `version` inserted before the extension of `name`.
+fn add_version(name: &str, version: &str) -> String {
+    let ext = ext(name);
+    format!("{}{version}{ext}", &name[..name.len() - ext.len()])
 }
 
 const BASE32HEX: &[u8; 32] = b"0123456789abcdefghijklmnopqrstuv";

@@ -160,3 +160,47 @@ fn base32hex_round_trips_every_length() {
         assert_eq!(base32hex_decode(&s.to_uppercase()).unwrap(), data, "{n}");
     }
 }
+
+#[test]
+fn version_suffixes_stay_outside_the_encrypted_name_like_rclone() {
+    let std = cipher("", NameMode::Standard, NameEncoding::Base32, true);
+    let obf = cipher("", NameMode::Obfuscate, NameEncoding::Base32, true);
+    let nodir = cipher("", NameMode::Standard, NameEncoding::Base32, false);
+    let cases = [
+        (
+            &std,
+            "d-v2020-01-02-030405-000/file-v2020-01-02-030405-000.txt",
+            "rpsavuotevggkbbp3giubket8cclvt3v4a0portcm5mchmu04oq0/dliujkifo15pa0t31sl422pt6k-v2020-01-02-030405-000",
+        ),
+        (
+            &std,
+            "a.b-v2024-02-29-235959-999",
+            "s45r9ojcc6ku8cq5op3ries04oo48bojk8qs6od9ucdam7nc7u9g",
+        ),
+        // Not a date (2023 is no leap year): encrypted whole.
+        (
+            &std,
+            "bad-v2023-02-29-000000-000.txt",
+            "jqdmev387b06po5etr8mj3virbu5hp0lhsv6je53kod6fpct7ek0",
+        ),
+        (
+            &std,
+            "x-v2020-01-02-030405-000.tar.gz",
+            "fg38c8moo67r37tfgl6kjjriknp7f5t0jof29ihb9air9m9ids4g",
+        ),
+        (
+            &obf,
+            "d-v2020-01-02-030405-000/file-v2020-01-02-030405-000.txt",
+            "254.f-x1919-90-91-929394-999/46.yBEx-v2020-01-02-030405-000.MQM",
+        ),
+        (
+            &nodir,
+            "d-v2020-01-02-030405-000/file-v2020-01-02-030405-000.txt",
+            "d-v2020-01-02-030405-000/dliujkifo15pa0t31sl422pt6k-v2020-01-02-030405-000",
+        ),
+    ];
+    for (c, plain, stored) in cases {
+        assert_eq!(c.encrypt_file(plain).unwrap(), stored, "{plain}");
+        assert_eq!(c.decrypt_file(stored).unwrap(), plain, "{stored}");
+    }
+}
