@@ -282,7 +282,7 @@ async fn check_password(
             }
             return match store.get_range(&manifest, 0..1).await {
                 Ok(_) => Ok(()),
-                Err(object_store::Error::Generic { store: "crypt", .. }) => {
+                Err(e) if store::is_undecryptable(&e) => {
                     Err(wrong(format!("the manifest {manifest}")))
                 }
                 Err(e) => Err(probe(e)),
@@ -290,7 +290,7 @@ async fn check_password(
         }
         Err(object_store::Error::NotFound { .. }) => {}
         // A stored object too short to be encrypted.
-        Err(object_store::Error::Generic { store: "crypt", .. }) => {
+        Err(e) if store::is_undecryptable(&e) => {
             return Err(wrong(format!("the manifest {manifest}")));
         }
         Err(e) => return Err(probe(e)),

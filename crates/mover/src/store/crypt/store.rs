@@ -61,6 +61,24 @@ fn generic(message: String) -> object_store::Error {
     }
 }
 
+/// Stored bytes that are not a crypt object under these keys (bad header, size
+/// or authentication), as opposed to a transfer cut short.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Undecryptable(String);
+
+fn undecryptable(message: String) -> object_store::Error {
+    object_store::Error::Generic {
+        store: STORE,
+        source: Box::new(Undecryptable(message)),
+    }
+}
+
+/// Whether `e` says stored bytes do not decrypt (see [`Undecryptable`]).
+pub fn is_undecryptable(e: &object_store::Error) -> bool {
+    matches!(e, object_store::Error::Generic { store: STORE, source } if source.is::<Undecryptable>())
+}
+
 fn bad_name(path: &str, why: String) -> object_store::Error {
     object_store::Error::InvalidPath {
         source: object_store::path::Error::InvalidPath {
@@ -158,7 +176,8 @@ impl Core {
     }
 
     fn plain_meta_of(&self, location: &Path, m: ObjectMeta) -> object_store::Result<ObjectMeta> {
-        let size = data::decrypted_size(m.size).map_err(|e| generic(format!("{location}: {e}")))?;
+        let size =
+            data::decrypted_size(m.size).map_err(|e| undecryptable(format!("{location}: {e}")))?;
         Ok(ObjectMeta {
             location: location.clone(),
             size,
@@ -234,7 +253,7 @@ fn decrypt_stream(
         let plain = s
             .cipher
             .open(s.block, &sealed)
-            .map_err(|e: DataError| generic(format!("decrypting {}: {e}", s.key)))?;
+            .map_err(|e: DataError| undecryptable(format!("decrypting {}: {e}", s.key)))?;
         s.block += 1;
         let from = (s.skip as usize).min(plain.len());
         s.skip = 0;
@@ -343,7 +362,7 @@ impl ObjectStore for CryptStore {
                 }
             }
             let nonce = data::parse_header(&head)
-                .map_err(|e| generic(format!("decrypting {name}: {e}")))?;
+                .map_err(|e| undecryptable(format!("decrypting {name}: {e}")))?;
             let rest = Bytes::from(head.split_off(data::HEADER_LEN as usize));
             let body = stream::once(async move { Ok(rest) }).chain(body).boxed();
             let cipher = BlockCipher::new(&self.core.data_key, nonce);
@@ -363,8 +382,8 @@ impl ObjectStore for CryptStore {
         let meta = self.core.plain_meta_of(location, r.meta.clone())?;
         let (attributes, extensions) = (r.attributes.clone(), r.extensions.clone());
         let head = collect(into_stream(r)).await?;
-        let nonce =
-            data::parse_header(&head).map_err(|e| generic(format!("decrypting {name}: {e}")))?;
+        let nonce = data::parse_header(&head)
+            .map_err(|e| undecryptable(format!("decrypting {name}: {e}")))?;
         let want = range
             .as_range(meta.size)
             .map_err(|e| generic(format!("{name}: {e}")))?;
