@@ -477,3 +477,40 @@ fn rclone_reveals_what_we_obscure() {
     let out = rclone_ok(&conf, &["reveal", &obscure("s3cr3t pass", [5; 16])]);
     assert!(out.lines().any(|l| l == "s3cr3t pass"), "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incomplete_uploads_under_the_encrypted_prefix_are_aborted() {
+    let moto = Moto::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("rclone.conf");
+    let text =
+        moto.rclone_section("moto", "") + &crypt_section("secret", "moto:vault/enc", PASSWORD, "");
+    std::fs::write(&conf, text).unwrap();
+    let src = dir.path().join("src");
+    tree(&src, false);
+    Job::new(&conf, "secret", "replica", &src)
+        .source()
+        .await
+        .assert_ok();
+
+    // A dead run's upload: one part sent, never completed.
+    let remote = open_section(&conf, "secret", "replica").await.unwrap();
+    let key = Key::from("replica/dir/dead.bin");
+    let mut upload = remote.store.put_multipart(&key).await.unwrap();
+    upload
+        .put_part(bytes(3, 6 * 1024 * 1024).into())
+        .await
+        .unwrap();
+    let pending = moto.multipart_uploads("vault");
+    assert_eq!(pending.len(), 1, "{pending:?}");
+    assert!(
+        pending[0].starts_with("enc/") && !pending[0].contains("dead"),
+        "{pending:?}"
+    );
+
+    Job::new(&conf, "secret", "replica", &src)
+        .source()
+        .await
+        .assert_ok();
+    assert!(moto.multipart_uploads("vault").is_empty());
+}
