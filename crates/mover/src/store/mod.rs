@@ -1,5 +1,6 @@
 //! Opening a [`Remote`] from a parsed rclone.conf section: the `local` and `s3`
-//! backends, and classification of what went wrong into [`ErrorCategory`].
+//! backends, `crypt` over either (see `crypt/`), and classification of what went
+//! wrong into [`ErrorCategory`].
 
 use std::path::PathBuf;
 use std::sync::Arc;
