@@ -14,6 +14,8 @@ const SECRET_KEYS: &[&str] = &[
     "session_token",
     "sse_customer_key",
     "sse_customer_key_base64",
+    "password",
+    "password2",
 ];
 
 /// The resolved options of one remote.

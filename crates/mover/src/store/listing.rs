@@ -27,9 +27,11 @@ pub enum ListError {
 }
 
 /// Whether to stream the store's listing as it comes: every store but the local
-/// filesystem, which is known not to list in order.
+/// filesystem, which is known not to list in order, and crypt, whose stored order is
+/// that of the encrypted names.
 pub fn lists_in_order(remote: &Remote) -> bool {
-    !remote.store.to_string().starts_with("LocalFileSystem")
+    let store = remote.store.to_string();
+    !(store.starts_with("LocalFileSystem") || store.starts_with("CryptStore"))
 }
 
 fn to_object(remote: &Remote, m: ObjectMeta) -> Option<RemoteObject> {

@@ -1,5 +1,6 @@
 //! Opening a [`Remote`] from a parsed rclone.conf section: the `local` and `s3`
-//! backends, and classification of what went wrong into [`ErrorCategory`].
+//! backends, `crypt` over either (see `crypt/`), and classification of what went
+//! wrong into [`ErrorCategory`].
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -12,6 +13,7 @@ use tracing::warn;
 use crate::config::{self, ConfigError, Env, RemoteConfig};
 use crate::store::remote::{ErrorCategory, Remote, UploadOptions};
 
+pub mod crypt;
 pub mod listing;
 pub mod remote;
 mod s3;
@@ -65,6 +67,8 @@ pub struct OpenArgs {
 pub enum BackendError {
     #[error(transparent)]
     Config(#[from] ConfigError),
+    #[error(transparent)]
+    Crypt(#[from] crypt::CryptError),
     #[error("section {section:?}: remote path {path:?}: {message}")]
     RemotePath {
         section: String,
@@ -107,6 +111,7 @@ impl BackendError {
     pub fn category(&self) -> ErrorCategory {
         match self {
             Self::Config(e) => e.category(),
+            Self::Crypt(e) => e.category(),
             Self::RemotePath { .. }
             | Self::Build { .. }
             | Self::CustomCa { .. }
@@ -124,6 +129,7 @@ pub async fn open(args: &OpenArgs, env: &Env) -> Result<Remote, BackendError> {
     let remote = RemoteConfig::resolve(&file, &args.section, env)?;
     match remote.kind.as_str() {
         "s3" => s3::open(&remote, args, env).await,
+        "crypt" => crypt::open(&remote, args, env).await,
         "local" => {
             let unknown = remote.unknown_keys(LOCAL_KEYS);
             if !unknown.is_empty() {
