@@ -178,7 +178,7 @@ fn generation(src: &Path, n: u32) {
     }
     std::fs::create_dir_all(src).unwrap();
     write(src, "keep", b"kept");
-    if n % 2 == 0 {
+    if n.is_multiple_of(2) {
         write(src, "a", format!("a file {n}").as_bytes());
         write(src, "b/x", b"b/x");
         write(src, "b/y/z", b"b/y/z");
