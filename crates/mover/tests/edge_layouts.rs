@@ -316,3 +316,40 @@ async fn a_destination_replaces_swapped_paths_and_symlinks_without_following_the
     assert!(!dst.join("a").is_symlink());
     assert_eq!(files(&outside), before, "nothing outside the tree changed");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_rclone_written_local_remote_restores_its_empty_directories() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = local_conf(dir.path());
+    let (src, dst, remote) = (
+        dir.path().join("src"),
+        dir.path().join("dst"),
+        dir.path().join("remote"),
+    );
+    write(&src, "f", b"file");
+    write(&src, "full/g", b"nested");
+    std::fs::create_dir_all(src.join("empty/inner-empty")).unwrap();
+    let out = rclone(
+        &conf,
+        &[
+            "sync",
+            "--create-empty-src-dirs",
+            src.to_str().unwrap(),
+            remote.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(remote.join("empty/inner-empty").is_dir());
+    std::fs::create_dir(&dst).unwrap();
+    Job::new(&conf, "local", remote.to_str().unwrap(), &dst)
+        .destination()
+        .await
+        .assert_ok();
+    assert_same_files(&files(&src), &files(&dst), 1_000);
+    assert_eq!(dirs(&src), dirs(&dst));
+}

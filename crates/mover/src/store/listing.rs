@@ -209,4 +209,31 @@ mod tests {
             .collect();
         assert_eq!(sorted, got);
     }
+
+    #[tokio::test]
+    async fn folder_markers_are_directories_for_the_destination_and_nothing_for_the_source() {
+        let dir = tempfile::tempdir().unwrap();
+        for d in ["p/empty", "p/full", "p/.scribe"] {
+            std::fs::create_dir_all(dir.path().join(d)).unwrap();
+        }
+        std::fs::write(dir.path().join("p/full/f"), b"1").unwrap();
+        std::fs::write(dir.path().join("p/.scribe/manifest.jsonl"), b"").unwrap();
+        let remote = Remote {
+            store: Arc::new(crate::store::local::LocalStore::new(dir.path()).unwrap()),
+            prefix: Path::from("p"),
+            upload: UploadOptions::default(),
+            incomplete: None,
+            description: "test".into(),
+        };
+        let (objects, folders) = list_tree(&remote).await.unwrap();
+        let objects: Vec<_> = objects.into_iter().map(|o| o.path).collect();
+        assert_eq!(objects, ["full/f"]);
+        assert_eq!(folders, ["empty", "full"]);
+        let mut rx = spawn_listing(&remote, true, 4);
+        let mut got = Vec::new();
+        while let Some(o) = rx.recv().await {
+            got.push(o.map_err(|e| format!("{e:?}")).unwrap().path);
+        }
+        assert_eq!(got, ["full/f"]);
+    }
 }

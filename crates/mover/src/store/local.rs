@@ -2,8 +2,9 @@
 //! rclone's local backend lays it out (`<dir>/<path>`), and the classification of
 //! what goes wrong there.
 //!
-//! Reads, listings and deletes go through object_store's `LocalFileSystem`; writes
-//! (puts, multipart uploads, copies) are done here, because a filesystem is not a
+//! Reads and listings of files go through object_store's `LocalFileSystem` (a
+//! listing adds a folder marker for every directory, see `listing`); writes
+//! (puts, multipart uploads, copies, deletes) are done here, because a filesystem is not a
 //! key space and object_store's writes do not cope with the differences:
 //! - a file and a directory cannot share a name. When the source turns file `a` into
 //!   directory `a/` (or back), S3 holds both for a while (the old object is deleted
@@ -46,6 +47,7 @@ use tracing::warn;
 
 use crate::config::RemoteConfig;
 use crate::fs::local::{FileKind, io_category, lstat};
+use crate::store::listing::FOLDER_MARKER;
 use crate::store::remote::{ErrorCategory, Remote, UploadOptions};
 use crate::store::{BackendError, OpenArgs};
 
@@ -327,6 +329,59 @@ fn delete_file(path: &FsPath) -> Result<(), LocalError> {
     }
 }
 
+/// A folder marker for every directory under `under` (never following a symlink).
+fn folders(root: &FsPath, under: &FsPath) -> Vec<object_store::Result<ObjectMeta>> {
+    let mut out = Vec::new();
+    for e in walkdir::WalkDir::new(under).min_depth(1) {
+        let e = match e {
+            Ok(e) => e,
+            Err(e)
+                if e.io_error()
+                    .is_some_and(|io| io.kind() == io::ErrorKind::NotFound) =>
+            {
+                continue;
+            }
+            Err(e) => {
+                let path = e.path().unwrap_or(under).to_path_buf();
+                let source = io::Error::other(e.to_string());
+                out.push(Err(LocalError::Io {
+                    action: "listing",
+                    path,
+                    source,
+                }
+                .into_store()));
+                continue;
+            }
+        };
+        if !e.file_type().is_dir() {
+            continue;
+        }
+        let Some(rel) = e.path().strip_prefix(root).ok().and_then(|p| p.to_str()) else {
+            continue;
+        };
+        let Ok(location) = Key::parse(rel) else {
+            continue;
+        };
+        if location.as_ref() != rel {
+            continue;
+        }
+        let last_modified = e
+            .metadata()
+            .ok()
+            .and_then(|m| m.modified().ok())
+            .map(chrono::DateTime::<chrono::Utc>::from)
+            .unwrap_or_default();
+        out.push(Ok(ObjectMeta {
+            location,
+            last_modified,
+            size: 0,
+            e_tag: None,
+            version: Some(FOLDER_MARKER.to_owned()),
+        }));
+    }
+    out
+}
+
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, LocalError> + Send + 'static,
 ) -> object_store::Result<T> {
@@ -429,8 +484,24 @@ impl ObjectStore for LocalStore {
             .boxed()
     }
 
+    /// The files, then a folder marker (see `listing`) for every directory, so a
+    /// destination restoring a remote without a manifest (written by `rclone sync
+    /// --create-empty-src-dirs`) gets its empty directories too.
     fn list(&self, prefix: Option<&Key>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-        self.inner.list(prefix)
+        let root = self.root.clone();
+        let under = prefix
+            .map(|p| root.join(p.as_ref()))
+            .unwrap_or(root.clone());
+        let dirs = futures::stream::once(async move {
+            match tokio::task::spawn_blocking(move || folders(&root, &under)).await {
+                Ok(found) => futures::stream::iter(found),
+                Err(e) => {
+                    futures::stream::iter(vec![Err(object_store::Error::JoinError { source: e })])
+                }
+            }
+        })
+        .flatten();
+        self.inner.list(prefix).chain(dirs).boxed()
     }
 
     async fn list_with_delimiter(&self, prefix: Option<&Key>) -> object_store::Result<ListResult> {

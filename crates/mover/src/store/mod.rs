@@ -84,7 +84,7 @@ impl BackendError {
             | Self::Build { .. }
             | Self::CustomCa { .. }
             | Self::Credentials { .. } => ErrorCategory::Config,
-            Self::LocalDir { .. } => ErrorCategory::Transient,
+            Self::LocalDir { source, .. } => crate::fs::local::io_category(source),
             Self::Bucket { category, .. } => *category,
         }
     }

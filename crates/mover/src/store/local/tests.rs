@@ -11,14 +11,44 @@ fn store() -> (tempfile::TempDir, LocalStore) {
     (dir, s)
 }
 
+/// The objects of `s` (folder markers left out), sorted.
 async fn keys(s: &LocalStore) -> Vec<String> {
     let mut k: Vec<String> = s
         .list(None)
-        .map(|m| m.unwrap().location.to_string())
+        .map(Result::unwrap)
+        .filter(|m| std::future::ready(m.version.is_none()))
+        .map(|m| m.location.to_string())
         .collect()
         .await;
     k.sort();
     k
+}
+
+#[tokio::test]
+async fn listings_add_a_folder_marker_per_directory() {
+    let (d, s) = store();
+    s.put(&Key::from("a/b/f"), PutPayload::from_static(b"1"))
+        .await
+        .unwrap();
+    std::fs::create_dir_all(d.path().join("e/mpty")).unwrap();
+    std::os::unix::fs::symlink(d.path().join("a"), d.path().join("link")).unwrap();
+    let mut markers: Vec<String> = s
+        .list(None)
+        .map(Result::unwrap)
+        .filter(|m| std::future::ready(m.version.as_deref() == Some(FOLDER_MARKER)))
+        .map(|m| m.location.to_string())
+        .collect()
+        .await;
+    markers.sort();
+    assert_eq!(markers, ["a", "a/b", "e", "e/mpty"]);
+    let under: Vec<_> = s.list(Some(&Key::from("e"))).collect().await;
+    assert_eq!(under.len(), 1, "{under:?}");
+    assert!(
+        s.list(Some(&Key::from("none")))
+            .collect::<Vec<_>>()
+            .await
+            .is_empty()
+    );
 }
 
 async fn read(s: &LocalStore, key: &str) -> Vec<u8> {
