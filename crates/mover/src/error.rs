@@ -29,8 +29,8 @@ pub enum SyncError {
     },
     #[error(
         "{count} local path(s) cannot be replicated: {list}; names must be UTF-8 without \
-         control characters (newline, tab, …) and symlink targets UTF-8 — rename them \
-         (nothing was uploaded)"
+         control characters (newline, tab, …), symlink targets UTF-8, and `.scribe` at the \
+         root is reserved — rename them (nothing was uploaded)"
     )]
     UnsupportedNames { count: usize, list: String },
     #[error("invalid manifest {key} line {line}: {reason}")]
@@ -109,13 +109,8 @@ impl SyncError {
             | Self::ManifestInvalid { .. } => ErrorCategory::Config,
             Self::Store { source, .. } => store_category(source),
             Self::Transfers { first, .. } => first.category(),
-            Self::LocalIo { source, .. }
-                if source.kind() == std::io::ErrorKind::PermissionDenied =>
-            {
-                ErrorCategory::Config
-            }
+            Self::LocalIo { source, .. } => crate::fs::local::io_category(source),
             Self::Walk { .. }
-            | Self::LocalIo { .. }
             | Self::VerifyUpload { .. }
             | Self::SourceChanged { .. }
             | Self::SourceVanished { .. }
@@ -196,6 +191,10 @@ fn store_category(e: &object_store::Error) -> ErrorCategory {
         | object_store::Error::Unauthenticated { .. }
         | object_store::Error::InvalidPath { .. }
         | object_store::Error::NotImplemented { .. } => ErrorCategory::Config,
+        object_store::Error::Generic {
+            store: "LocalFileSystem",
+            source,
+        } => crate::store::local::category(source.as_ref()).unwrap_or(ErrorCategory::Transient),
         _ => ErrorCategory::Transient,
     }
 }

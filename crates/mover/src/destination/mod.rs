@@ -485,9 +485,19 @@ pub const RCLONE_FILE_MODE: u32 = 0o644;
 /// For a bucket with no manifest (written by plain rclone): the listing as a manifest,
 /// with mtimes from rclone's `mtime` metadata (else LastModified), MD5s from the
 /// ETag or `md5chksum`, and the implied parent directories (left with their local
-/// metadata). Unsafe keys are refused.
+/// metadata), and a directory for each folder marker (`dir/`) no file holds the
+/// name of. Unsafe keys are refused.
 async fn manifest_from_listing(remote: &Remote) -> Result<Manifest, SyncError> {
-    let objects = crate::source::list_objects(remote).await?;
+    let (mut objects, folders) = crate::store::listing::list_tree(remote).await?;
+    // The destination's download area, copied by a tool that synced a volume while
+    // a destination ran: Scribe's scratch, never data.
+    objects.retain(|o| {
+        let scratch = o.path.split('/').next() == Some(STAGING_DIR);
+        if scratch {
+            warn!(key = %o.path, "skipping an object under the staging directory's name");
+        }
+        !scratch
+    });
     let mut entries: Vec<Entry> = stream::iter(objects)
         .map(|o| async move {
             check_relative(&format!("object key under {}", remote.prefix), &o.path)?;
@@ -532,13 +542,38 @@ async fn manifest_from_listing(remote: &Remote) -> Result<Manifest, SyncError> {
         .try_collect()
         .await?;
     let mut dirs: Vec<String> = Vec::new();
-    for e in &entries {
-        let mut p = parent_rel(&e.path);
+    {
+        let files: std::collections::HashSet<&str> =
+            entries.iter().map(|e| e.path.as_str()).collect();
+        for f in folders {
+            if let Some(reason) = crate::fs::paths::unsafe_reason(&f) {
+                warn!(marker = %f, reason, "skipping a folder marker");
+                continue;
+            }
+            let mut at = f.as_str();
+            while !at.is_empty() && !files.contains(at) {
+                at = parent_rel(at);
+            }
+            if at.is_empty() {
+                dirs.push(f);
+            } else {
+                warn!(marker = %f, file = %at, "a folder marker conflicts with a file; restoring the file");
+            }
+        }
+    }
+    let mut implied: Vec<String> = Vec::new();
+    for path in entries
+        .iter()
+        .map(|e| e.path.as_str())
+        .chain(dirs.iter().map(String::as_str))
+    {
+        let mut p = parent_rel(path);
         while !p.is_empty() {
-            dirs.push(p.to_string());
+            implied.push(p.to_string());
             p = parent_rel(p);
         }
     }
+    dirs.extend(implied);
     dirs.sort();
     dirs.dedup();
     entries.extend(dirs.into_iter().map(|d| Entry::new(d, EntryKind::Dir)));

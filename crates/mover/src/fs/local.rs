@@ -10,6 +10,8 @@ use std::path::Path;
 
 use rustix::fs::{AtFlags, CWD, OFlags, Timespec, Timestamps};
 
+use crate::store::remote::ErrorCategory;
+
 /// What kind of filesystem object an entry is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FileKind {
@@ -64,6 +66,21 @@ impl From<&Metadata> for LocalMeta {
             dev: m.dev(),
             nlink: m.nlink(),
         }
+    }
+}
+
+/// Whether retrying can help after a local I/O error (either side's tree, or a
+/// `type = local` remote): permission denied, a read-only filesystem and a name too
+/// long for it need a human; a full filesystem or quota, and anything else, may pass.
+pub fn io_category(e: &io::Error) -> ErrorCategory {
+    const EPERM: i32 = 1;
+    const EACCES: i32 = 13;
+    const EROFS: i32 = 30;
+    const ENAMETOOLONG: i32 = 36;
+    match (e.kind(), e.raw_os_error()) {
+        (io::ErrorKind::PermissionDenied | io::ErrorKind::ReadOnlyFilesystem, _)
+        | (_, Some(EPERM | EACCES | EROFS | ENAMETOOLONG)) => ErrorCategory::Config,
+        _ => ErrorCategory::Transient,
     }
 }
 

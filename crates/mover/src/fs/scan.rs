@@ -1,12 +1,19 @@
 //! Walking a local tree in the manifest's order (path bytes), lazily: [`Walk`]
 //! yields one entry at a time, so the source never holds the whole tree. One
-//! filesystem only, never following symlinks, skipping `lost+found` at the root and
-//! Scribe's staging directory; second and later links of a hardlinked inode become
+//! filesystem only, never following symlinks; second and later links of a hardlinked inode become
 //! hardlink entries naming the first path (in path order). Names no manifest can
 //! carry (not UTF-8, control characters such as newline or tab) and symlinks whose
 //! target is not UTF-8 are not entries: they are collected as [`Unsupported`] for
 //! the caller to refuse (source) or remove (destination), never silently dropped.
 //! Special files (sockets, FIFOs, devices) are skipped, as rclone skips them.
+//!
+//! Names at the root that are not data, each logged (never skipped silently):
+//! `lost+found` (the filesystem's, as VolSync's rclone mover leaves it out) and
+//! `.scribe-staging` (the destination's download area, left by a killed
+//! destination run) are left out; `.scribe` is [`Unsupported`]: the remote keeps
+//! Scribe's manifest under `<prefix>/.scribe/`, so data there would overwrite it or
+//! be refused by every destination. The source refuses to run (exit 78, naming it,
+//! nothing uploaded) until it is renamed; the destination removes it.
 //!
 //! Order: each directory's names are sorted by bytes, with a directory present twice
 //! — its own entry under its name, and its contents under `name + "/"`. So `a` comes
@@ -20,13 +27,20 @@ use std::ffi::OsString;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use tracing::warn;
+use tracing::{info, warn};
 
 use crate::error::SyncError;
 use crate::fs::local::{FileKind, LocalMeta};
 
 /// Staging directory the destination downloads into before committing (see `destination`).
 pub const STAGING_DIR: &str = ".scribe-staging";
+
+/// The filesystem's own directory at a volume root; not data.
+pub const LOST_FOUND: &str = "lost+found";
+
+/// Why `.scribe` at the root cannot be replicated (see the module doc).
+pub const RESERVED_REASON: &str = "reserved: the remote keeps Scribe's manifest under \
+     <prefix>/.scribe/; rename or remove it";
 
 /// One scanned path.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -118,14 +132,34 @@ impl Walk {
     pub fn new(root: &Path, group_hardlinks: bool) -> Result<Self, SyncError> {
         let meta =
             std::fs::symlink_metadata(root).map_err(|e| SyncError::io("reading", root, e))?;
-        let frame = read_frame(root.to_path_buf(), String::new())?;
+        let mut frame = read_frame(root.to_path_buf(), String::new())?;
+        let mut unsupported = Vec::new();
+        frame.items.retain(|item| {
+            let name = item.name.as_bytes();
+            if name == LOST_FOUND.as_bytes() || name == STAGING_DIR.as_bytes() {
+                if !item.descend {
+                    info!(name = %item.name.to_string_lossy(), "leaving out a top-level name that is not data");
+                }
+                return false;
+            }
+            if name == crate::fs::paths::SCRIBE_DIR.as_bytes() {
+                if !item.descend {
+                    unsupported.push(Unsupported {
+                        rel: PathBuf::from(&item.name),
+                        reason: RESERVED_REASON,
+                    });
+                }
+                return false;
+            }
+            true
+        });
         Ok(Self {
             root_meta: LocalMeta::from(&meta),
             group_hardlinks,
             stack: vec![frame],
             first_links: HashMap::new(),
             skipped: 0,
-            unsupported: Vec::new(),
+            unsupported,
         })
     }
 
@@ -259,9 +293,6 @@ fn read_frame(dir: PathBuf, rel: String) -> Result<Frame, SyncError> {
     for de in rd {
         let de = de.map_err(|e| SyncError::io("listing directory", &dir, e))?;
         let name = de.file_name();
-        if rel.is_empty() && (name == "lost+found" || name == STAGING_DIR) {
-            continue;
-        }
         let is_dir = de
             .file_type()
             .map_err(|e| SyncError::io("reading", de.path(), e))?
@@ -334,5 +365,40 @@ mod tests {
         sorted.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
         assert_eq!(got, sorted);
         assert_eq!(got.len(), 13);
+    }
+
+    #[test]
+    fn root_names_that_are_not_data_are_left_out_or_refused_never_nested_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = dir.path();
+        for d in [
+            ".scribe",
+            STAGING_DIR,
+            LOST_FOUND,
+            "d/.scribe",
+            "d/lost+found",
+        ] {
+            std::fs::create_dir_all(r.join(d)).unwrap();
+            std::fs::write(r.join(d).join("f"), b"x").unwrap();
+        }
+        let s = scan(r, true).unwrap();
+        let paths: Vec<_> = s.entries.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "d",
+                "d/.scribe",
+                "d/.scribe/f",
+                "d/lost+found",
+                "d/lost+found/f"
+            ]
+        );
+        assert_eq!(s.unsupported.len(), 1);
+        assert_eq!(s.unsupported[0].rel, PathBuf::from(".scribe"));
+        assert!(s.unsupported[0].to_string().contains("manifest"));
+        // A file of that name is refused the same way.
+        std::fs::remove_dir_all(r.join(".scribe")).unwrap();
+        std::fs::write(r.join(".scribe"), b"x").unwrap();
+        assert_eq!(scan(r, true).unwrap().unsupported.len(), 1);
     }
 }

@@ -5,6 +5,13 @@
 //! makes the source redo its merge with a sorted listing. `LocalFileSystem`
 //! (`type = local`) walks directories in whatever order the OS gives, so its
 //! listing is collected and sorted first, and is held in memory.
+//!
+//! Folder markers — zero-byte keys ending in `/` that the S3 console, some tools and
+//! `rclone mkdir` write for a directory — are not data: the S3 listing hands them
+//! over as [`FOLDER_MARKER`] entries (their key without the `/`), never as a file.
+//! The source leaves them out of its merge, so it neither uploads nor deletes them
+//! (like rclone, which does not remove them either); a destination restoring a
+//! bucket without a manifest turns each into a directory (see [`list_tree`]).
 
 use futures::{StreamExt, TryStreamExt};
 use object_store::ObjectMeta;
@@ -14,6 +21,17 @@ use crate::error::SyncError;
 use crate::fs::paths::{is_scribe_internal, path_cmp, rel_for};
 use crate::source::diff::RemoteObject;
 use crate::store::remote::Remote;
+
+/// `ObjectMeta::version` of a folder marker as the S3 listing reports it (its
+/// location is the marker's key without the trailing `/`).
+pub const FOLDER_MARKER: &str = "scribe:folder-marker";
+
+/// One listed entry under the prefix.
+enum Listed {
+    Object(RemoteObject),
+    /// A folder marker: the relative path of its directory.
+    Folder(String),
+}
 
 /// Why a streamed listing stopped.
 #[derive(Debug)]
@@ -34,17 +52,37 @@ pub fn lists_in_order(remote: &Remote) -> bool {
     !(store.starts_with("LocalFileSystem") || store.starts_with("CryptStore"))
 }
 
-fn to_object(remote: &Remote, m: ObjectMeta) -> Option<RemoteObject> {
+fn classify(remote: &Remote, m: ObjectMeta) -> Option<Listed> {
     let rel = rel_for(&remote.prefix, &m.location)?;
-    (!is_scribe_internal(rel)).then(|| RemoteObject {
+    if is_scribe_internal(rel) {
+        return None;
+    }
+    if m.version.as_deref() == Some(FOLDER_MARKER) {
+        return (!rel.is_empty()).then(|| Listed::Folder(rel.to_string()));
+    }
+    Some(Listed::Object(RemoteObject {
         path: rel.to_string(),
         size: m.size,
         etag: m.e_tag,
-    })
+    }))
+}
+
+/// The data object of a listed entry; folder markers are not data.
+fn to_object(remote: &Remote, m: ObjectMeta) -> Option<RemoteObject> {
+    match classify(remote, m)? {
+        Listed::Object(o) => Some(o),
+        Listed::Folder(_) => None,
+    }
 }
 
 /// Lists the data objects under the prefix, sorted by path (held in memory).
 pub async fn list_objects(remote: &Remote) -> Result<Vec<RemoteObject>, SyncError> {
+    Ok(list_tree(remote).await?.0)
+}
+
+/// Lists the data objects under the prefix and the directories folder markers
+/// stand for, each sorted by path (held in memory).
+pub async fn list_tree(remote: &Remote) -> Result<(Vec<RemoteObject>, Vec<String>), SyncError> {
     let prefix = (!remote.prefix.as_ref().is_empty()).then_some(&remote.prefix);
     let metas: Vec<_> = remote
         .store
@@ -52,12 +90,17 @@ pub async fn list_objects(remote: &Remote) -> Result<Vec<RemoteObject>, SyncErro
         .try_collect()
         .await
         .map_err(|e| SyncError::store("listing", &remote.prefix, e))?;
-    let mut out: Vec<RemoteObject> = metas
-        .into_iter()
-        .filter_map(|m| to_object(remote, m))
-        .collect();
-    out.sort_by(|a, b| path_cmp(&a.path, &b.path));
-    Ok(out)
+    let (mut objects, mut folders) = (Vec::new(), Vec::new());
+    for m in metas {
+        match classify(remote, m) {
+            Some(Listed::Object(o)) => objects.push(o),
+            Some(Listed::Folder(f)) => folders.push(f),
+            None => {}
+        }
+    }
+    objects.sort_by(|a, b| path_cmp(&a.path, &b.path));
+    folders.sort_by(|a, b| path_cmp(a, b));
+    Ok((objects, folders))
 }
 
 /// Starts listing into a channel of `capacity`, in path order: streamed as the store
@@ -167,5 +210,32 @@ mod tests {
             .map(|o| o.path)
             .collect();
         assert_eq!(sorted, got);
+    }
+
+    #[tokio::test]
+    async fn folder_markers_are_directories_for_the_destination_and_nothing_for_the_source() {
+        let dir = tempfile::tempdir().unwrap();
+        for d in ["p/empty", "p/full", "p/.scribe"] {
+            std::fs::create_dir_all(dir.path().join(d)).unwrap();
+        }
+        std::fs::write(dir.path().join("p/full/f"), b"1").unwrap();
+        std::fs::write(dir.path().join("p/.scribe/manifest.jsonl"), b"").unwrap();
+        let remote = Remote {
+            store: Arc::new(crate::store::local::LocalStore::new(dir.path()).unwrap()),
+            prefix: Path::from("p"),
+            upload: UploadOptions::default(),
+            incomplete: None,
+            description: "test".into(),
+        };
+        let (objects, folders) = list_tree(&remote).await.unwrap();
+        let objects: Vec<_> = objects.into_iter().map(|o| o.path).collect();
+        assert_eq!(objects, ["full/f"]);
+        assert_eq!(folders, ["empty", "full"]);
+        let mut rx = spawn_listing(&remote, true, 4);
+        let mut got = Vec::new();
+        while let Some(o) = rx.recv().await {
+            got.push(o.map_err(|e| format!("{e:?}")).unwrap().path);
+        }
+        assert_eq!(got, ["full/f"]);
     }
 }

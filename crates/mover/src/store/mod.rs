@@ -1,20 +1,15 @@
-//! Opening a [`Remote`] from a parsed rclone.conf section: the `local` and `s3`
-//! backends, `crypt` over either (see `crypt/`), and classification of what went
-//! wrong into [`ErrorCategory`].
+//! Opening a [`Remote`] from a parsed rclone.conf section: the `local` (see `local`)
+//! and `s3` backends, `crypt` over either (see `crypt/`), and classification of what
+//! went wrong into [`ErrorCategory`].
 
 use std::path::PathBuf;
-use std::sync::Arc;
-
-use object_store::local::LocalFileSystem;
-use object_store::path::Path as ObjectPath;
-
-use tracing::warn;
 
 use crate::config::{self, ConfigError, Env, RemoteConfig};
-use crate::store::remote::{ErrorCategory, Remote, UploadOptions};
+use crate::store::remote::{ErrorCategory, Remote};
 
 pub mod crypt;
 pub mod listing;
+pub mod local;
 pub mod remote;
 mod s3;
 mod s3_list;
@@ -22,28 +17,6 @@ pub mod s3_settings;
 mod s3_uploads;
 pub mod sigv4;
 pub mod transfer;
-
-/// Options rclone's local backend knows (accepted and ignored here).
-const LOCAL_KEYS: &[&str] = &[
-    "nounc",
-    "copy_links",
-    "links",
-    "skip_links",
-    "zero_size_links",
-    "unicode_normalization",
-    "no_check_updated",
-    "one_file_system",
-    "case_sensitive",
-    "case_insensitive",
-    "no_preallocate",
-    "no_sparse",
-    "no_set_modtime",
-    "encoding",
-    "description",
-    "time_type",
-    "hashes",
-    "no_clone",
-];
 
 /// What to open: which config file and section, and where inside the remote.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -116,7 +89,7 @@ impl BackendError {
             | Self::Build { .. }
             | Self::CustomCa { .. }
             | Self::Credentials { .. } => ErrorCategory::Config,
-            Self::LocalDir { .. } => ErrorCategory::Transient,
+            Self::LocalDir { source, .. } => crate::fs::local::io_category(source),
             Self::Bucket { category, .. } => *category,
         }
     }
@@ -130,45 +103,11 @@ pub async fn open(args: &OpenArgs, env: &Env) -> Result<Remote, BackendError> {
     match remote.kind.as_str() {
         "s3" => s3::open(&remote, args, env).await,
         "crypt" => crypt::open(&remote, args, env).await,
-        "local" => {
-            let unknown = remote.unknown_keys(LOCAL_KEYS);
-            if !unknown.is_empty() {
-                warn!(section = %remote.name, keys = ?unknown, "ignoring unknown local options");
-            }
-            open_local(&args.section, &args.remote_path)
-        }
+        "local" => local::open(&remote, args),
         other => Err(ConfigError::UnsupportedType {
             section: remote.name.clone(),
             kind: other.to_owned(),
         }
         .into()),
     }
-}
-
-fn open_local(section: &str, remote_path: &str) -> Result<Remote, BackendError> {
-    if remote_path.is_empty() {
-        return Err(BackendError::RemotePath {
-            section: section.to_owned(),
-            path: remote_path.to_owned(),
-            message: "a local remote needs a directory path".to_owned(),
-        });
-    }
-    let dir = PathBuf::from(remote_path);
-    std::fs::create_dir_all(&dir).map_err(|source| BackendError::LocalDir {
-        section: section.to_owned(),
-        path: dir.clone(),
-        source,
-    })?;
-    let store = LocalFileSystem::new_with_prefix(&dir).map_err(|e| BackendError::Build {
-        section: section.to_owned(),
-        kind: "local",
-        message: e.to_string(),
-    })?;
-    Ok(Remote {
-        store: Arc::new(store),
-        prefix: ObjectPath::default(),
-        upload: UploadOptions::default(),
-        incomplete: None,
-        description: format!("local section {section:?} at {}", dir.display()),
-    })
 }

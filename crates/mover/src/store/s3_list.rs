@@ -22,6 +22,7 @@ use object_store::{
 use reqwest::{Method, StatusCode};
 use tracing::warn;
 
+use super::listing::FOLDER_MARKER;
 use super::s3::BucketClient;
 use super::sigv4::uri_encode;
 
@@ -254,12 +255,13 @@ fn list_all(
                 objects
                     .into_iter()
                     .filter_map(|(key, size, e_tag, modified)| {
-                        // A 0-byte key ending in `/` is a directory marker, not data.
-                        if key.ends_with('/') {
-                            return None;
-                        }
-                        let location = match Path::parse(&key) {
-                            Ok(p) if p.as_ref() == key => p,
+                        // A key ending in `/` is a folder marker, not data (see `listing`).
+                        let (name, version) = match key.strip_suffix('/') {
+                            Some(dir) => (dir, Some(FOLDER_MARKER.to_owned())),
+                            None => (key.as_str(), None),
+                        };
+                        let location = match Path::parse(name) {
+                            Ok(p) if p.as_ref() == name => p,
                             _ => {
                                 warn!(key = ?key, "skipping an object key that cannot be addressed (empty, `.` or `..` segment, or a control character); it is not Scribe's and is left alone");
                                 return None;
@@ -273,7 +275,7 @@ fn list_all(
                             last_modified,
                             size,
                             e_tag,
-                            version: None,
+                            version,
                         }))
                     })
                     .collect::<Vec<_>>(),

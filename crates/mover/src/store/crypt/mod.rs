@@ -195,7 +195,7 @@ pub async fn open(
 ) -> Result<Remote, BackendError> {
     let s = settings(remote).map_err(BackendError::Config)?;
     let inner = match &s.remote {
-        (None, path) => super::open_local(&remote.name, path)?,
+        (None, path) => super::local::open_dir(&remote.name, path)?,
         (Some(name), path) => {
             let file = config::load(args.config_path.as_deref(), env)?;
             let wrapped = RemoteConfig::resolve(&file, name, env).map_err(|e| match e {
