@@ -1,5 +1,11 @@
 //! Opening a [`Remote`] from a parsed rclone.conf section: the `local` and `s3`
 //! backends, and classification of what went wrong into [`ErrorCategory`].
+//!
+//! S3 data moves through object_store (get, put, multipart upload, delete); the
+//! requests it cannot express go through aws-sdk-s3 configured identically
+//! (`s3_client`): bucket check and creation (`s3`), the listing (`s3_list`),
+//! incomplete multipart uploads (`s3_uploads`), and copies with the copy's own
+//! metadata, multipart above `copy_cutoff` (`s3_copy`).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -15,10 +21,11 @@ use crate::store::remote::{ErrorCategory, Remote, UploadOptions};
 pub mod listing;
 pub mod remote;
 mod s3;
+mod s3_client;
+mod s3_copy;
 mod s3_list;
 pub mod s3_settings;
 mod s3_uploads;
-pub mod sigv4;
 pub mod transfer;
 
 /// Options rclone's local backend knows (accepted and ignored here).
