@@ -3,19 +3,21 @@
 //! so `rclone lsl` shows the copy's date and `rclone sync --dry-run` / `rclone check`
 //! find nothing to do; an object over `copy_cutoff` is a multipart copy (with
 //! `md5chksum`) that restores byte-exactly; a multipart copy that keeps failing is
-//! aborted, leaving no incomplete upload; a bad `copy_cutoff` is a config error.
+//! aborted, leaving no incomplete upload, and so is one a SIGTERM interrupts; a bad
+//! `copy_cutoff` is a config error.
 
 mod conformance;
 mod support;
 
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use conformance::tree::{bytes, set_mtime, write};
 use object_store::path::Path as ObjectPath;
 use object_store::{Attribute, ObjectStoreExt};
 use scribe_mover::config::Env;
 use scribe_mover::store::{OpenArgs, open};
-use support::mover::{Job, assert_same_files, files};
+use support::mover::{Job, Run, assert_same_files, files};
 use support::rclone::rclone;
 use support::{FaultKind, FaultProxy, Moto};
 
@@ -244,6 +246,64 @@ async fn a_failing_multipart_copy_is_aborted_and_nothing_is_committed() {
         .source()
         .await
         .assert_ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_mid_multipart_copy_aborts_it_and_exits_75() {
+    let moto = Moto::start().await;
+    let proxy = FaultProxy::start(&moto.endpoint).await;
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("rclone.conf");
+    let extra = "copy_cutoff = 5Mi";
+    std::fs::write(
+        &conf,
+        moto.rclone_section("moto", extra)
+            + &moto.rclone_section_at("faulty", &proxy.endpoint, extra),
+    )
+    .unwrap();
+    let src = dir.path().join("src");
+    v1(&src, true);
+    Job::new(&conf, "moto", "icopy/replica", &src)
+        .source()
+        .await
+        .assert_ok();
+    v2(&src, true);
+    proxy.inject_matching(
+        FaultKind::Stall,
+        1,
+        Some("PUT /icopy/replica/copies/big.bin?"),
+    );
+    let log = dir.path().join("termination-log");
+    let mut child = Job::new(&conf, "faulty", "icopy/replica", &src)
+        .command("source", &log)
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while proxy.faults_injected() < 1 {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("mover ended ({status}) before the proxy stalled it");
+        }
+        assert!(Instant::now() < deadline, "the stall was never reached");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(moto.multipart_uploads("icopy").len(), 1, "mid copy");
+    let pid = child.id().unwrap().to_string();
+    let kill = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("the mover stops promptly on SIGTERM")
+        .unwrap();
+    let run = Run::from_output(out, &log);
+    assert_eq!(run.code, 75, "{}", run.tail());
+    assert_eq!(run.summary["result"], "Interrupted", "{}", run.stdout);
+    assert!(
+        moto.multipart_uploads("icopy").is_empty(),
+        "the multipart copy was aborted"
+    );
 }
 
 #[tokio::test]

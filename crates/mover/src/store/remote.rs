@@ -69,6 +69,9 @@ pub struct CopyMetadata {
     pub md5chksum: Option<String>,
     /// Size of the object copied.
     pub size: u64,
+    /// The run's cancellation: a store that copies in several requests stops, and
+    /// cleans up (aborts a multipart copy), when it fires.
+    pub cancel: tokio_util::sync::CancellationToken,
 }
 
 /// Incomplete multipart uploads of a store: what a killed run leaves behind (the

@@ -7,10 +7,10 @@
 //! `MetadataDirective=REPLACE`; a larger one is a multipart copy: CreateMultipartUpload
 //! (with the metadata), UploadPartCopy of parts of `copy_cutoff` bytes or less (at
 //! least 5 MiB, at most 10,000 parts), `upload_concurrency` at once, then
-//! CompleteMultipartUpload. A multipart copy that fails is aborted; one whose future
-//! is dropped (the run was cancelled) is aborted in the background, and whatever an
-//! abort misses is found by the next run's leftover sweep. The caller verifies the
-//! copy's size afterwards.
+//! CompleteMultipartUpload. A multipart copy that fails, or whose run is cancelled
+//! (`CopyMetadata::cancel`), is aborted before the copy returns; one whose future is
+//! dropped is aborted in the background, and whatever an abort misses is found by
+//! the next run's leftover sweep. The caller verifies the copy's size afterwards.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -99,6 +99,13 @@ fn parts(size: u64, part: u64) -> Vec<(i32, u64, u64)> {
         .collect()
 }
 
+fn cancelled(to: &Path) -> object_store::Error {
+    object_store::Error::Generic {
+        store: "S3",
+        source: format!("copy to {to} cancelled").into(),
+    }
+}
+
 /// Aborts a multipart copy when dropped before [`AbortOnDrop::disarm`].
 struct AbortOnDrop {
     client: aws_sdk_s3::Client,
@@ -164,7 +171,11 @@ impl S3Copier {
             self.multipart(from, to, request, part_size(request.size, cutoff))
                 .await
         } else {
-            self.single(from, to, request).await
+            // Dropping a single CopyObject leaves at most an uncommitted object.
+            tokio::select! {
+                r = self.single(from, to, request) => r,
+                () = request.cancel.cancelled() => Err(cancelled(to)),
+            }
         }
     }
 
@@ -283,9 +294,10 @@ impl S3Copier {
             key: to.to_string(),
             upload_id: Some(upload_id.clone()),
         };
-        let outcome = self
-            .copy_parts(from, to, &upload_id, request.size, part, &sse)
-            .await;
+        let outcome = tokio::select! {
+            r = self.copy_parts(from, to, &upload_id, request.size, part, &sse) => r,
+            () = request.cancel.cancelled() => Err(cancelled(to)),
+        };
         match outcome {
             Ok(()) => {
                 guard.disarm();
@@ -427,6 +439,7 @@ mod tests {
             attributes,
             md5chksum: Some("XrY7u+Ae7tCTyyK7j1rNww==".into()),
             size: 1,
+            cancel: Default::default(),
         };
         let single = headers(&request, false);
         assert_eq!(single.metadata.len(), 1);

@@ -335,11 +335,11 @@ impl Uploader {
             attributes: self.attributes(e, is_multipart(e.size, &self.remote.upload)),
             md5chksum: e.md5.as_deref().and_then(md5chksum),
             size: e.size,
+            cancel: self.cancel.clone(),
         });
-        let copied = tokio::select! {
-            r = self.remote.store.copy_opts(&from_key, &key, options) => r,
-            () = self.cancel.cancelled() => return Err(SyncError::Interrupted),
-        };
+        // The store watches the token itself, so a multipart copy is aborted, not dropped.
+        let copied = self.remote.store.copy_opts(&from_key, &key, options).await;
+        self.check_cancelled()?;
         copied.map_err(|err| SyncError::store("copying", &key, err))?;
         let expected = e.md5.clone();
         let etag = self.verify(&key, e.size, expected.as_ref()).await?;
