@@ -7,7 +7,8 @@
 //! What the remote holds (see `manifest`, `source`, `destination`):
 //! - every regular file as an object at `<prefix>/<path>` (rclone's `mtime` metadata;
 //!   `md5chksum` for multipart uploads); the second and later links of a hardlinked
-//!   inode are objects too (server-side copies) and are hardlinks in the manifest;
+//!   inode are objects too (server-side copies, each with its own `mtime`, multipart
+//!   above `copy_cutoff`) and are hardlinks in the manifest;
 //! - symlinks, empty directories, modes, owners and nanosecond mtimes only in the
 //!   manifest `<prefix>/.scribe/manifest.jsonl` (no `.rclonelink` objects);
 //! - the manifest is written last, atomically (one put, or a multipart upload for a

@@ -1,6 +1,12 @@
 //! Opening a [`Remote`] from a parsed rclone.conf section: the `local` (see `local`)
 //! and `s3` backends, `crypt` over either (see `crypt/`), and classification of what
 //! went wrong into [`ErrorCategory`].
+//!
+//! S3 data moves through object_store (get, put, multipart upload, delete); the
+//! requests it cannot express go through aws-sdk-s3 configured identically
+//! (`s3_client`): bucket check and creation (`s3`), the listing (`s3_list`),
+//! incomplete multipart uploads (`s3_uploads`), and copies with the copy's own
+//! metadata, multipart above `copy_cutoff` (`s3_copy`).
 
 use std::path::PathBuf;
 
@@ -12,10 +18,11 @@ pub mod listing;
 pub mod local;
 pub mod remote;
 mod s3;
+mod s3_client;
+mod s3_copy;
 mod s3_list;
 pub mod s3_settings;
 mod s3_uploads;
-pub mod sigv4;
 pub mod transfer;
 
 /// What to open: which config file and section, and where inside the remote.

@@ -4,6 +4,11 @@
 //!
 //! `config` + `backend` produce a [`Remote`]; `source` / `destination` consume it.
 //! Tests build a `Remote` directly around `InMemory` or `LocalFileSystem`.
+//!
+//! A server-side copy names the metadata the new object must carry with a
+//! [`CopyMetadata`] in `CopyOptions::extensions`: the S3 store honours it (the copy
+//! gets its own `mtime`, see `s3_copy`); stores without object metadata (local,
+//! in-memory) ignore it and copy as object_store does.
 
 use std::sync::Arc;
 
@@ -50,6 +55,23 @@ impl Default for UploadOptions {
             etag_is_not_md5: false,
         }
     }
+}
+
+/// The metadata a server-side copy gives the new object (passed in
+/// `object_store::CopyOptions::extensions`; see the module doc).
+#[derive(Debug, Clone)]
+pub struct CopyMetadata {
+    /// What an upload of the same file would carry (`mtime`, storage class, and
+    /// `md5chksum` when the upload would be multipart).
+    pub attributes: object_store::Attributes,
+    /// rclone's `md5chksum` value, added when the copy itself is multipart (its ETag
+    /// is then not the content MD5).
+    pub md5chksum: Option<String>,
+    /// Size of the object copied.
+    pub size: u64,
+    /// The run's cancellation: a store that copies in several requests stops, and
+    /// cleans up (aborts a multipart copy), when it fires.
+    pub cancel: tokio_util::sync::CancellationToken,
 }
 
 /// Incomplete multipart uploads of a store: what a killed run leaves behind (the

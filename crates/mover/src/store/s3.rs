@@ -1,20 +1,23 @@
 //! The `type = s3` backend: an object_store `AmazonS3` aimed at the bucket URL
-//! computed by [`S3Settings`], plus what object_store cannot do: the bucket check
-//! (SigV4-signed HeadBucket / one-key ListObjectsV2 via reqwest), CreateBucket only
-//! when the caller may create (the source; the destination never creates a bucket,
-//! so a mistyped name is "no such bucket"), and the listing itself (see `s3_list`).
+//! computed by [`S3Settings`] for data (get, put, multipart upload, delete), and an
+//! aws-sdk-s3 client configured the same way (see `s3_client`) for what object_store
+//! cannot express: the bucket check (HeadBucket, or a one-key ListObjectsV2 with
+//! `no_check_bucket`), CreateBucket only when the caller may create (the source; the
+//! destination never creates a bucket, so a mistyped name is "no such bucket"), the
+//! listing (`s3_list`), incomplete multipart uploads (`s3_uploads`) and server-side
+//! copies carrying the copy's own metadata (`s3_copy`).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey, AwsCredentialProvider};
+use aws_sdk_s3::types::{BucketCannedAcl, BucketLocationConstraint, CreateBucketConfiguration};
+use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::path::Path as ObjectPath;
 use object_store::{BackoffConfig, Certificate, ClientOptions, RetryConfig};
-use reqwest::{Method, StatusCode};
 use tracing::{debug, info, warn};
 
+use super::s3_client::{self, Failure};
 use super::s3_settings::{Auth, S3Settings, Sse};
-use super::sigv4::{self, SigningKey};
 use super::{BackendError, OpenArgs};
 use crate::config::{Env, RemoteConfig};
 use crate::store::remote::{ErrorCategory, Remote};
@@ -36,9 +39,6 @@ const CREDENTIAL_ENV: &[&str] = &[
     "AWS_IMDSV1_FALLBACK",
 ];
 
-/// Attempts for one bucket-level request before a transient failure is reported.
-const BUCKET_REQUEST_ATTEMPTS: u32 = 4;
-
 pub(super) async fn open(
     cfg: &RemoteConfig,
     args: &OpenArgs,
@@ -49,17 +49,16 @@ pub(super) async fn open(
         warn!(section = %cfg.name, keys = ?unknown, "ignoring unknown s3 options");
     }
     let settings = S3Settings::from_config(cfg, &args.remote_path)?;
-    let certificates = match &args.custom_ca {
+    let (certificates, ca_pem) = match &args.custom_ca {
         Some(path) => read_ca(&settings.section, path)?,
-        None => Vec::new(),
+        None => (Vec::new(), None),
     };
     let store = build_store(&settings, env, &certificates)?;
-    let http = http_client(&settings, &certificates)?;
     check_credentials(&settings, &store).await?;
+    let credentials = (settings.auth != Auth::Anonymous).then(|| store.credentials().clone());
     let bucket = BucketClient {
+        client: s3_client::build(&settings, ca_pem.as_deref(), credentials),
         settings: settings.clone(),
-        http,
-        credentials: (settings.auth != Auth::Anonymous).then(|| store.credentials().clone()),
     };
     if settings.no_check_bucket {
         bucket.probe_list().await?;
@@ -68,22 +67,25 @@ pub(super) async fn open(
     }
     let description = settings.describe();
     info!(remote = %description, virtual_hosted = settings.virtual_hosted, "opened s3 remote");
-    let store = Arc::new(store);
     let bucket = Arc::new(bucket);
-    let incomplete = super::s3_uploads::Incomplete::new(Arc::clone(&store), Arc::clone(&bucket));
+    let incomplete = super::s3_uploads::Incomplete::new(Arc::clone(&bucket));
     Ok(Remote {
         incomplete: Some(Arc::new(incomplete)),
-        store: Arc::new(super::s3_list::Listed::new(store, bucket)),
+        store: Arc::new(super::s3_list::Listed::new(Arc::new(store), bucket)),
         prefix: ObjectPath::from(settings.prefix.as_str()),
         upload: settings.upload.clone(),
         description,
     })
 }
 
+/// The custom CA bundle: object_store's certificates, and the PEM text for the SDK
+/// client, checked here to hold only parsable certificates (the SDK would panic).
 fn read_ca(
     section: &str,
     path: &std::path::Path,
-) -> Result<Vec<(Certificate, reqwest::Certificate)>, BackendError> {
+) -> Result<(Vec<Certificate>, Option<Vec<u8>>), BackendError> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject as _;
     let fail = |message: String| BackendError::CustomCa {
         section: section.to_owned(),
         path: path.to_owned(),
@@ -91,23 +93,26 @@ fn read_ca(
     };
     let pem = std::fs::read(path).map_err(|e| fail(e.to_string()))?;
     let ours = Certificate::from_pem_bundle(&pem).map_err(|e| fail(e.to_string()))?;
-    let theirs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| fail(e.to_string()))?;
     if ours.is_empty() {
         return Err(fail("no PEM certificate found".to_owned()));
     }
-    Ok(ours.into_iter().zip(theirs).collect())
+    let ders = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| fail(e.to_string()))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for der in ders {
+        roots.add(der).map_err(|e| fail(e.to_string()))?;
+    }
+    Ok((ours, Some(pem)))
 }
 
-fn client_options(
-    settings: &S3Settings,
-    certificates: &[(Certificate, reqwest::Certificate)],
-) -> ClientOptions {
+fn client_options(settings: &S3Settings, certificates: &[Certificate]) -> ClientOptions {
     let mut options = ClientOptions::new()
         .with_allow_http(settings.endpoint.scheme() == "http")
         .with_connect_timeout(Duration::from_secs(10))
         // Generous per request: one request may carry a multi-MiB part over a slow link.
         .with_timeout(Duration::from_secs(300));
-    for (cert, _) in certificates {
+    for cert in certificates {
         options = options.with_root_certificate(cert.clone());
     }
     options
@@ -128,7 +133,7 @@ fn retry_config() -> RetryConfig {
 fn build_store(
     settings: &S3Settings,
     env: &Env,
-    certificates: &[(Certificate, reqwest::Certificate)],
+    certificates: &[Certificate],
 ) -> Result<AmazonS3, BackendError> {
     let mut builder = AmazonS3Builder::new()
         .with_bucket_name(&settings.bucket)
@@ -236,23 +241,6 @@ fn sse_key() -> AmazonS3ConfigKey {
         .expect("object_store knows this key")
 }
 
-fn http_client(
-    settings: &S3Settings,
-    certificates: &[(Certificate, reqwest::Certificate)],
-) -> Result<reqwest::Client, BackendError> {
-    let mut builder = reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(10))
-        .timeout(Duration::from_secs(60));
-    for (_, cert) in certificates {
-        builder = builder.add_root_certificate(cert.clone());
-    }
-    builder.build().map_err(|e| BackendError::Build {
-        section: settings.section.clone(),
-        kind: "s3",
-        message: format!("HTTP client: {e}"),
-    })
-}
-
 /// Fetches the credentials once, so a broken credential chain is reported as such
 /// before any request.
 async fn check_credentials(settings: &S3Settings, store: &AmazonS3) -> Result<(), BackendError> {
@@ -270,258 +258,123 @@ async fn check_credentials(settings: &S3Settings, store: &AmazonS3) -> Result<()
         })
 }
 
-/// Bucket-level requests against one bucket URL (also the listing, see `s3_list`).
+/// Bucket-level requests against one bucket (also the listing, see `s3_list`, the
+/// incomplete uploads, see `s3_uploads`, and copies, see `s3_copy`).
 pub(super) struct BucketClient {
     pub(super) settings: S3Settings,
-    http: reqwest::Client,
-    /// object_store's provider (it caches and refreshes); `None` when anonymous.
-    credentials: Option<AwsCredentialProvider>,
-}
-
-/// What came back from one bucket-level request.
-pub(super) struct Reply {
-    pub(super) status: StatusCode,
-    region_hint: Option<String>,
-    pub(super) body: String,
+    pub(super) client: aws_sdk_s3::Client,
 }
 
 impl BucketClient {
     /// HeadBucket; create the bucket when it does not exist and `create` is set.
     async fn ensure(&self, create: bool) -> Result<(), BackendError> {
         let head = self
-            .send("checking bucket", Method::HEAD, &[], &[], Vec::new())
-            .await?;
-        match head.status {
-            s if s.is_success() => Ok(()),
-            StatusCode::NOT_FOUND if create => self.create().await,
+            .client
+            .head_bucket()
+            .bucket(&self.settings.bucket)
+            .send()
+            .await;
+        let Err(e) = head else { return Ok(()) };
+        let failure = Failure::of(&e);
+        match failure.status() {
+            Some(404) if create => self.create().await,
             // Some policies allow object access but not HeadBucket: listing decides.
-            StatusCode::FORBIDDEN => self.probe_list().await,
-            _ => Err(self.failure("checking bucket", &head)),
+            Some(403) => self.probe_list().await,
+            _ => Err(self.failure("checking bucket", &failure)),
         }
     }
 
     async fn create(&self) -> Result<(), BackendError> {
-        let body = match &self.settings.location_constraint {
-            Some(lc) => format!(
-                "<CreateBucketConfiguration xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">\
-                 <LocationConstraint>{lc}</LocationConstraint></CreateBucketConfiguration>"
+        let configuration = self.settings.location_constraint.as_deref().map(|lc| {
+            CreateBucketConfiguration::builder()
+                .location_constraint(BucketLocationConstraint::from(lc))
+                .build()
+        });
+        let created = self
+            .client
+            .create_bucket()
+            .bucket(&self.settings.bucket)
+            .set_create_bucket_configuration(configuration)
+            .set_acl(
+                self.settings
+                    .bucket_acl
+                    .as_deref()
+                    .map(BucketCannedAcl::from),
             )
-            .into_bytes(),
-            None => Vec::new(),
+            .send()
+            .await;
+        let failure = match created {
+            Ok(_) => None,
+            Err(e) => Some(Failure::of(&e)),
         };
-        let mut headers = Vec::new();
-        if let Some(acl) = &self.settings.bucket_acl {
-            headers.push(("x-amz-acl".to_owned(), acl.clone()));
+        match failure {
+            None => {}
+            Some(f) if f.code() == Some("BucketAlreadyOwnedByYou") => {}
+            Some(f) => return Err(self.failure("creating bucket", &f)),
         }
-        let reply = self
-            .send("creating bucket", Method::PUT, &[], &headers, body)
-            .await?;
-        if reply.status.is_success()
-            || error_code(&reply.body).as_deref() == Some("BucketAlreadyOwnedByYou")
-        {
-            info!(section = %self.settings.section, bucket = %self.settings.bucket, "created bucket");
-            return Ok(());
-        }
-        Err(self.failure("creating bucket", &reply))
+        info!(section = %self.settings.section, bucket = %self.settings.bucket, "created bucket");
+        Ok(())
     }
 
     /// ListObjectsV2 for one key under the prefix: proves the bucket exists and
     /// that these credentials may list it, without HeadBucket or CreateBucket.
     async fn probe_list(&self) -> Result<(), BackendError> {
-        let mut query = vec![
-            ("list-type".to_owned(), "2".to_owned()),
-            ("max-keys".to_owned(), "1".to_owned()),
-        ];
-        if !self.settings.prefix.is_empty() {
-            query.push((
-                "prefix".to_owned(),
-                sigv4::uri_encode(&format!("{}/", self.settings.prefix)),
-            ));
-        }
-        let reply = self
-            .send("listing bucket", Method::GET, &query, &[], Vec::new())
-            .await?;
-        if reply.status.is_success() {
-            return Ok(());
-        }
-        Err(self.failure("listing bucket", &reply))
+        let prefix =
+            (!self.settings.prefix.is_empty()).then(|| format!("{}/", self.settings.prefix));
+        self.client
+            .list_objects_v2()
+            .bucket(&self.settings.bucket)
+            .max_keys(1)
+            .set_prefix(prefix)
+            .send()
+            .await
+            .map(drop)
+            .map_err(|e| self.failure("listing bucket", &Failure::of(&e)))
     }
 
-    /// One signed request with retries on transport errors, 5xx and 429.
-    async fn send(
-        &self,
-        action: &'static str,
-        method: Method,
-        query: &[(String, String)],
-        headers: &[(String, String)],
-        body: Vec<u8>,
-    ) -> Result<Reply, BackendError> {
-        self.send_with_attempts(
-            action,
-            BUCKET_REQUEST_ATTEMPTS,
-            method,
-            query,
-            headers,
-            body,
-        )
-        .await
-    }
-
-    /// [`BucketClient::send`] with up to `attempts` tries (backoff capped at 15 s).
-    pub(super) async fn send_with_attempts(
-        &self,
-        action: &'static str,
-        attempts: u32,
-        method: Method,
-        query: &[(String, String)],
-        headers: &[(String, String)],
-        body: Vec<u8>,
-    ) -> Result<Reply, BackendError> {
-        let key = match &self.credentials {
-            None => None,
-            Some(c) => {
-                let c = c
-                    .get_credential()
-                    .await
-                    .map_err(|e| BackendError::Credentials {
-                        section: self.settings.section.clone(),
-                        message: e.to_string(),
-                    })?;
-                Some(SigningKey {
-                    key_id: c.key_id.clone(),
-                    secret_key: c.secret_key.clone(),
-                    token: c.token.clone(),
-                })
+    /// The error for a failed bucket-level request, explained for a human.
+    pub(super) fn failure(&self, action: &'static str, failure: &Failure) -> BackendError {
+        let category = failure.category();
+        let (status, code, region_hint) = match failure {
+            Failure::Transport { message, .. } => {
+                return self.error(action, category, message.clone());
             }
+            Failure::Status {
+                status,
+                code,
+                region_hint,
+            } => (*status, code.as_deref(), region_hint.as_deref()),
         };
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let outcome = self
-                .send_once(key.as_ref(), method.clone(), query, headers, body.clone())
-                .await;
-            let retryable = match &outcome {
-                Ok(reply) => {
-                    reply.status.is_server_error() || reply.status == StatusCode::TOO_MANY_REQUESTS
-                }
-                Err(e) => !is_certificate_error(e),
-            };
-            if !retryable || attempt >= attempts {
-                return outcome.map_err(|e| {
-                    // An untrusted certificate needs a CA bundle, not a retry.
-                    let category = if is_certificate_error(&e) {
-                        ErrorCategory::Config
-                    } else {
-                        ErrorCategory::Transient
-                    };
-                    self.error(action, category, describe_reqwest(&e))
-                });
-            }
-            debug!(action, attempt, "retrying bucket request");
-            tokio::time::sleep(Duration::from_millis(200 << attempt.min(6))).await;
-        }
-    }
-
-    async fn send_once(
-        &self,
-        key: Option<&SigningKey>,
-        method: Method,
-        query: &[(String, String)],
-        headers: &[(String, String)],
-        body: Vec<u8>,
-    ) -> Result<Reply, reqwest::Error> {
-        let mut url = self.settings.bucket_url.clone();
-        if !query.is_empty() {
-            url.set_query(Some(
-                &query
-                    .iter()
-                    .map(|(k, v)| format!("{k}={v}"))
-                    .collect::<Vec<_>>()
-                    .join("&"),
-            ));
-        }
-        let host = match url.port() {
-            Some(port) => format!("{}:{port}", url.host_str().unwrap_or_default()),
-            None => url.host_str().unwrap_or_default().to_owned(),
-        };
-        let all_headers = match key {
-            Some(key) => {
-                let payload = sigv4::sha256_hex(&body);
-                let request = sigv4::Request {
-                    method: method.as_str(),
-                    host: &host,
-                    path: url.path(),
-                    query,
-                    headers,
-                    payload_sha256: &payload,
-                };
-                sigv4::sign(&request, key, &self.settings.region, chrono::Utc::now())
-            }
-            None => headers.to_vec(),
-        };
-        let mut request = self.http.request(method, url).body(body);
-        for (name, value) in all_headers {
-            request = request.header(name, value);
-        }
-        let response = request.send().await?;
-        let status = response.status();
-        let region_hint = response
-            .headers()
-            .get("x-amz-bucket-region")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let body = response.text().await.unwrap_or_default();
-        Ok(Reply {
-            status,
-            region_hint,
-            body,
-        })
-    }
-
-    pub(super) fn failure(&self, action: &'static str, reply: &Reply) -> BackendError {
-        let code = error_code(&reply.body);
-        let category =
-            if reply.status.is_server_error() || reply.status == StatusCode::TOO_MANY_REQUESTS {
-                ErrorCategory::Transient
-            } else {
-                ErrorCategory::Config
-            };
-        let explanation = match (reply.status, code.as_deref()) {
-            (StatusCode::NOT_FOUND, _) if self.settings.no_check_bucket => {
+        let explanation = match (status, code) {
+            (404, _) if self.settings.no_check_bucket => {
                 "no such bucket (no_check_bucket = true, so it is not created)".to_owned()
             }
-            (StatusCode::NOT_FOUND, _) if action == "checking bucket" => {
+            (404, _) if action == "checking bucket" => {
                 "no such bucket (the destination never creates one: check the bucket name, \
                  or let the source create it)"
                     .to_owned()
             }
-            (StatusCode::NOT_FOUND, _) => "no such bucket".to_owned(),
-            (StatusCode::FORBIDDEN, Some("SignatureDoesNotMatch")) => {
+            (404, _) => "no such bucket".to_owned(),
+            (403, Some("SignatureDoesNotMatch")) => {
                 "403 SignatureDoesNotMatch: secret_access_key is wrong".to_owned()
             }
-            (StatusCode::FORBIDDEN, Some("InvalidAccessKeyId")) => {
+            (403, Some("InvalidAccessKeyId")) => {
                 "403 InvalidAccessKeyId: access_key_id is not known to the server".to_owned()
             }
-            (StatusCode::FORBIDDEN, code) => format!(
+            (403, code) => format!(
                 "403 {}: access denied (wrong credentials or missing permission)",
                 code.unwrap_or("Forbidden")
             ),
-            (StatusCode::MOVED_PERMANENTLY | StatusCode::BAD_REQUEST, _)
-                if reply.region_hint.is_some() =>
-            {
-                format!(
-                    "{} {}: bucket is in region {:?}, set region accordingly",
-                    reply.status.as_u16(),
-                    code.as_deref().unwrap_or("wrong region"),
-                    reply.region_hint.as_deref().unwrap_or_default(),
-                )
-            }
-            (StatusCode::CONFLICT, Some("BucketAlreadyExists")) => {
+            (301 | 400, _) if region_hint.is_some() => format!(
+                "{status} {}: bucket is in region {:?}, set region accordingly",
+                code.unwrap_or("wrong region"),
+                region_hint.unwrap_or_default(),
+            ),
+            (409, Some("BucketAlreadyExists")) => {
                 "409 BucketAlreadyExists: the bucket name belongs to another account".to_owned()
             }
             (status, code) => format!(
-                "HTTP {}{}",
-                status.as_u16(),
+                "HTTP {status}{}",
                 code.map(|c| format!(" {c}")).unwrap_or_default()
             ),
         };
@@ -548,40 +401,4 @@ impl BucketClient {
             message,
         }
     }
-}
-
-/// The `<Code>` of an S3 XML error body.
-fn error_code(body: &str) -> Option<String> {
-    let start = body.find("<Code>")? + "<Code>".len();
-    let end = body[start..].find("</Code>")? + start;
-    Some(body[start..end].trim().to_owned())
-}
-
-/// Whether a transport error is a TLS certificate verification failure.
-fn is_certificate_error(e: &reqwest::Error) -> bool {
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        if s.to_string().to_ascii_lowercase().contains("certificate") {
-            return true;
-        }
-        source = s.source();
-    }
-    false
-}
-
-/// A one-line transport error with its cause chain (connection refused, timeout, TLS).
-fn describe_reqwest(e: &reqwest::Error) -> String {
-    let mut message = if e.is_timeout() {
-        "timed out".to_owned()
-    } else if e.is_connect() {
-        "cannot connect".to_owned()
-    } else {
-        "request failed".to_owned()
-    };
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        message.push_str(&format!(": {s}"));
-        source = s.source();
-    }
-    message
 }

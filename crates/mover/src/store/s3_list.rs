@@ -1,17 +1,22 @@
 //! The S3 store as the mover uses it: object_store's `AmazonS3` for everything but
-//! the listing, which is our own ListObjectsV2 (keys URL-encoded in the reply). One
+//! the listing, which is ListObjectsV2 through aws-sdk-s3 with keys URL-encoded in
+//! the reply, and copies that carry the copy's own metadata (`s3_copy`). One
 //! page holding a key object_store cannot represent (`a//b`, a `.` or `..` segment,
 //! a control character) fails object_store's whole listing, so a single foreign key
 //! under the prefix would fail every sync in both directions. Here such a key is
 //! skipped with a warning naming it: it is not Scribe's (Scribe never writes one),
 //! it cannot be addressed to be deleted or restored, and everything else still is.
-//! A reply is used only when complete (`</ListBucketResult>`, `KeyCount` matching),
-//! so a body cut short is retried, never taken as the end of the listing.
+//! A reply is used only when complete (`</ListBucketResult>`, checked on the raw
+//! body, and `KeyCount` matching), so a body cut short is retried, never taken as
+//! the end of the listing.
 
 use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use aws_sdk_s3::error::SdkError;
+use aws_sdk_s3::operation::list_objects_v2::ListObjectsV2Output;
+use aws_sdk_s3::types::EncodingType;
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use object_store::path::Path;
@@ -19,12 +24,13 @@ use object_store::{
     CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
     PutMultipartOptions, PutOptions, PutPayload, PutResult, Result,
 };
-use reqwest::{Method, StatusCode};
 use tracing::warn;
 
 use super::listing::FOLDER_MARKER;
 use super::s3::BucketClient;
-use super::sigv4::uri_encode;
+use super::s3_client::{Failure, WholeXml, retry};
+use super::s3_copy::S3Copier;
+use crate::store::remote::CopyMetadata;
 
 /// Attempts for one page before the listing fails (transient).
 const LIST_ATTEMPTS: u32 = 8;
@@ -33,11 +39,17 @@ const LIST_ATTEMPTS: u32 = 8;
 pub(super) struct Listed {
     inner: Arc<dyn ObjectStore>,
     client: Arc<BucketClient>,
+    copier: S3Copier,
 }
 
 impl Listed {
     pub(super) fn new(inner: Arc<dyn ObjectStore>, client: Arc<BucketClient>) -> Self {
-        Self { inner, client }
+        let copier = S3Copier::new(Arc::clone(&client));
+        Self {
+            inner,
+            client,
+            copier,
+        }
     }
 }
 
@@ -57,7 +69,7 @@ impl fmt::Display for Listed {
 #[derive(Debug, Default, PartialEq)]
 struct Page {
     /// Decoded keys with their size, ETag and LastModified.
-    objects: Vec<(String, u64, Option<String>, String)>,
+    objects: Vec<(String, u64, Option<String>, chrono::DateTime<chrono::Utc>)>,
     next: Option<String>,
 }
 
@@ -66,49 +78,6 @@ fn generic(message: String) -> object_store::Error {
         store: "S3",
         source: message.into(),
     }
-}
-
-/// The text of the first `<tag>…</tag>` in `xml`, entity-decoded.
-pub(super) fn field(xml: &str, tag: &str) -> Option<String> {
-    let open = format!("<{tag}>");
-    let start = xml.find(&open)? + open.len();
-    let end = xml[start..].find(&format!("</{tag}>"))? + start;
-    Some(unescape_xml(&xml[start..end]))
-}
-
-fn unescape_xml(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut rest = s;
-    while let Some(i) = rest.find('&') {
-        out.push_str(&rest[..i]);
-        rest = &rest[i..];
-        let Some(end) = rest.find(';') else { break };
-        let entity = &rest[1..end];
-        let c = match entity {
-            "amp" => Some('&'),
-            "lt" => Some('<'),
-            "gt" => Some('>'),
-            "quot" => Some('"'),
-            "apos" => Some('\''),
-            e if e.starts_with("#x") => u32::from_str_radix(&e[2..], 16)
-                .ok()
-                .and_then(char::from_u32),
-            e if e.starts_with('#') => e[1..].parse().ok().and_then(char::from_u32),
-            _ => None,
-        };
-        match c {
-            Some(c) => {
-                out.push(c);
-                rest = &rest[end + 1..];
-            }
-            None => {
-                out.push('&');
-                rest = &rest[1..];
-            }
-        }
-    }
-    out.push_str(rest);
-    out
 }
 
 /// Decodes a key of an `encoding-type=url` reply (`+` is a space; a literal plus
@@ -132,41 +101,38 @@ fn url_decode(s: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-/// Parses one reply body; an incomplete or inconsistent one is an error.
-fn parse_page(body: &str) -> Result<Page, String> {
-    if !body.trim_end().ends_with("</ListBucketResult>") {
-        return Err("listing reply is incomplete (cut short)".into());
-    }
+/// Reads one reply (keys URL-encoded); an inconsistent one is an error.
+fn page_of(out: ListObjectsV2Output) -> Result<Page, String> {
     let mut page = Page::default();
-    let mut rest = body;
-    while let Some(i) = rest.find("<Contents>") {
-        let block_end = rest[i..]
-            .find("</Contents>")
-            .ok_or("listing reply has an unterminated <Contents>")?
-            + i;
-        let block = &rest[i..block_end];
-        let raw = field(block, "Key").ok_or("listing entry without <Key>")?;
-        let key = url_decode(&raw).ok_or_else(|| format!("listing key {raw:?} does not decode"))?;
-        let size = field(block, "Size")
-            .and_then(|s| s.trim().parse().ok())
+    for o in out.contents() {
+        let raw = o.key().ok_or("listing entry without <Key>")?;
+        let key = url_decode(raw).ok_or_else(|| format!("listing key {raw:?} does not decode"))?;
+        let size = o
+            .size()
+            .and_then(|s| u64::try_from(s).ok())
             .ok_or_else(|| format!("listing entry {key:?} without a size"))?;
-        let modified = field(block, "LastModified").unwrap_or_default();
+        let modified = o
+            .last_modified()
+            .and_then(|t| chrono::DateTime::from_timestamp(t.secs(), t.subsec_nanos()))
+            .unwrap_or_default();
         page.objects
-            .push((key, size, field(block, "ETag"), modified));
-        rest = &rest[block_end..];
+            .push((key, size, o.e_tag().map(str::to_owned), modified));
     }
-    let prefixes = body.matches("<CommonPrefixes>").count();
-    if let Some(n) = field(body, "KeyCount").and_then(|n| n.trim().parse::<usize>().ok())
-        && n != page.objects.len() + prefixes
+    let prefixes = out.common_prefixes().len();
+    if let Some(n) = out.key_count()
+        && usize::try_from(n).ok() != Some(page.objects.len() + prefixes)
     {
         return Err(format!(
             "listing reply says {n} keys but holds {}",
             page.objects.len()
         ));
     }
-    if field(body, "IsTruncated").is_some_and(|t| t.trim() == "true") {
-        page.next =
-            Some(field(body, "NextContinuationToken").ok_or("truncated listing without a token")?);
+    if out.is_truncated() == Some(true) {
+        page.next = Some(
+            out.next_continuation_token()
+                .ok_or("truncated listing without a token")?
+                .to_owned(),
+        );
     }
     Ok(page)
 }
@@ -174,57 +140,56 @@ fn parse_page(body: &str) -> Result<Page, String> {
 impl BucketClient {
     /// One page of ListObjectsV2 under `prefix` (a key prefix ending in `/`, or empty).
     async fn list_page(&self, prefix: &str, token: Option<&str>) -> Result<Page> {
-        let mut query = vec![
-            ("encoding-type".to_owned(), "url".to_owned()),
-            ("list-type".to_owned(), "2".to_owned()),
-        ];
-        if !prefix.is_empty() {
-            query.push(("prefix".to_owned(), uri_encode(prefix)));
-        }
-        if let Some(t) = token {
-            query.push(("continuation-token".to_owned(), uri_encode(t)));
-        }
-        query.sort();
         let mut attempt = 0;
         loop {
             attempt += 1;
             let reply = self
-                .send_with_attempts(
-                    "listing",
-                    LIST_ATTEMPTS,
-                    Method::GET,
-                    &query,
-                    &[],
-                    Vec::new(),
-                )
-                .await
-                .map_err(|e| generic(e.to_string()))?;
-            let failure = |status: StatusCode| {
-                let e = self.failure("listing bucket", &reply);
-                let source: Box<dyn std::error::Error + Send + Sync> = Box::new(e);
-                match status {
-                    StatusCode::FORBIDDEN => object_store::Error::PermissionDenied {
-                        path: prefix.to_owned(),
-                        source,
-                    },
-                    StatusCode::UNAUTHORIZED => object_store::Error::Unauthenticated {
-                        path: prefix.to_owned(),
-                        source,
-                    },
-                    _ => object_store::Error::Generic {
-                        store: "S3",
-                        source,
-                    },
+                .client
+                .list_objects_v2()
+                .bucket(&self.settings.bucket)
+                .encoding_type(EncodingType::Url)
+                .set_prefix((!prefix.is_empty()).then(|| prefix.to_owned()))
+                .set_continuation_token(token.map(str::to_owned))
+                .customize()
+                .interceptor(WholeXml("ListBucketResult"))
+                .config_override(aws_sdk_s3::Config::builder().retry_config(retry(LIST_ATTEMPTS)))
+                .send()
+                .await;
+            let problem = match reply {
+                Ok(out) => match page_of(out) {
+                    Ok(page) => return Ok(page),
+                    Err(e) => e,
+                },
+                // A reply cut short or unreadable (the SDK has retried the rest).
+                Err(e @ SdkError::ResponseError(_)) => {
+                    self.failure("listing bucket", &Failure::of(&e)).to_string()
                 }
+                Err(e) => return Err(self.list_failure(prefix, &Failure::of(&e))),
             };
-            if !reply.status.is_success() {
-                return Err(failure(reply.status));
+            if attempt >= LIST_ATTEMPTS {
+                return Err(generic(problem));
             }
-            match parse_page(&reply.body) {
-                Ok(page) => return Ok(page),
-                Err(e) if attempt >= LIST_ATTEMPTS => return Err(generic(e)),
-                Err(e) => warn!(error = %e, attempt, "retrying a listing page"),
-            }
+            warn!(error = %problem, attempt, "retrying a listing page");
+            tokio::time::sleep(std::time::Duration::from_millis(200 << attempt.min(6))).await;
+        }
+    }
+
+    fn list_failure(&self, prefix: &str, f: &Failure) -> object_store::Error {
+        let source: Box<dyn std::error::Error + Send + Sync> =
+            Box::new(self.failure("listing bucket", f));
+        match f.status() {
+            Some(403) => object_store::Error::PermissionDenied {
+                path: prefix.to_owned(),
+                source,
+            },
+            Some(401) => object_store::Error::Unauthenticated {
+                path: prefix.to_owned(),
+                source,
+            },
+            _ => object_store::Error::Generic {
+                store: "S3",
+                source,
+            },
         }
     }
 }
@@ -267,9 +232,7 @@ fn list_all(
                                 return None;
                             }
                         };
-                        let last_modified = chrono::DateTime::parse_from_rfc3339(modified.trim())
-                            .map(|t| t.with_timezone(&chrono::Utc))
-                            .unwrap_or_default();
+                        let last_modified = modified;
                         Some(Ok(ObjectMeta {
                             location,
                             last_modified,
@@ -324,33 +287,63 @@ impl ObjectStore for Listed {
     }
 
     async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {
-        self.inner.copy_opts(from, to, options).await
+        match options.extensions.get::<CopyMetadata>() {
+            Some(request) => self.copier.copy(from, to, request).await,
+            None => self.inner.copy_opts(from, to, options).await,
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use aws_sdk_s3::types::{CommonPrefix, Object};
+
+    fn object(key: &str, size: i64) -> Object {
+        Object::builder()
+            .key(key)
+            .size(size)
+            .e_tag("\"abc\"")
+            .last_modified(aws_smithy_types::DateTime::from_secs(1_767_323_045))
+            .build()
+    }
 
     #[test]
-    fn pages_decode_keys_entities_and_continuation() {
-        let body = r#"<?xml version="1.0" encoding="UTF-8"?>
-<ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Name>b</Name><Prefix>p%2F</Prefix><KeyCount>2</KeyCount><MaxKeys>1000</MaxKeys><EncodingType>url</EncodingType><IsTruncated>true</IsTruncated><Contents><Key>p/a%20b+c%2Bd</Key><LastModified>2026-01-02T03:04:05.000Z</LastModified><ETag>&quot;abc&quot;</ETag><Size>5</Size></Contents><Contents><Key>p/x%0Ay</Key><LastModified>2026-01-02T03:04:05.000Z</LastModified><ETag>"def-2"</ETag><Size>0</Size></Contents><NextContinuationToken>tok/+=</NextContinuationToken></ListBucketResult>"#;
-        let page = parse_page(body).unwrap();
+    fn pages_decode_keys_and_continuation() {
+        let out = ListObjectsV2Output::builder()
+            .key_count(2)
+            .is_truncated(true)
+            .contents(object("p/a%20b+c%2Bd", 5))
+            .contents(object("p/x%0Ay", 0))
+            .next_continuation_token("tok/+=")
+            .build();
+        let page = page_of(out).unwrap();
         let keys: Vec<&str> = page.objects.iter().map(|o| o.0.as_str()).collect();
         assert_eq!(keys, ["p/a b c+d", "p/x\ny"]);
         assert_eq!(page.objects[0].2.as_deref(), Some("\"abc\""));
         assert_eq!(page.objects[0].1, 5);
+        assert_eq!(page.objects[0].3.timestamp(), 1_767_323_045);
         assert_eq!(page.next.as_deref(), Some("tok/+="));
     }
 
     #[test]
-    fn incomplete_or_inconsistent_pages_are_errors() {
-        let whole = "<ListBucketResult><KeyCount>1</KeyCount><IsTruncated>false</IsTruncated><Contents><Key>k</Key><Size>1</Size></Contents></ListBucketResult>";
-        assert_eq!(parse_page(whole).unwrap().objects.len(), 1);
-        assert!(parse_page(&whole[..whole.len() / 2]).is_err(), "cut short");
-        let miscounted = whole.replace("<KeyCount>1", "<KeyCount>2");
-        assert!(parse_page(&miscounted).is_err());
+    fn inconsistent_pages_are_errors() {
+        let counted = |n| {
+            ListObjectsV2Output::builder()
+                .key_count(n)
+                .is_truncated(false)
+                .contents(object("k", 1))
+                .common_prefixes(CommonPrefix::builder().prefix("d/").build())
+                .build()
+        };
+        assert_eq!(page_of(counted(2)).unwrap().objects.len(), 1);
+        assert!(page_of(counted(3)).is_err(), "miscounted");
+        let no_token = ListObjectsV2Output::builder().is_truncated(true).build();
+        assert!(page_of(no_token).is_err());
+        let no_size = ListObjectsV2Output::builder()
+            .contents(Object::builder().key("k").build())
+            .build();
+        assert!(page_of(no_size).is_err());
         assert_eq!(url_decode("%zz"), None);
         assert_eq!(url_decode("a%"), None);
     }

@@ -3,7 +3,7 @@
 //! and region defaults, credentials mode, encryption and upload tuning — with
 //! rclone's defaults and limits. Values of secret keys never reach a message.
 
-use reqwest::Url;
+use url::Url;
 
 use crate::config::{ConfigError, RemoteConfig};
 use crate::store::remote::UploadOptions;
@@ -115,6 +115,8 @@ pub const KNOWN_KEYS: &[&str] = &[
 const MIB: u64 = 1 << 20;
 const MIN_CHUNK_SIZE: u64 = 5 * MIB;
 const MAX_UPLOAD_CUTOFF: u64 = 5 << 30;
+/// rclone's default `copy_cutoff` (4.656Gi).
+const DEFAULT_COPY_CUTOFF: u64 = 4656 * MIB;
 
 /// How requests are authenticated.
 #[derive(Clone, PartialEq, Eq)]
@@ -192,6 +194,9 @@ pub struct S3Settings {
     pub sse: Option<Sse>,
     pub no_check_bucket: bool,
     pub upload: UploadOptions,
+    /// Server-side copies of objects larger than this are multipart copies with parts
+    /// of at most this size (rclone `copy_cutoff`, default 4656Mi, at most 5Gi).
+    pub copy_cutoff: u64,
     /// `shared_credentials_file` / `profile` for `env_auth` (AWS shared credentials file).
     pub shared_credentials_file: Option<String>,
     pub profile: Option<String>,
@@ -298,6 +303,7 @@ impl S3Settings {
             sse,
             no_check_bucket: cfg.get_bool("no_check_bucket", false)?,
             upload,
+            copy_cutoff: copy_cutoff(cfg)?,
             shared_credentials_file: cfg.get_str("shared_credentials_file"),
             profile: cfg.get_str("profile"),
         })
@@ -484,6 +490,18 @@ fn upload_options(cfg: &RemoteConfig, etag_is_not_md5: bool) -> Result<UploadOpt
         storage_class: cfg.get_str("storage_class"),
         etag_is_not_md5,
     })
+}
+
+/// rclone's `copy_cutoff`: a size up to 5Gi (the largest CopyObject / UploadPartCopy).
+fn copy_cutoff(cfg: &RemoteConfig) -> Result<u64, ConfigError> {
+    let cutoff = cfg.get_size("copy_cutoff", DEFAULT_COPY_CUTOFF)?;
+    if cutoff > MAX_UPLOAD_CUTOFF {
+        return Err(cfg.invalid(
+            "copy_cutoff",
+            "must be at most 5Gi (the largest object S3 copies in one request)",
+        ));
+    }
+    Ok(cutoff)
 }
 
 #[cfg(test)]

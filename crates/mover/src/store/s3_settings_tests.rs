@@ -342,3 +342,17 @@ fn description_names_section_bucket_prefix_and_endpoint_without_secrets() {
         "s3 section \"r\" bucket \"b\" prefix \"p\" at http://127.0.0.1:9000"
     );
 }
+
+#[test]
+fn copy_cutoff_uses_rclone_sizes_and_is_at_most_5_gib() {
+    let base = "provider = AWS\nregion = us-east-1\n";
+    assert_eq!(settings(base, "b").unwrap().copy_cutoff, 4656 * MIB);
+    let tiny = settings(&format!("{base}copy_cutoff = 5Mi\n"), "b").unwrap();
+    assert_eq!(tiny.copy_cutoff, 5 * MIB);
+    let fractional = settings(&format!("{base}copy_cutoff = 4.656Gi\n"), "b").unwrap();
+    assert_eq!(fractional.copy_cutoff, (4.656 * (1u64 << 30) as f64) as u64);
+    let bad = err(&format!("{base}copy_cutoff = lots\n"), "b");
+    assert!(bad.contains("copy_cutoff") && bad.contains("lots"), "{bad}");
+    let big = err(&format!("{base}copy_cutoff = 6Gi\n"), "b");
+    assert!(big.contains("copy_cutoff") && big.contains("5Gi"), "{big}");
+}

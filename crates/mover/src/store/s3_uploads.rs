@@ -1,33 +1,29 @@
-//! Incomplete multipart uploads on S3, which object_store can abort
-//! (`MultipartStore::abort_multipart`) but not list: ListMultipartUploads is our
-//! own signed request (see `s3::BucketClient`), paged by key and upload-id markers.
+//! Incomplete multipart uploads on S3: ListMultipartUploads (paged by key and
+//! upload-id markers) and AbortMultipartUpload through aws-sdk-s3.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use object_store::aws::AmazonS3;
-use object_store::multipart::MultipartStore;
-use object_store::path::Path;
-use reqwest::Method;
+use aws_sdk_s3::operation::list_multipart_uploads::ListMultipartUploadsOutput;
 
 use super::s3::BucketClient;
-use super::s3_list::field;
-use super::sigv4::uri_encode;
+use super::s3_client::{Failure, WholeXml};
 use crate::store::remote::IncompleteUploads;
 
-/// Attempts for one page of the listing.
-const ATTEMPTS: u32 = 4;
 /// Pages read at most (1000 uploads each), so a broken marker cannot loop forever.
 const MAX_PAGES: usize = 1000;
 
 pub(super) struct Incomplete {
-    store: Arc<AmazonS3>,
     client: Arc<BucketClient>,
 }
 
 impl Incomplete {
-    pub(super) fn new(store: Arc<AmazonS3>, client: Arc<BucketClient>) -> Self {
-        Self { store, client }
+    pub(super) fn new(client: Arc<BucketClient>) -> Self {
+        Self { client }
+    }
+
+    fn error(&self, action: &'static str, failure: &Failure) -> object_store::Error {
+        generic(self.client.failure(action, failure).to_string())
     }
 }
 
@@ -38,29 +34,27 @@ fn generic(message: String) -> object_store::Error {
     }
 }
 
-/// One ListMultipartUploads page: (key, upload id) pairs and the next markers.
-/// (key, upload id) pairs; also the shape of the next page's markers.
+/// (key, upload id) pairs of one page.
 type Uploads = Vec<(String, String)>;
 
-fn parse_uploads(body: &str) -> Result<(Uploads, Option<(String, String)>), String> {
-    if !body.trim_end().ends_with("</ListMultipartUploadsResult>") {
-        return Err("multipart upload listing is incomplete (cut short)".into());
-    }
+/// One ListMultipartUploads page: its uploads and the next page's markers.
+fn uploads_of(
+    out: &ListMultipartUploadsOutput,
+) -> Result<(Uploads, Option<(String, String)>), String> {
     let mut uploads = Vec::new();
-    for chunk in body.split("<Upload>").skip(1) {
-        let chunk = chunk.split("</Upload>").next().unwrap_or_default();
-        match (field(chunk, "Key"), field(chunk, "UploadId")) {
-            (Some(k), Some(id)) => uploads.push((k, id)),
+    for u in out.uploads() {
+        match (u.key(), u.upload_id()) {
+            (Some(k), Some(id)) => uploads.push((k.to_owned(), id.to_owned())),
             _ => return Err("an upload without Key or UploadId".into()),
         }
     }
-    let next = if field(body, "IsTruncated").as_deref() == Some("true") {
-        let key = field(body, "NextKeyMarker").unwrap_or_default();
-        let id = field(body, "NextUploadIdMarker").unwrap_or_default();
+    let next = if out.is_truncated() == Some(true) {
+        let key = out.next_key_marker().unwrap_or_default();
+        let id = out.next_upload_id_marker().unwrap_or_default();
         if key.is_empty() && id.is_empty() {
             return Err("truncated upload listing without markers".into());
         }
-        Some((key, id))
+        Some((key.to_owned(), id.to_owned()))
     } else {
         None
     };
@@ -73,32 +67,21 @@ impl IncompleteUploads for Incomplete {
         let mut all = Vec::new();
         let mut markers: Option<(String, String)> = None;
         for _ in 0..MAX_PAGES {
-            let mut query = vec![("uploads".to_owned(), String::new())];
-            if !prefix.is_empty() {
-                query.push(("prefix".to_owned(), uri_encode(prefix)));
-            }
-            if let Some((key, id)) = &markers {
-                query.push(("key-marker".to_owned(), uri_encode(key)));
-                query.push(("upload-id-marker".to_owned(), uri_encode(id)));
-            }
-            query.sort();
-            let reply = self
+            let (key_marker, id_marker) = markers.clone().unzip();
+            let out = self
                 .client
-                .send_with_attempts(
-                    "listing multipart uploads",
-                    ATTEMPTS,
-                    Method::GET,
-                    &query,
-                    &[],
-                    Vec::new(),
-                )
+                .client
+                .list_multipart_uploads()
+                .bucket(&self.client.settings.bucket)
+                .set_prefix((!prefix.is_empty()).then(|| prefix.to_owned()))
+                .set_key_marker(key_marker)
+                .set_upload_id_marker(id_marker)
+                .customize()
+                .interceptor(WholeXml("ListMultipartUploadsResult"))
+                .send()
                 .await
-                .map_err(|e| generic(e.to_string()))?;
-            if !reply.status.is_success() {
-                let e = self.client.failure("listing multipart uploads", &reply);
-                return Err(generic(e.to_string()));
-            }
-            let (page, next) = parse_uploads(&reply.body).map_err(generic)?;
+                .map_err(|e| self.error("listing multipart uploads", &Failure::of(&e)))?;
+            let (page, next) = uploads_of(&out).map_err(generic)?;
             all.extend(page.into_iter().filter(|(k, _)| k.starts_with(prefix)));
             match next {
                 Some(m) => markers = Some(m),
@@ -109,33 +92,64 @@ impl IncompleteUploads for Incomplete {
     }
 
     async fn abort(&self, key: &str, upload_id: &str) -> Result<(), object_store::Error> {
-        let path = Path::parse(key).map_err(|e| generic(format!("key {key:?}: {e}")))?;
-        self.store
-            .abort_multipart(&path, &upload_id.to_owned())
+        match self
+            .client
+            .client
+            .abort_multipart_upload()
+            .bucket(&self.client.settings.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .send()
             .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let failure = Failure::of(&e);
+                // Already gone (aborted or completed meanwhile): nothing left to drop.
+                if failure.status() == Some(404) {
+                    return Ok(());
+                }
+                Err(self.error("aborting multipart upload", &failure))
+            }
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use aws_sdk_s3::types::MultipartUpload;
+
+    fn upload(key: &str, id: &str) -> MultipartUpload {
+        MultipartUpload::builder().key(key).upload_id(id).build()
+    }
 
     #[test]
-    fn pages_of_uploads_parse_with_markers() {
-        let body = "<?xml version=\"1.0\"?><ListMultipartUploadsResult><Bucket>b</Bucket>\
-            <IsTruncated>true</IsTruncated><NextKeyMarker>p/b</NextKeyMarker>\
-            <NextUploadIdMarker>id2</NextUploadIdMarker>\
-            <Upload><Key>p/a&amp;x</Key><UploadId>id1</UploadId></Upload>\
-            <Upload><Key>p/b</Key><UploadId>id2</UploadId></Upload></ListMultipartUploadsResult>";
-        let (uploads, next) = parse_uploads(body).unwrap();
+    fn pages_of_uploads_carry_their_markers() {
+        let out = ListMultipartUploadsOutput::builder()
+            .is_truncated(true)
+            .next_key_marker("p/b")
+            .next_upload_id_marker("id2")
+            .uploads(upload("p/a&x", "id1"))
+            .uploads(upload("p/b", "id2"))
+            .build();
+        let (uploads, next) = uploads_of(&out).unwrap();
         assert_eq!(
             uploads,
             vec![("p/a&x".into(), "id1".into()), ("p/b".into(), "id2".into())]
         );
         assert_eq!(next, Some(("p/b".into(), "id2".into())));
-        let last = "<ListMultipartUploadsResult><IsTruncated>false</IsTruncated>\
-            </ListMultipartUploadsResult>";
-        assert_eq!(parse_uploads(last).unwrap(), (vec![], None));
-        assert!(parse_uploads("<ListMultipartUploadsResult><Upload>").is_err());
+        let last = ListMultipartUploadsOutput::builder()
+            .is_truncated(false)
+            .build();
+        assert_eq!(uploads_of(&last).unwrap(), (vec![], None));
+        let broken = ListMultipartUploadsOutput::builder()
+            .uploads(MultipartUpload::builder().key("k").build())
+            .build();
+        assert!(uploads_of(&broken).is_err());
+        let no_markers = ListMultipartUploadsOutput::builder()
+            .is_truncated(true)
+            .build();
+        assert!(uploads_of(&no_markers).is_err());
     }
 }

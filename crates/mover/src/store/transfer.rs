@@ -2,7 +2,8 @@
 //! verification of each (size, and the ETag against the MD5 computed while reading,
 //! unless the backend's ETags are not MD5s). Objects carry rclone's `mtime` metadata
 //! and, for multipart uploads, `md5chksum` (so rclone and `rclone check` can still
-//! compare content of a multipart object).
+//! compare content of a multipart object); a copy carries its own entry's metadata,
+//! not its source's (see `CopyMetadata`), so rclone sees the copy's date.
 //!
 //! No file is ever held in memory whole beyond one part. The rule: the part size is
 //! `chunk_size` (at least 5 MiB, raised so a file needs at most 10,000 parts); a file
@@ -30,8 +31,8 @@ use futures::stream::FuturesUnordered;
 use md5::{Digest as _, Md5};
 use object_store::path::Path as Key;
 use object_store::{
-    Attribute, AttributeValue, Attributes, ObjectStore, ObjectStoreExt, PutMultipartOptions,
-    PutOptions, PutPayload,
+    Attribute, AttributeValue, Attributes, CopyOptions, ObjectStore, ObjectStoreExt,
+    PutMultipartOptions, PutOptions, PutPayload,
 };
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -47,7 +48,7 @@ use crate::fs::paths::key_for;
 use crate::manifest::Entry;
 use crate::progress::Progress;
 use crate::source::changing::Stamp;
-use crate::store::remote::{Remote, UploadOptions};
+use crate::store::remote::{CopyMetadata, Remote, UploadOptions};
 
 const MIB: u64 = 1024 * 1024;
 /// S3's limit on parts per upload.
@@ -324,15 +325,22 @@ impl Uploader {
         Ok((multipart_etag(&part_md5s), e.size))
     }
 
-    /// Server-side copy of an object holding the same content, then verification.
+    /// Server-side copy of an object holding the same content, carrying the metadata
+    /// an upload of `e` would (see [`CopyMetadata`]), then verification.
     pub async fn copy(&self, from: &str, e: &Entry) -> Result<Written, SyncError> {
         let from_key = key_for(&self.remote.prefix, from)?;
         let key = key_for(&self.remote.prefix, &e.path)?;
-        self.remote
-            .store
-            .copy(&from_key, &key)
-            .await
-            .map_err(|err| SyncError::store("copying", &key, err))?;
+        let mut options = CopyOptions::new();
+        options.extensions.insert(CopyMetadata {
+            attributes: self.attributes(e, is_multipart(e.size, &self.remote.upload)),
+            md5chksum: e.md5.as_deref().and_then(md5chksum),
+            size: e.size,
+            cancel: self.cancel.clone(),
+        });
+        // The store watches the token itself, so a multipart copy is aborted, not dropped.
+        let copied = self.remote.store.copy_opts(&from_key, &key, options).await;
+        self.check_cancelled()?;
+        copied.map_err(|err| SyncError::store("copying", &key, err))?;
         let expected = e.md5.clone();
         let etag = self.verify(&key, e.size, expected.as_ref()).await?;
         Ok(Written {

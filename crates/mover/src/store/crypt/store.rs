@@ -20,6 +20,8 @@ use object_store::{
 };
 use tracing::warn;
 
+use crate::store::remote::CopyMetadata;
+
 use super::data::{self, BlockCipher, DataError};
 use super::names::{NameCipher, NameMode};
 use super::upload::CryptUpload;
@@ -99,6 +101,17 @@ fn unwrap_etag(e: Option<String>) -> Option<String> {
 fn stored_attributes(mut a: Attributes) -> Attributes {
     a.remove(&Attribute::Metadata("md5chksum".into()));
     a
+}
+
+/// A copy request as the store underneath must carry it: the ciphertext's size, and
+/// no plaintext MD5 (the S3 store sets metadata and sizes multipart copies from it).
+fn stored_copy(request: CopyMetadata) -> CopyMetadata {
+    CopyMetadata {
+        attributes: stored_attributes(request.attributes),
+        md5chksum: None,
+        size: data::encrypted_size(request.size),
+        cancel: request.cancel,
+    }
 }
 
 impl Core {
@@ -492,9 +505,13 @@ impl ObjectStore for CryptStore {
         &self,
         from: &Path,
         to: &Path,
-        options: CopyOptions,
+        mut options: CopyOptions,
     ) -> object_store::Result<()> {
         let (from, to) = (self.core.file_key(from)?, self.core.file_key(to)?);
+        // The copy request describes the plaintext; underneath it is ciphertext.
+        if let Some(request) = options.extensions.remove::<CopyMetadata>() {
+            options.extensions.insert(stored_copy(request));
+        }
         self.core.inner.copy_opts(&from, &to, options).await
     }
 }
