@@ -5,13 +5,18 @@
 //! makes the source redo its merge with a sorted listing. `LocalFileSystem`
 //! (`type = local`) walks directories in whatever order the OS gives, so its
 //! listing is collected and sorted first, and is held in memory.
+//!
+//! The same listing notes, at no extra request, the committed versions a source
+//! run kept under `.scribe/committed/` (see `source::preserve`).
+
+use std::sync::{Arc, Mutex};
 
 use futures::{StreamExt, TryStreamExt};
 use object_store::ObjectMeta;
 use tokio::sync::mpsc;
 
 use crate::error::SyncError;
-use crate::fs::paths::{is_scribe_internal, path_cmp, rel_for};
+use crate::fs::paths::{committed_name, is_scribe_internal, path_cmp, rel_for};
 use crate::source::diff::RemoteObject;
 use crate::store::remote::Remote;
 
@@ -32,8 +37,14 @@ pub fn lists_in_order(remote: &Remote) -> bool {
     !remote.store.to_string().starts_with("LocalFileSystem")
 }
 
-fn to_object(remote: &Remote, m: ObjectMeta) -> Option<RemoteObject> {
+/// SHA-256 names of the committed versions a listing saw under `.scribe/committed/`.
+pub type Held = Arc<Mutex<Vec<String>>>;
+
+fn to_object(remote: &Remote, m: ObjectMeta, held: Option<&Held>) -> Option<RemoteObject> {
     let rel = rel_for(&remote.prefix, &m.location)?;
+    if let (Some(h), Some(sha)) = (held, committed_name(rel)) {
+        h.lock().expect("held lock").push(sha.to_string());
+    }
     (!is_scribe_internal(rel)).then(|| RemoteObject {
         path: rel.to_string(),
         size: m.size,
@@ -43,6 +54,10 @@ fn to_object(remote: &Remote, m: ObjectMeta) -> Option<RemoteObject> {
 
 /// Lists the data objects under the prefix, sorted by path (held in memory).
 pub async fn list_objects(remote: &Remote) -> Result<Vec<RemoteObject>, SyncError> {
+    list_noting(remote, None).await
+}
+
+async fn list_noting(remote: &Remote, held: Option<&Held>) -> Result<Vec<RemoteObject>, SyncError> {
     let prefix = (!remote.prefix.as_ref().is_empty()).then_some(&remote.prefix);
     let metas: Vec<_> = remote
         .store
@@ -52,7 +67,7 @@ pub async fn list_objects(remote: &Remote) -> Result<Vec<RemoteObject>, SyncErro
         .map_err(|e| SyncError::store("listing", &remote.prefix, e))?;
     let mut out: Vec<RemoteObject> = metas
         .into_iter()
-        .filter_map(|m| to_object(remote, m))
+        .filter_map(|m| to_object(remote, m, held))
         .collect();
     out.sort_by(|a, b| path_cmp(&a.path, &b.path));
     Ok(out)
@@ -60,16 +75,18 @@ pub async fn list_objects(remote: &Remote) -> Result<Vec<RemoteObject>, SyncErro
 
 /// Starts listing into a channel of `capacity`, in path order: streamed as the store
 /// returns it, or (`sort`) collected and sorted first. An error is the last item.
+/// Committed versions seen go to `held` (complete once the channel is closed).
 pub fn spawn_listing(
     remote: &Remote,
     sort: bool,
     capacity: usize,
+    held: Option<Held>,
 ) -> mpsc::Receiver<Result<RemoteObject, ListError>> {
     let (tx, rx) = mpsc::channel(capacity);
     let remote = remote.clone();
     tokio::spawn(async move {
         if sort {
-            match list_objects(&remote).await {
+            match list_noting(&remote, held.as_ref()).await {
                 Ok(all) => {
                     for o in all {
                         if tx.send(Ok(o)).await.is_err() {
@@ -93,7 +110,7 @@ pub fn spawn_listing(
                     &remote.prefix,
                     e,
                 ))),
-                Ok(m) => match to_object(&remote, m) {
+                Ok(m) => match to_object(&remote, m, held.as_ref()) {
                     None => continue,
                     Some(o) => match &last {
                         Some(l) if path_cmp(l, &o.path) != std::cmp::Ordering::Less => {
@@ -132,10 +149,14 @@ mod tests {
     #[tokio::test]
     async fn streamed_listing_is_in_byte_order_without_scribe_objects() {
         let store = Arc::new(InMemory::new());
+        let sha = "0123456789abcdef".repeat(4);
+        let committed = format!("p/.scribe/committed/{sha}");
         for k in [
             "p/a/x",
             "p/a.b",
             "p/.scribe/manifest.jsonl",
+            committed.as_str(),
+            "p/.scribe/committed/not-a-digest",
             "p/a",
             "q/other",
         ] {
@@ -152,12 +173,18 @@ mod tests {
             description: "test".into(),
         };
         assert!(lists_in_order(&remote));
-        let mut rx = spawn_listing(&remote, false, 2);
+        let held = Held::default();
+        let mut rx = spawn_listing(&remote, false, 2, Some(Arc::clone(&held)));
         let mut got = Vec::new();
         while let Some(o) = rx.recv().await {
             got.push(o.map_err(|e| format!("{e:?}")).unwrap().path);
         }
         assert_eq!(got, ["a", "a.b", "a/x"]);
+        assert_eq!(
+            *held.lock().unwrap(),
+            [sha],
+            "committed versions are noted, not data"
+        );
         let sorted: Vec<String> = list_objects(&remote)
             .await
             .unwrap()
