@@ -191,9 +191,8 @@ pub async fn sync(remote: &Remote, local: &Path, opts: &SyncOptions) -> Result<S
     };
     crate::source::leftovers::abort_incomplete_uploads(remote).await;
     let keep = preserve::plan(&pass.work, &held);
-    preserve::preserve(remote, &keep, opts.transfers).await?;
     let mut release: HashSet<String> = held;
-    release.extend(keep.copies.into_iter().map(|(sha, _)| sha));
+    release.extend(preserve::preserve(remote, &keep, opts.transfers).await?);
     let uploader = Uploader::new(
         remote.clone(),
         local.to_path_buf(),

@@ -16,6 +16,10 @@
 //! so they never need a copy. The copies live under `.scribe/`, which no listing
 //! treats as data; rclone sees them as files in the `.scribe/` folder, like the
 //! manifest.
+//!
+//! S3 copies at most 5 GiB in one request: when the copy of a larger object fails,
+//! the run goes on without it (logged), and only that file is unrestorable until
+//! the commit; any other failed copy fails the run before anything is overwritten.
 
 use std::collections::HashSet;
 
@@ -32,8 +36,8 @@ use crate::store::remote::Remote;
 /// What to do before the run's first write.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Preserve {
-    /// (SHA-256, path of the object holding it): one server-side copy each.
-    pub copies: Vec<(String, String)>,
+    /// (SHA-256, path of the object holding it, size): one server-side copy each.
+    pub copies: Vec<(String, String, u64)>,
     /// Paths whose committed content is neither at its key nor kept (an earlier
     /// run without this protection overwrote it, or the object was changed by
     /// hand): nothing can be copied for them.
@@ -71,7 +75,7 @@ pub fn plan(work: &[Work], held: &HashSet<String>) -> Preserve {
         }
         if holds(p, w) {
             planned.insert(sha);
-            out.copies.push((sha.to_string(), p.path.clone()));
+            out.copies.push((sha.to_string(), p.path.clone(), p.size));
         } else {
             lost.push((sha, p.path.as_str()));
         }
@@ -85,36 +89,60 @@ pub fn plan(work: &[Work], held: &HashSet<String>) -> Preserve {
     out
 }
 
-/// Copies each committed content to its `.scribe/committed/` key, concurrently.
-/// Any failure fails the run before anything is overwritten.
-pub async fn preserve(remote: &Remote, p: &Preserve, transfers: usize) -> Result<usize, SyncError> {
+/// The largest object S3 copies in one request (CopyObject).
+pub const MAX_SINGLE_COPY: u64 = 5 * 1024 * 1024 * 1024;
+
+/// Whether a failed copy of an object of `size` bytes fails the run (see the module doc).
+pub fn copy_failure_is_fatal(size: u64) -> bool {
+    size <= MAX_SINGLE_COPY
+}
+
+/// Copies each committed content to its `.scribe/committed/` key, concurrently;
+/// returns the SHA-256 of each one copied. A failure fails the run before anything
+/// is overwritten (but see [`copy_failure_is_fatal`]).
+pub async fn preserve(
+    remote: &Remote,
+    p: &Preserve,
+    transfers: usize,
+) -> Result<Vec<String>, SyncError> {
     for path in &p.lost {
         warn!(path = %path, "the committed version of this object is already gone; a destination cannot restore the last commit until this run commits");
     }
     if p.copies.is_empty() {
-        return Ok(0);
+        return Ok(Vec::new());
     }
-    let results: Vec<Result<(), SyncError>> = stream::iter(p.copies.clone())
-        .map(|(sha, from): (String, String)| async move {
-            let from = key_for(&remote.prefix, &from)?;
+    let results: Vec<Result<Option<String>, SyncError>> = stream::iter(p.copies.clone())
+        .map(|(sha, from, size): (String, String, u64)| async move {
+            let from_key = key_for(&remote.prefix, &from)?;
             let to = committed_key(&remote.prefix, &sha);
-            remote
-                .store
-                .copy(&from, &to)
-                .await
-                .map_err(|e| SyncError::store("keeping the committed version", &to, e))
+            match remote.store.copy(&from_key, &to).await {
+                Ok(()) => Ok(Some(sha)),
+                Err(e) if !copy_failure_is_fatal(size) => {
+                    warn!(path = %from, size, error = %e, "cannot keep the committed version of an object this large; a destination cannot restore it until this run commits");
+                    Ok(None)
+                }
+                Err(e) => Err(SyncError::store("keeping the committed version", &to, e)),
+            }
         })
         .buffer_unordered(transfers.max(1))
         .collect()
         .await;
     let total = results.len();
-    let mut errs: Vec<SyncError> = results.into_iter().filter_map(Result::err).collect();
+    let mut copied = Vec::new();
+    let mut errs = Vec::new();
+    for r in results {
+        match r {
+            Ok(Some(sha)) => copied.push(sha),
+            Ok(None) => {}
+            Err(e) => errs.push(e),
+        }
+    }
     if errs.is_empty() {
         info!(
-            objects = total,
+            objects = copied.len(),
             "kept the committed versions of the objects this run overwrites"
         );
-        return Ok(total);
+        return Ok(copied);
     }
     Err(SyncError::Transfers {
         failed: errs.len(),
@@ -141,7 +169,14 @@ pub async fn release(remote: &Remote, shas: &HashSet<String>, transfers: usize) 
         .buffer_unordered(transfers.max(1))
         .collect()
         .await;
-    done.into_iter().filter(|d| *d).count()
+    let deleted = done.into_iter().filter(|d| *d).count();
+    if deleted > 0 {
+        info!(
+            objects = deleted,
+            "deleted the committed versions the new commit no longer needs"
+        );
+    }
+    deleted
 }
 
 #[cfg(test)]
@@ -207,7 +242,10 @@ mod tests {
         let p = plan(&work, &HashSet::new());
         assert_eq!(
             p.copies,
-            [("A".to_string(), "a".to_string()), ("C".into(), "c".into())]
+            [
+                ("A".to_string(), "a".to_string(), 3),
+                ("C".into(), "c".into(), 4)
+            ]
         );
         assert!(p.lost.is_empty());
     }
@@ -273,7 +311,14 @@ mod tests {
             ),
         ];
         let p = plan(&work, &HashSet::new());
-        assert_eq!(p.copies, [("X".to_string(), "y".to_string())]);
+        assert_eq!(p.copies, [("X".to_string(), "y".to_string(), 3)]);
         assert_eq!(p.lost, ["a", "m"]);
+    }
+
+    #[test]
+    fn only_a_failed_copy_beyond_s3s_single_copy_limit_lets_the_run_go_on() {
+        assert!(copy_failure_is_fatal(0));
+        assert!(copy_failure_is_fatal(MAX_SINGLE_COPY));
+        assert!(!copy_failure_is_fatal(MAX_SINGLE_COPY + 1));
     }
 }
