@@ -234,6 +234,10 @@ async fn pass(
     let claimed_index: std::collections::HashSet<usize> =
         claimed.staged.iter().map(|s| s.index).collect();
     progress.phase("downloading", p.downloads.len() as u64, download_bytes);
+    for s in &claimed.staged {
+        progress.add_bytes(entries[s.index].size);
+        progress.file_done();
+    }
     let todo = p
         .downloads
         .iter()
