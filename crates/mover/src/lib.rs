@@ -12,13 +12,22 @@
 //! - symlinks, empty directories, modes, owners and nanosecond mtimes only in the
 //!   manifest `<prefix>/.scribe/manifest.jsonl` (no `.rclonelink` objects);
 //! - the manifest is written last, atomically (one put, or a multipart upload for a
-//!   large one, streamed as it is produced): it is the commit point.
+//!   large one, streamed as it is produced): it is the commit point;
+//! - while a run overwrites objects before its commit, the committed version of each
+//!   is kept at `<prefix>/.scribe/committed/<sha256>` (a server-side copy made
+//!   before the first write, deleted after the next commit), so the last committed
+//!   state is restorable at every moment, even after a killed run (see `preserve`).
 //!
 //! A live source (copyMethod `None`) may change under a run: a file that will not
 //! hold still is kept at its last committed version or left out, and counted; a
 //! vanished one is left out (see `changing`, `unsettled`). SIGTERM aborts the
 //! run's uploads and commits nothing; a later source run aborts multipart uploads a
 //! killed run left behind (see `leftovers`).
+//!
+//! The destination always restores the last commit exactly: an object that does not
+//! hold what the manifest promises is taken from its kept committed version (see
+//! `fetch`); only when neither verifies (a newer commit landed) does it re-read the
+//! manifest and retry, keeping what it already verified.
 //!
 //! The destination downloads into `<root>/.scribe-staging` (same filesystem, so the
 //! final rename is atomic), commits only a fully verified pass through a handle that

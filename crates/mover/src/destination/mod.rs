@@ -3,15 +3,23 @@
 //! tree, download what changed into a staging directory inside the tree while
 //! verifying every byte, and only when the whole pass verified commit it (see
 //! `restore`). Content a local file already holds is copied from it instead (see
-//! `reuse`); the summary counts only what was downloaded. A mismatch means the
-//! source is mid-upload: the staging is dropped, the manifest re-read and the pass
-//! retried; after `max_attempts` the run fails with the tree as it was.
+//! `reuse`); the summary counts only what was downloaded.
+//!
+//! The last committed state is restorable at every moment: an object that does not
+//! hold what the manifest promises (a source run overwrote it and has not committed
+//! yet, or was killed) is taken from the committed version the source kept under
+//! `.scribe/committed/` (see `fetch`, `source::preserve`). Only when neither
+//! verifies is it a mismatch (a source committed again under us): the pass keeps
+//! what it verified, re-reads the manifest and retries, taking still-wanted content
+//! from what it kept; after `max_attempts` the run fails (transient) with the tree
+//! as it was.
 //!
 //! What is already in place is decided by content: each restored file carries a
 //! record of the content it holds (see `restored`), read before planning; a file
 //! without a usable record is re-hashed. Local names no manifest can hold (not
 //! UTF-8, control characters) are removed like any other path the manifest lacks.
 
+pub mod fetch;
 pub mod restore;
 pub mod restored;
 pub mod reuse;
@@ -23,15 +31,16 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use futures::{StreamExt, TryStreamExt, stream};
-use object_store::{Attribute, GetOptions, ObjectStore, ObjectStoreExt};
+use object_store::{Attribute, GetOptions, ObjectStore};
 use tracing::{info, warn};
 
+use self::fetch::{Kept, download};
 use self::restore::{Commit, Staged, commit, plan};
 use self::restored::Record;
 use crate::error::{SyncError, join_error};
-use crate::fs::hash::{DualHasher, etag_md5, hash_file, md5_from_chksum, parse_rclone_mtime};
+use crate::fs::hash::{etag_md5, hash_file, md5_from_chksum, parse_rclone_mtime};
 use crate::fs::local::parent_rel;
-use crate::fs::local::{create_new_nofollow, remove_any};
+use crate::fs::local::{LocalMeta, remove_any};
 use crate::fs::paths::{check_relative, key_for, path_cmp};
 use crate::fs::scan::{STAGING_DIR, scan};
 use crate::manifest::{self, Entry, EntryKind, Manifest};
@@ -50,10 +59,26 @@ pub async fn sync(remote: &Remote, local: &Path, opts: &SyncOptions) -> Result<S
             .map_err(|e| SyncError::io("removing leftover staging", &staging, e))?;
     }
 
+    // Creating and removing the staging directory touches the root's times; a failed
+    // run puts them back so it leaves the tree exactly as it was.
+    let root_times = if opts.dry_run {
+        None
+    } else {
+        crate::fs::local::lstat(local).map_err(|e| SyncError::io("reading", local, e))?
+    };
     let attempts = opts.max_attempts.max(1);
     let mut last_mismatch = String::new();
+    let mut kept = Kept::default();
     for attempt in 1..=attempts {
-        match pass(remote, local, &staging, opts, &progress).await? {
+        let result = pass(remote, local, &staging, opts, &progress, &mut kept).await;
+        let result = match result {
+            Ok(r) => r,
+            Err(e) => {
+                drop_staging(local, &staging, root_times.as_ref())?;
+                return Err(e);
+            }
+        };
+        match result {
             PassResult::Done(mut summary) => {
                 summary.duration_seconds = started.elapsed().as_secs_f64();
                 info!(
@@ -66,8 +91,12 @@ pub async fn sync(remote: &Remote, local: &Path, opts: &SyncOptions) -> Result<S
                 return Ok(summary);
             }
             PassResult::Mismatch(path) => {
-                warn!(path = %path, attempt, attempts, "remote data does not match the manifest (source mid-upload?); re-reading the manifest");
+                warn!(path = %path, attempt, attempts, "remote data does not match the manifest (a source committed under us?); re-reading the manifest");
                 last_mismatch = path;
+                if kept.is_empty() || attempt == attempts {
+                    drop_staging(local, &staging, root_times.as_ref())?;
+                    kept = Kept::default();
+                }
                 if attempt < attempts {
                     tokio::time::sleep(opts.retry_delay).await;
                 }
@@ -78,6 +107,22 @@ pub async fn sync(remote: &Remote, local: &Path, opts: &SyncOptions) -> Result<S
         path: last_mismatch,
         attempts,
     })
+}
+
+/// Removes the staging directory, if any, and puts the root's times back.
+fn drop_staging(local: &Path, staging: &Path, root: Option<&LocalMeta>) -> Result<(), SyncError> {
+    if crate::fs::local::lstat(staging)
+        .map_err(|e| SyncError::io("reading", staging, e))?
+        .is_none()
+    {
+        return Ok(());
+    }
+    remove_any(staging).map_err(|e| SyncError::io("removing staging", staging, e))?;
+    if let Some(t) = root {
+        crate::fs::local::set_times_nofollow(local, t.mtime_sec, t.mtime_nsec)
+            .map_err(|e| SyncError::io("restoring times of", local, e))?;
+    }
+    Ok(())
 }
 
 enum PassResult {
@@ -92,6 +137,7 @@ async fn pass(
     staging: &Path,
     opts: &SyncOptions,
     progress: &Arc<Progress>,
+    kept: &mut Kept,
 ) -> Result<PassResult, SyncError> {
     let manifest = match manifest::read(remote).await? {
         Some((m, _)) => m,
@@ -178,18 +224,35 @@ async fn pass(
         return Ok(PassResult::Done(summary));
     }
 
-    // Creating and removing the staging directory touches the root's times; a failed
-    // pass puts them back so it leaves the tree exactly as it was.
-    let root_times =
-        crate::fs::local::lstat(local).map_err(|e| SyncError::io("reading", local, e))?;
-    std::fs::create_dir(staging)
-        .map_err(|e| SyncError::io("creating staging directory", staging, e))?;
+    // A kept staging directory (see `fetch::Kept`) is reused.
+    if kept.is_empty() {
+        std::fs::create_dir(staging)
+            .map_err(|e| SyncError::io("creating staging directory", staging, e))?;
+    }
+    let temp_of = |i: usize| staging.join(format!("f-{i}"));
+    let claimed = kept.claim(entries, &p.downloads, temp_of)?;
+    let claimed_index: std::collections::HashSet<usize> =
+        claimed.staged.iter().map(|s| s.index).collect();
     progress.phase("downloading", p.downloads.len() as u64, download_bytes);
-    let results: Vec<Result<Download, SyncError>> = stream::iter(p.downloads.iter().copied())
+    for s in &claimed.staged {
+        progress.add_bytes(entries[s.index].size);
+        progress.file_done();
+    }
+    let todo = p
+        .downloads
+        .iter()
+        .copied()
+        .filter(|i| !claimed_index.contains(i));
+    let results: Vec<Result<Download, SyncError>> = stream::iter(todo)
         .map(|i| {
-            let temp = staging.join(format!("f-{i}"));
+            let temp = temp_of(i);
             let progress = Arc::clone(progress);
-            let src = from_local(i);
+            let staged_copy = entries[i]
+                .sha256
+                .as_ref()
+                .and_then(|s| claimed.sources.get(s))
+                .cloned();
+            let src = staged_copy.or_else(|| from_local(i));
             async move {
                 if let Some(src) = src {
                     let e = &entries[i];
@@ -213,9 +276,11 @@ async fn pass(
         .buffer_unordered(opts.transfers.max(1))
         .collect()
         .await;
-    let mut staged = Vec::new();
     let (mut local_files, mut local_bytes) = (0u64, 0u64);
-    let (mut remote_files, mut remote_bytes) = (0u64, 0u64);
+    // Content kept from an earlier pass was downloaded by this run.
+    let mut remote_files = claimed.staged.len() as u64;
+    let mut remote_bytes: u64 = claimed.staged.iter().map(|s| entries[s.index].size).sum();
+    let mut staged = claimed.staged;
     let mut mismatch = None;
     let mut errors = Vec::new();
     for r in results {
@@ -234,21 +299,18 @@ async fn pass(
             Err(e) => errors.push(e),
         }
     }
-    if mismatch.is_some() || !errors.is_empty() {
-        remove_any(staging).map_err(|e| SyncError::io("removing staging", staging, e))?;
-        if let Some(t) = root_times {
-            crate::fs::local::set_times_nofollow(local, t.mtime_sec, t.mtime_nsec)
-                .map_err(|e| SyncError::io("restoring times of", local, e))?;
-        }
-        let failed = errors.len();
-        if let Some(first) = errors.into_iter().next() {
-            return Err(SyncError::Transfers {
-                failed,
-                total: p.downloads.len(),
-                first: Box::new(first),
-            });
-        }
-        return Ok(PassResult::Mismatch(mismatch.unwrap_or_default()));
+    let failed = errors.len();
+    if let Some(first) = errors.into_iter().next() {
+        return Err(SyncError::Transfers {
+            failed,
+            total: p.downloads.len(),
+            first: Box::new(first),
+        });
+    }
+    if let Some(path) = mismatch {
+        // What verified is kept for the next pass; the staging stays.
+        kept.keep(staging, &staged, entries)?;
+        return Ok(PassResult::Mismatch(path));
     }
     // The summary counts what crossed the network; local copies are only logged.
     summary.files_transferred = remote_files;
@@ -326,63 +388,6 @@ async fn read_records(
     })
     .await
     .map_err(join_error)
-}
-
-/// Streams one object into `temp`, verifying size and digest; zero blocks are
-/// skipped (left as holes), so sparse files stay sparse.
-async fn download(
-    remote: &Remote,
-    e: &Entry,
-    temp: PathBuf,
-    index: usize,
-    progress: &Progress,
-) -> Result<Download, SyncError> {
-    let key = key_for(&remote.prefix, &e.path)?;
-    let got = match remote.store.get(&key).await {
-        Ok(g) => g,
-        Err(object_store::Error::NotFound { .. }) => return Ok(Download::Mismatch(e.path.clone())),
-        Err(err) => return Err(SyncError::store("downloading", &key, err)),
-    };
-    let mut body = got.into_stream();
-    let t = temp.clone();
-    let mut writer = Some(
-        tokio::task::spawn_blocking(move || create_new_nofollow(&t).map(SparseWriter::new))
-            .await
-            .map_err(join_error)?
-            .map_err(|err| SyncError::io("creating", &temp, err))?,
-    );
-    let mut hasher = DualHasher::default();
-    while let Some(chunk) = body.next().await {
-        let chunk = chunk.map_err(|err| SyncError::store("downloading", &key, err))?;
-        hasher.update(&chunk);
-        progress.add_bytes(chunk.len() as u64);
-        let mut w = writer.take().expect("writer present between chunks");
-        let t = temp.clone();
-        writer = Some(
-            tokio::task::spawn_blocking(move || w.write(&chunk).map(|()| w))
-                .await
-                .map_err(join_error)?
-                .map_err(|err| SyncError::io("writing", &t, err))?,
-        );
-    }
-    let w = writer.take().expect("writer present at end");
-    let t = temp.clone();
-    tokio::task::spawn_blocking(move || w.finish())
-        .await
-        .map_err(join_error)?
-        .map_err(|err| SyncError::io("writing", &t, err))?;
-    let d = hasher.finish();
-    let ok = d.size == e.size
-        && match (&e.sha256, &e.md5) {
-            (Some(s), _) => *s == d.sha256,
-            (None, Some(m)) => *m == d.md5,
-            (None, None) => true,
-        };
-    progress.file_done();
-    if !ok {
-        return Ok(Download::Mismatch(e.path.clone()));
-    }
-    Ok(Download::Verified(Staged { index, temp }))
 }
 
 /// Finds, for the content this pass must download, local files already holding it

@@ -92,6 +92,31 @@ pub fn manifest_key(prefix: &Key) -> Key {
     prefix.clone().join(SCRIBE_DIR).join(MANIFEST_NAME)
 }
 
+/// Folder (under `.scribe/`) holding, by SHA-256, the committed version of each
+/// object a source run overwrites before its commit (see `source::preserve`).
+pub const COMMITTED_DIR: &str = "committed";
+
+/// The key of the committed version of content `sha256` for a prefix.
+pub fn committed_key(prefix: &Key, sha256: &str) -> Key {
+    prefix
+        .clone()
+        .join(SCRIBE_DIR)
+        .join(COMMITTED_DIR)
+        .join(sha256)
+}
+
+/// The SHA-256 a relative path under the prefix names when it is a committed
+/// version (`.scribe/committed/<64 lowercase hex digits>`).
+pub fn committed_name(rel: &str) -> Option<&str> {
+    let name = rel
+        .strip_prefix(SCRIBE_DIR)?
+        .strip_prefix('/')?
+        .strip_prefix(COMMITTED_DIR)?
+        .strip_prefix('/')?;
+    (name.len() == 64 && name.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
+        .then_some(name)
+}
+
 /// Byte-wise order of relative paths: the order of every sorted list the diff merges.
 pub fn path_cmp(a: &str, b: &str) -> std::cmp::Ordering {
     a.as_bytes().cmp(b.as_bytes())

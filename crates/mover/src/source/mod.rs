@@ -13,7 +13,9 @@
 //!
 //! The manifest written at the end is the commit point; remote objects no longer in
 //! the source are deleted only after it is committed, and nothing is deleted or
-//! committed if any earlier step failed.
+//! committed if any earlier step failed. Before the first write, the committed
+//! version of every object the run overwrites is kept under `.scribe/committed/`
+//! until the next commit, so the last commit stays restorable (see `preserve`).
 //!
 //! A live volume keeps changing under a run: a file that changes while it is
 //! hashed or uploaded is read again a bounded number of times, then keeps its last
@@ -28,6 +30,7 @@ pub mod diff;
 pub mod first_upload;
 pub mod leftovers;
 pub mod plan;
+pub mod preserve;
 pub mod steps;
 pub mod unsettled;
 
@@ -55,7 +58,7 @@ use crate::manifest::stream::{scratch_file, spawn_reader, write_merged};
 use crate::manifest::{Entry, RootMeta};
 use crate::options::SyncOptions;
 use crate::progress::Progress;
-use crate::store::listing::{ListError, lists_in_order, spawn_listing};
+use crate::store::listing::{Held, ListError, lists_in_order, spawn_listing};
 use crate::store::remote::Remote;
 use crate::store::transfer::Uploader;
 use crate::summary::{Direction, Summary};
@@ -98,6 +101,7 @@ pub async fn sync(remote: &Remote, local: &Path, opts: &SyncOptions) -> Result<S
         root: root_meta,
         skipped,
         unsupported,
+        held,
     } = merged;
     if !unsupported.is_empty() {
         // Never report success without them: a human has to rename them.
@@ -186,6 +190,9 @@ pub async fn sync(remote: &Remote, local: &Path, opts: &SyncOptions) -> Result<S
         first_upload::begin(remote, &m).await?
     };
     crate::source::leftovers::abort_incomplete_uploads(remote).await;
+    let keep = preserve::plan(&pass.work, &held);
+    let mut release: HashSet<String> = held;
+    release.extend(preserve::preserve(remote, &keep, opts.transfers, &opts.cancel).await?);
     let uploader = Uploader::new(
         remote.clone(),
         local.to_path_buf(),
@@ -243,6 +250,7 @@ pub async fn sync(remote: &Remote, local: &Path, opts: &SyncOptions) -> Result<S
     if marker {
         first_upload::finish(remote).await;
     }
+    preserve::release(remote, &release, opts.transfers).await;
 
     progress.phase("deleting", deletes.len() as u64, 0);
     summary.files_deleted = delete_objects(remote, &deletes, opts.transfers, &progress).await?;
@@ -277,6 +285,8 @@ struct Merged {
     root: LocalMeta,
     skipped: usize,
     unsupported: Vec<crate::fs::scan::Unsupported>,
+    /// Committed versions kept under `.scribe/committed/` (see `preserve`).
+    held: HashSet<String>,
 }
 
 /// One merge pass: the walk runs on a blocking thread, fed by the manifest reader
@@ -289,15 +299,22 @@ async fn merge(
     sort_listing: bool,
 ) -> Result<Merged, MergeError> {
     let prev_rx = use_prev.then(|| spawn_reader(remote, CHANNEL));
-    let list_rx = spawn_listing(remote, sort_listing, CHANNEL);
+    let held = Held::default();
+    let list_rx = spawn_listing(remote, sort_listing, CHANNEL, Some(Arc::clone(&held)));
     let root = local.to_path_buf();
     let mopts = MergeOptions {
         checksum: opts.checksum,
         scan_started: chrono::Utc::now().timestamp(),
     };
-    tokio::task::spawn_blocking(move || merge_blocking(&root, prev_rx, list_rx, mopts))
-        .await
-        .map_err(|e| MergeError::Failed(join_error(e)))?
+    let mut merged =
+        tokio::task::spawn_blocking(move || merge_blocking(&root, prev_rx, list_rx, mopts))
+            .await
+            .map_err(|e| MergeError::Failed(join_error(e)))??;
+    // The merge read the listing to its end, so every committed version is noted.
+    merged.held = std::mem::take(&mut *held.lock().expect("held lock"))
+        .into_iter()
+        .collect();
+    Ok(merged)
 }
 
 /// Items of a channel until its first error, which is kept in `slot`.
@@ -381,6 +398,7 @@ fn merge_blocking(
         root: *walk.root_meta(),
         skipped: walk.skipped(),
         unsupported: walk.take_unsupported(),
+        held: HashSet::new(),
     })
 }
 
@@ -466,7 +484,7 @@ async fn find_copy_sources(
         .collect();
     let overwritten: Vec<String> = transfers.iter().map(|t| t.0.clone()).collect();
     let prev_rx = spawn_reader(remote, CHANNEL);
-    let list_rx = spawn_listing(remote, sort_listing, CHANNEL);
+    let list_rx = spawn_listing(remote, sort_listing, CHANNEL, None);
     tokio::task::spawn_blocking(move || {
         let wanted: HashSet<&str> = wanted.iter().map(String::as_str).collect();
         let overwritten: HashSet<&str> = overwritten.iter().map(String::as_str).collect();

@@ -12,13 +12,18 @@
 //! The source leaves them out of its merge, so it neither uploads nor deletes them
 //! (like rclone, which does not remove them either); a destination restoring a
 //! bucket without a manifest turns each into a directory (see [`list_tree`]).
+//!
+//! The same listing notes, at no extra request, the committed versions a source
+//! run kept under `.scribe/committed/` (see `source::preserve`).
+
+use std::sync::{Arc, Mutex};
 
 use futures::{StreamExt, TryStreamExt};
 use object_store::ObjectMeta;
 use tokio::sync::mpsc;
 
 use crate::error::SyncError;
-use crate::fs::paths::{is_scribe_internal, path_cmp, rel_for};
+use crate::fs::paths::{committed_name, is_scribe_internal, path_cmp, rel_for};
 use crate::source::diff::RemoteObject;
 use crate::store::remote::Remote;
 
@@ -52,8 +57,14 @@ pub fn lists_in_order(remote: &Remote) -> bool {
     !(store.starts_with("LocalFileSystem") || store.starts_with("CryptStore"))
 }
 
-fn classify(remote: &Remote, m: ObjectMeta) -> Option<Listed> {
+/// SHA-256 names of the committed versions a listing saw under `.scribe/committed/`.
+pub type Held = Arc<Mutex<Vec<String>>>;
+
+fn classify(remote: &Remote, m: ObjectMeta, held: Option<&Held>) -> Option<Listed> {
     let rel = rel_for(&remote.prefix, &m.location)?;
+    if let (Some(h), Some(sha)) = (held, committed_name(rel)) {
+        h.lock().expect("held lock").push(sha.to_string());
+    }
     if is_scribe_internal(rel) {
         return None;
     }
@@ -68,8 +79,8 @@ fn classify(remote: &Remote, m: ObjectMeta) -> Option<Listed> {
 }
 
 /// The data object of a listed entry; folder markers are not data.
-fn to_object(remote: &Remote, m: ObjectMeta) -> Option<RemoteObject> {
-    match classify(remote, m)? {
+fn to_object(remote: &Remote, m: ObjectMeta, held: Option<&Held>) -> Option<RemoteObject> {
+    match classify(remote, m, held)? {
         Listed::Object(o) => Some(o),
         Listed::Folder(_) => None,
     }
@@ -77,12 +88,19 @@ fn to_object(remote: &Remote, m: ObjectMeta) -> Option<RemoteObject> {
 
 /// Lists the data objects under the prefix, sorted by path (held in memory).
 pub async fn list_objects(remote: &Remote) -> Result<Vec<RemoteObject>, SyncError> {
-    Ok(list_tree(remote).await?.0)
+    Ok(list_tree_noting(remote, None).await?.0)
 }
 
 /// Lists the data objects under the prefix and the directories folder markers
 /// stand for, each sorted by path (held in memory).
 pub async fn list_tree(remote: &Remote) -> Result<(Vec<RemoteObject>, Vec<String>), SyncError> {
+    list_tree_noting(remote, None).await
+}
+
+async fn list_tree_noting(
+    remote: &Remote,
+    held: Option<&Held>,
+) -> Result<(Vec<RemoteObject>, Vec<String>), SyncError> {
     let prefix = (!remote.prefix.as_ref().is_empty()).then_some(&remote.prefix);
     let metas: Vec<_> = remote
         .store
@@ -92,7 +110,7 @@ pub async fn list_tree(remote: &Remote) -> Result<(Vec<RemoteObject>, Vec<String
         .map_err(|e| SyncError::store("listing", &remote.prefix, e))?;
     let (mut objects, mut folders) = (Vec::new(), Vec::new());
     for m in metas {
-        match classify(remote, m) {
+        match classify(remote, m, held) {
             Some(Listed::Object(o)) => objects.push(o),
             Some(Listed::Folder(f)) => folders.push(f),
             None => {}
@@ -105,17 +123,19 @@ pub async fn list_tree(remote: &Remote) -> Result<(Vec<RemoteObject>, Vec<String
 
 /// Starts listing into a channel of `capacity`, in path order: streamed as the store
 /// returns it, or (`sort`) collected and sorted first. An error is the last item.
+/// Committed versions seen go to `held` (complete once the channel is closed).
 pub fn spawn_listing(
     remote: &Remote,
     sort: bool,
     capacity: usize,
+    held: Option<Held>,
 ) -> mpsc::Receiver<Result<RemoteObject, ListError>> {
     let (tx, rx) = mpsc::channel(capacity);
     let remote = remote.clone();
     tokio::spawn(async move {
         if sort {
-            match list_objects(&remote).await {
-                Ok(all) => {
+            match list_tree_noting(&remote, held.as_ref()).await {
+                Ok((all, _)) => {
                     for o in all {
                         if tx.send(Ok(o)).await.is_err() {
                             return;
@@ -138,7 +158,7 @@ pub fn spawn_listing(
                     &remote.prefix,
                     e,
                 ))),
-                Ok(m) => match to_object(&remote, m) {
+                Ok(m) => match to_object(&remote, m, held.as_ref()) {
                     None => continue,
                     Some(o) => match &last {
                         Some(l) if path_cmp(l, &o.path) != std::cmp::Ordering::Less => {
@@ -177,10 +197,14 @@ mod tests {
     #[tokio::test]
     async fn streamed_listing_is_in_byte_order_without_scribe_objects() {
         let store = Arc::new(InMemory::new());
+        let sha = "0123456789abcdef".repeat(4);
+        let committed = format!("p/.scribe/committed/{sha}");
         for k in [
             "p/a/x",
             "p/a.b",
             "p/.scribe/manifest.jsonl",
+            committed.as_str(),
+            "p/.scribe/committed/not-a-digest",
             "p/a",
             "q/other",
         ] {
@@ -197,12 +221,18 @@ mod tests {
             description: "test".into(),
         };
         assert!(lists_in_order(&remote));
-        let mut rx = spawn_listing(&remote, false, 2);
+        let held = Held::default();
+        let mut rx = spawn_listing(&remote, false, 2, Some(Arc::clone(&held)));
         let mut got = Vec::new();
         while let Some(o) = rx.recv().await {
             got.push(o.map_err(|e| format!("{e:?}")).unwrap().path);
         }
         assert_eq!(got, ["a", "a.b", "a/x"]);
+        assert_eq!(
+            *held.lock().unwrap(),
+            [sha],
+            "committed versions are noted, not data"
+        );
         let sorted: Vec<String> = list_objects(&remote)
             .await
             .unwrap()
@@ -231,7 +261,7 @@ mod tests {
         let objects: Vec<_> = objects.into_iter().map(|o| o.path).collect();
         assert_eq!(objects, ["full/f"]);
         assert_eq!(folders, ["empty", "full"]);
-        let mut rx = spawn_listing(&remote, true, 4);
+        let mut rx = spawn_listing(&remote, true, 4, None);
         let mut got = Vec::new();
         while let Some(o) = rx.recv().await {
             got.push(o.map_err(|e| format!("{e:?}")).unwrap().path);

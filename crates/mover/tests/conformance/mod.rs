@@ -276,7 +276,8 @@ pub async fn persistent_mismatch_fails_transient_leaving_tree<F: Factory>(f: &F)
     push(&r, src.path()).await;
     pull(&r, dst.path()).await;
     tree::write(src.path(), "a.txt", b"v2");
-    tree::write(src.path(), "dir/sub/c", b"v2");
+    // Other content than a.txt's: a retry would take that from what it verified.
+    tree::write(src.path(), "dir/sub/c", b"v2 of c");
     std::fs::remove_file(src.path().join("zero")).unwrap();
     push(&r, src.path()).await;
     let before = snapshot(dst.path());

@@ -1,0 +1,247 @@
+//! Destination, getting one object's content into staging, verified.
+//!
+//! An object is streamed into its staging file, every byte hashed and checked
+//! against the manifest entry's size and SHA-256 (MD5 for a bucket written by plain
+//! rclone); zero blocks are skipped, so sparse files stay sparse. When the object
+//! at its own key does not hold what the manifest promises — a source run is
+//! overwriting objects before its commit, or was killed before it — the committed
+//! version that run kept at `.scribe/committed/<sha256>` (see `source::preserve`)
+//! is fetched and checked instead. Only when both fail is it a mismatch, so the
+//! last commit is restorable at every moment.
+//!
+//! Content a pass verified is not thrown away when another file of the same pass
+//! mismatches: [`Kept`] carries it, by SHA-256, to the next pass, which re-reads
+//! the manifest and takes from it whatever content is still wanted.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use futures::StreamExt;
+use object_store::ObjectStoreExt;
+use object_store::path::Path as Key;
+use tracing::info;
+
+use super::Download;
+use super::SparseWriter;
+use super::restore::Staged;
+use crate::error::{SyncError, join_error};
+use crate::fs::hash::DualHasher;
+use crate::fs::local::{create_new_nofollow, remove_any};
+use crate::fs::paths::{committed_key, key_for};
+use crate::manifest::Entry;
+use crate::progress::Progress;
+use crate::store::remote::Remote;
+
+/// Gets `e`'s content into `temp`: from its key, else from the committed version
+/// kept for it (see the module doc).
+pub(super) async fn download(
+    remote: &Remote,
+    e: &Entry,
+    temp: PathBuf,
+    index: usize,
+    progress: &Progress,
+) -> Result<Download, SyncError> {
+    let key = key_for(&remote.prefix, &e.path)?;
+    let mut ok = fetch(remote, &key, e, &temp, progress).await?;
+    if !ok && let Some(sha) = &e.sha256 {
+        let kept = committed_key(&remote.prefix, sha);
+        let t = temp.clone();
+        tokio::task::spawn_blocking(move || remove_any(&t))
+            .await
+            .map_err(join_error)?
+            .map_err(|err| SyncError::io("removing", &temp, err))?;
+        ok = fetch(remote, &kept, e, &temp, progress).await?;
+        if ok {
+            info!(path = %e.path, "the object does not hold the committed version (a source run in progress?); restored the copy kept under .scribe/committed/");
+        }
+    }
+    progress.file_done();
+    if !ok {
+        return Ok(Download::Mismatch(e.path.clone()));
+    }
+    Ok(Download::Verified(Staged { index, temp }))
+}
+
+/// Streams the object at `key` into `temp`; whether it is exactly `e`'s content.
+/// A missing object, or one of another size, is not read at all.
+async fn fetch(
+    remote: &Remote,
+    key: &Key,
+    e: &Entry,
+    temp: &Path,
+    progress: &Progress,
+) -> Result<bool, SyncError> {
+    let got = match remote.store.get(key).await {
+        Ok(g) => g,
+        Err(object_store::Error::NotFound { .. }) => return Ok(false),
+        Err(err) => return Err(SyncError::store("downloading", key, err)),
+    };
+    if got.meta.size != e.size {
+        return Ok(false);
+    }
+    let mut body = got.into_stream();
+    let t = temp.to_path_buf();
+    let mut writer = Some(
+        tokio::task::spawn_blocking(move || create_new_nofollow(&t).map(SparseWriter::new))
+            .await
+            .map_err(join_error)?
+            .map_err(|err| SyncError::io("creating", temp, err))?,
+    );
+    let mut hasher = DualHasher::default();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|err| SyncError::store("downloading", key, err))?;
+        hasher.update(&chunk);
+        progress.add_bytes(chunk.len() as u64);
+        let mut w = writer.take().expect("writer present between chunks");
+        writer = Some(
+            tokio::task::spawn_blocking(move || w.write(&chunk).map(|()| w))
+                .await
+                .map_err(join_error)?
+                .map_err(|err| SyncError::io("writing", temp, err))?,
+        );
+    }
+    let w = writer.take().expect("writer present at end");
+    tokio::task::spawn_blocking(move || w.finish())
+        .await
+        .map_err(join_error)?
+        .map_err(|err| SyncError::io("writing", temp, err))?;
+    let d = hasher.finish();
+    Ok(d.size == e.size
+        && match (&e.sha256, &e.md5) {
+            (Some(s), _) => *s == d.sha256,
+            (None, Some(m)) => *m == d.md5,
+            (None, None) => true,
+        })
+}
+
+/// Verified content staged by passes that failed on a mismatch, by SHA-256, as
+/// `<staging>/k-<sha256>`. Empty exactly when no staging directory is kept.
+#[derive(Debug, Default)]
+pub(super) struct Kept {
+    files: HashMap<String, PathBuf>,
+}
+
+/// What a pass takes from [`Kept`] for its downloads.
+#[derive(Debug, Default)]
+pub(super) struct Claimed {
+    /// Downloads whose content is already staged (moved to their staging names).
+    pub staged: Vec<Staged>,
+    /// Further downloads of claimed content: SHA-256 → the staged file to copy.
+    pub sources: HashMap<String, PathBuf>,
+}
+
+impl Kept {
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty()
+    }
+
+    /// After a pass failed on a mismatch: keeps each of its verified staged files
+    /// by content and removes every other file from `staging`.
+    pub fn keep(
+        &mut self,
+        staging: &Path,
+        staged: &[Staged],
+        entries: &[Entry],
+    ) -> Result<(), SyncError> {
+        for s in staged {
+            let Some(sha) = entries[s.index].sha256.as_deref() else {
+                continue;
+            };
+            if self.files.contains_key(sha) {
+                continue;
+            }
+            let to = staging.join(format!("k-{sha}"));
+            std::fs::rename(&s.temp, &to).map_err(|e| SyncError::io("keeping", &s.temp, e))?;
+            self.files.insert(sha.to_string(), to);
+        }
+        let listing =
+            std::fs::read_dir(staging).map_err(|e| SyncError::io("reading", staging, e))?;
+        for item in listing {
+            let path = item
+                .map_err(|e| SyncError::io("reading", staging, e))?
+                .path();
+            if !self.files.values().any(|k| *k == path) {
+                remove_any(&path).map_err(|e| SyncError::io("removing", &path, e))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes the kept content the pass's `downloads` want: the first download of
+    /// each content gets the kept file (renamed to its staging name, `temp(i)`),
+    /// the others copy it.
+    pub fn claim(
+        &mut self,
+        entries: &[Entry],
+        downloads: &[usize],
+        temp: impl Fn(usize) -> PathBuf,
+    ) -> Result<Claimed, SyncError> {
+        let mut out = Claimed::default();
+        for &i in downloads {
+            let Some(sha) = entries[i].sha256.as_deref() else {
+                continue;
+            };
+            if out.sources.contains_key(sha) {
+                continue;
+            }
+            if let Some(from) = self.files.remove(sha) {
+                let to = temp(i);
+                std::fs::rename(&from, &to).map_err(|e| SyncError::io("moving", &from, e))?;
+                out.sources.insert(sha.to_string(), to.clone());
+                out.staged.push(Staged { index: i, temp: to });
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::EntryKind;
+
+    fn entry(path: &str, sha: &str) -> Entry {
+        let mut e = Entry::new(path, EntryKind::File);
+        e.sha256 = Some(sha.to_string());
+        e
+    }
+
+    #[test]
+    fn verified_content_survives_a_failed_pass_and_serves_the_next_by_digest() {
+        let dir = tempfile::tempdir().unwrap();
+        let staging = dir.path();
+        let first = [entry("a", "A"), entry("b", "B"), entry("c", "C")];
+        for i in 0..3 {
+            std::fs::write(staging.join(format!("f-{i}")), format!("{i}")).unwrap();
+        }
+        // Pass one: a and c verified, b mismatched.
+        let staged = [
+            Staged {
+                index: 0,
+                temp: staging.join("f-0"),
+            },
+            Staged {
+                index: 2,
+                temp: staging.join("f-2"),
+            },
+        ];
+        let mut kept = Kept::default();
+        kept.keep(staging, &staged, &first).unwrap();
+        let mut names: Vec<String> = std::fs::read_dir(staging)
+            .unwrap()
+            .map(|d| d.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["k-A", "k-C"], "the mismatched download is gone");
+        // Pass two (a new manifest): C wanted at two paths, A no more, D new.
+        let second = [entry("c", "C"), entry("c2", "C"), entry("d", "D")];
+        let claimed = kept
+            .claim(&second, &[0, 1, 2], |i| staging.join(format!("f-{i}")))
+            .unwrap();
+        assert_eq!(claimed.staged.len(), 1);
+        assert_eq!(claimed.staged[0].index, 0);
+        assert_eq!(std::fs::read(staging.join("f-0")).unwrap(), b"2");
+        assert_eq!(claimed.sources["C"], staging.join("f-0"));
+        assert!(!kept.is_empty(), "A stays kept until the run ends");
+    }
+}
