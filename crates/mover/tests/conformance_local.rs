@@ -1,7 +1,6 @@
 //! The conformance suite against object_store's InMemory (under a prefix) and
 //! LocalFileSystem (which stores no metadata and has non-MD5 ETags).
 
-mod conformance;
 
 use std::sync::{Arc, Mutex};
 
@@ -12,7 +11,7 @@ use scribe_mover::store::remote::{Remote, UploadOptions};
 
 pub struct Memory;
 
-impl conformance::Factory for Memory {
+impl crate::conformance::Factory for Memory {
     async fn remote(&self, upload: UploadOptions) -> Remote {
         Remote {
             store: Arc::new(InMemory::new()),
@@ -27,7 +26,7 @@ impl conformance::Factory for Memory {
 #[derive(Default)]
 pub struct Local(Mutex<Vec<tempfile::TempDir>>);
 
-impl conformance::Factory for Local {
+impl crate::conformance::Factory for Local {
     async fn remote(&self, upload: UploadOptions) -> Remote {
         let dir = tempfile::tempdir().unwrap();
         let store = LocalFileSystem::new_with_prefix(dir.path()).unwrap();

@@ -1,7 +1,6 @@
 //! The conformance suite against the `type = local` backend as the binary opens it
 //! (`LocalStore`: object_store's `LocalFileSystem` for reads, the mover's own writes).
 
-mod conformance;
 
 use std::sync::{Arc, Mutex};
 
@@ -12,7 +11,7 @@ use scribe_mover::store::remote::{Remote, UploadOptions};
 #[derive(Default)]
 pub struct Local(Mutex<Vec<tempfile::TempDir>>);
 
-impl conformance::Factory for Local {
+impl crate::conformance::Factory for Local {
     async fn remote(&self, upload: UploadOptions) -> Remote {
         let dir = tempfile::tempdir().unwrap();
         let store = LocalStore::new(dir.path()).unwrap();

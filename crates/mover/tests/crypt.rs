@@ -8,13 +8,11 @@
 //! - a wrong password fails with exit 78, a corrupted block fails the run without
 //!   writing bad data.
 
-mod conformance;
-mod support;
 
 use std::path::Path;
 use std::sync::Arc;
 
-use conformance::tree::{bytes, set_mtime, write};
+use crate::conformance::tree::{bytes, set_mtime, write};
 use object_store::ObjectStoreExt;
 use object_store::memory::InMemory;
 use object_store::path::Path as Key;
@@ -25,9 +23,9 @@ use scribe_mover::store::crypt::{
 };
 use scribe_mover::store::remote::{Remote, UploadOptions};
 use scribe_mover::store::{OpenArgs, open};
-use support::Moto;
-use support::mover::{Job, assert_same_files, files, list_bucket};
-use support::rclone::rclone;
+use crate::support::Moto;
+use crate::support::mover::{Job, assert_same_files, files, list_bucket};
+use crate::support::rclone::rclone;
 
 const RCLONE_MTIME_TOLERANCE_NS: i128 = 1_000;
 const PASSWORD: &str = "correct horse battery";
@@ -36,7 +34,7 @@ const PASSWORD2: &str = "pepper";
 /// The conformance suite's remotes: a CryptStore over InMemory.
 pub struct CryptMemory;
 
-impl conformance::Factory for CryptMemory {
+impl crate::conformance::Factory for CryptMemory {
     async fn remote(&self, upload: UploadOptions) -> Remote {
         let keys = Keys::derive(PASSWORD, PASSWORD2);
         let names = NameCipher::new(&keys, NameMode::Standard, NameEncoding::Base32, true);

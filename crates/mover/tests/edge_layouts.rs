@@ -4,14 +4,13 @@
 //! between runs (the local remote cannot hold both, S3 can); 255-byte names; names
 //! object_store's local backend cannot address (`x#1`).
 
-mod support;
 
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use support::Moto;
-use support::mover::{Job, assert_same_files, files};
-use support::rclone::rclone;
+use crate::support::Moto;
+use crate::support::mover::{Job, assert_same_files, files};
+use crate::support::rclone::rclone;
 
 fn write(root: &Path, rel: &str, content: &[u8]) {
     let p = root.join(rel);
@@ -106,7 +105,7 @@ async fn folder_markers_become_directories_and_the_source_leaves_them_alone() {
         .source()
         .await
         .assert_ok();
-    let objects = support::mover::list_bucket(&conf, "moto", "markers").await;
+    let objects = crate::support::mover::list_bucket(&conf, "moto", "markers").await;
     for marker in ["data/empty", "data/x/y", "data/docs"] {
         assert!(objects.contains_key(marker), "{marker} kept: {objects:?}");
     }
@@ -236,7 +235,7 @@ async fn file_directory_swaps_sync_on_s3() {
     let conf = dir.path().join("rclone.conf");
     std::fs::write(&conf, moto.rclone_section("moto", "")).unwrap();
     swaps_sync(&conf, "moto", "swaps/p", dir.path()).await;
-    let objects = support::mover::list_bucket(&conf, "moto", "swaps").await;
+    let objects = crate::support::mover::list_bucket(&conf, "moto", "swaps").await;
     let data: BTreeSet<&str> = objects
         .keys()
         .filter_map(|k| k.strip_prefix("p/"))

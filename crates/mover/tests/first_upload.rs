@@ -4,10 +4,7 @@
 //! waits too; a bucket written by plain rclone (no marker, no manifest) still
 //! restores from its listing.
 
-#[allow(dead_code)]
-#[path = "conformance/store.rs"]
-mod store;
-mod support;
+use crate::conformance::store;
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
@@ -23,7 +20,7 @@ use scribe_mover::fs::paths::manifest_key;
 use scribe_mover::source::first_upload::marker_key;
 use scribe_mover::store::remote::{ErrorCategory, Remote, UploadOptions};
 use scribe_mover::{SyncError, SyncOptions, destination, source};
-use support::mover::Job;
+use crate::support::mover::Job;
 
 fn opts() -> SyncOptions {
     SyncOptions {

@@ -3,15 +3,13 @@
 //! (a destination run exits 0 with that state, byte for byte, modes and mtimes);
 //! the next source run commits and leaves no `.scribe/committed/` object.
 
-mod conformance;
-mod support;
 
 use std::time::{Duration, Instant};
 
-use conformance::tree::{assert_same, bytes, chmod, set_mtime, snapshot, write};
+use crate::conformance::tree::{assert_same, bytes, chmod, set_mtime, snapshot, write};
 use sha2::{Digest, Sha256};
-use support::mover::{Job, list_bucket};
-use support::{FaultKind, FaultProxy, Moto};
+use crate::support::mover::{Job, list_bucket};
+use crate::support::{FaultKind, FaultProxy, Moto};
 
 const BUCKET: &str = "killed";
 const REMOTE_PATH: &str = "killed/replica";

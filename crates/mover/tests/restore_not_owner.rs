@@ -6,12 +6,11 @@
 //! The test runs as root and drops to 65532 with `setpriv` (no capabilities left,
 //! so the mover is an ordinary user).
 
-mod support;
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
-use support::mover::{Job, Run, files};
+use crate::support::mover::{Job, Run, files};
 
 const MOVER_UID: u32 = 65532;
 
@@ -94,7 +93,7 @@ async fn restore_into_a_root_owned_volume_as_non_root_succeeds_with_a_warning() 
     );
 
     let (want, got) = (files(&src), files(&dst));
-    let content = |m: &std::collections::BTreeMap<String, support::mover::FileView>| {
+    let content = |m: &std::collections::BTreeMap<String, crate::support::mover::FileView>| {
         m.iter()
             .map(|(p, v)| (p.clone(), (v.size, v.sha256.clone())))
             .collect::<Vec<_>>()

@@ -2,7 +2,6 @@
 //! bucket creation, metadata round trip, error categories and messages, and
 //! retries through the fault proxy.
 
-mod support;
 
 use std::path::PathBuf;
 
@@ -15,7 +14,7 @@ use object_store::{
 use scribe_mover::config::{Env, encrypt};
 use scribe_mover::store::remote::{ErrorCategory, Remote};
 use scribe_mover::store::{BackendError, OpenArgs, open};
-use support::{FaultKind, FaultProxy, Moto};
+use crate::support::{FaultKind, FaultProxy, Moto};
 
 fn write_conf(dir: &tempfile::TempDir, text: &str) -> PathBuf {
     write_conf_named(dir, "rclone.conf", text)
@@ -259,7 +258,7 @@ async fn missing_bucket_with_no_check_bucket_is_a_config_error() {
 
 #[tokio::test]
 async fn unreachable_endpoint_is_transient() {
-    let port = support::free_port();
+    let port = crate::support::free_port();
     let dir = tempfile::tempdir().unwrap();
     let conf = write_conf(
         &dir,
@@ -469,7 +468,7 @@ async fn bucket_created_with_location_constraint_and_acls() {
 #[tokio::test]
 async fn custom_ca_bundle_is_trusted_and_its_absence_is_a_config_error() {
     let dir = tempfile::tempdir().unwrap();
-    let ca = support::tls::TestCa::create(dir.path());
+    let ca = crate::support::tls::TestCa::create(dir.path());
     let moto = Moto::start_tls(&ca.server_cert, &ca.server_key).await;
     assert!(moto.endpoint.starts_with("https://127.0.0.1:"));
     let conf = write_conf(&dir, &moto.rclone_section("tls", ""));

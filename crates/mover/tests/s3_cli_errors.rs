@@ -3,14 +3,12 @@
 //! 75 (retry later), a Failed summary whose error is one line naming the cause,
 //! the same line logged on stderr, and no secret anywhere in what it prints.
 
-mod conformance;
-mod support;
 
 use std::path::{Path, PathBuf};
 
-use conformance::tree::{small_tree, write};
-use support::Moto;
-use support::mover::{Job, Run, list_bucket};
+use crate::conformance::tree::{small_tree, write};
+use crate::support::Moto;
+use crate::support::mover::{Job, Run, list_bucket};
 
 fn conf(dir: &tempfile::TempDir, text: &str) -> PathBuf {
     let path = dir.path().join("rclone.conf");
@@ -163,7 +161,7 @@ async fn bucket_denied_by_policy_exits_78_while_other_buckets_work() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_endpoint_exits_75() {
     let dir = tempfile::tempdir().unwrap();
-    let port = support::free_port();
+    let port = crate::support::free_port();
     let conf = conf(
         &dir,
         &format!(

@@ -3,15 +3,13 @@
 //! does. Each case gets its own moto (started on the first `remote()` call, killed
 //! when the case's factory is dropped) and a fresh bucket per remote, under a prefix.
 
-mod conformance;
-mod support;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use scribe_mover::config::Env;
 use scribe_mover::store::remote::{Remote, UploadOptions};
 use scribe_mover::store::{OpenArgs, open};
-use support::Moto;
+use crate::support::Moto;
 use tokio::sync::OnceCell;
 
 #[derive(Default)]
@@ -21,7 +19,7 @@ pub struct S3 {
     buckets: AtomicUsize,
 }
 
-impl conformance::Factory for S3 {
+impl crate::conformance::Factory for S3 {
     async fn remote(&self, upload: UploadOptions) -> Remote {
         let moto = self.moto.get_or_init(Moto::start).await;
         let dir = self

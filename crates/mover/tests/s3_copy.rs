@@ -6,20 +6,18 @@
 //! aborted, leaving no incomplete upload, and so is one a SIGTERM interrupts; a bad
 //! `copy_cutoff` is a config error.
 
-mod conformance;
-mod support;
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use conformance::tree::{bytes, set_mtime, write};
+use crate::conformance::tree::{bytes, set_mtime, write};
 use object_store::path::Path as ObjectPath;
 use object_store::{Attribute, ObjectStoreExt};
 use scribe_mover::config::Env;
 use scribe_mover::store::{OpenArgs, open};
-use support::mover::{Job, Run, assert_same_files, files};
-use support::rclone::rclone;
-use support::{FaultKind, FaultProxy, Moto};
+use crate::support::mover::{Job, Run, assert_same_files, files};
+use crate::support::rclone::rclone;
+use crate::support::{FaultKind, FaultProxy, Moto};
 
 const MIB: usize = 1024 * 1024;
 
@@ -165,7 +163,7 @@ async fn a_copy_over_copy_cutoff_is_multipart_and_restores_byte_exactly() {
     assert_eq!(run.count("filesTransferred"), 2, "{}", run.summary);
     assert_eq!(run.count("bytesTransferred"), 0, "{}", run.summary);
 
-    let objects = support::mover::list_bucket(&conf, "moto", "mcopy").await;
+    let objects = crate::support::mover::list_bucket(&conf, "moto", "mcopy").await;
     let big = &objects["replica/copies/big.bin"];
     assert_eq!(big.size, (12 * MIB + 7) as u64);
     assert!(
@@ -220,7 +218,7 @@ async fn a_failing_multipart_copy_is_aborted_and_nothing_is_committed() {
         .await
         .assert_ok();
     let manifest_before =
-        support::mover::list_bucket(&conf, "moto", "fcopy").await["replica/.scribe/manifest.jsonl"]
+        crate::support::mover::list_bucket(&conf, "moto", "fcopy").await["replica/.scribe/manifest.jsonl"]
             .clone();
     v2(&src, true);
     // Every part copy of the large file is throttled until the retries run out.
@@ -238,7 +236,7 @@ async fn a_failing_multipart_copy_is_aborted_and_nothing_is_committed() {
         moto.multipart_uploads("fcopy").is_empty(),
         "the failed multipart copy was aborted"
     );
-    let objects = support::mover::list_bucket(&conf, "moto", "fcopy").await;
+    let objects = crate::support::mover::list_bucket(&conf, "moto", "fcopy").await;
     assert_eq!(objects["replica/.scribe/manifest.jsonl"], manifest_before);
     assert!(!objects.contains_key("replica/copies/big.bin"));
 

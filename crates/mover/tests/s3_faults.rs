@@ -5,16 +5,14 @@
 //! a restore after an interrupted upload or an interrupted restore is exactly one
 //! version, never a mix.
 
-mod conformance;
-mod support;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use conformance::tree::{Node, assert_same, bytes, set_mtime, small_tree, snapshot, write};
-use support::mover::{Job, ObjectView, Run, list_bucket};
-use support::{FaultKind, FaultProxy, Moto};
+use crate::conformance::tree::{Node, assert_same, bytes, set_mtime, small_tree, snapshot, write};
+use crate::support::mover::{Job, ObjectView, Run, list_bucket};
+use crate::support::{FaultKind, FaultProxy, Moto};
 
 const BUCKET: &str = "faults";
 const REMOTE_PATH: &str = "faults/replica";

@@ -3,15 +3,13 @@
 //! is what rclone downloads and checks (content, MD5 even of multipart objects,
 //! mtimes), and what `rclone sync` uploads (no manifest) the mover restores.
 
-mod conformance;
-mod support;
 
 use std::path::Path;
 
-use conformance::tree::{bytes, set_mtime, write};
-use support::Moto;
-use support::mover::{Job, assert_same_files, files};
-use support::rclone::rclone;
+use crate::conformance::tree::{bytes, set_mtime, write};
+use crate::support::Moto;
+use crate::support::mover::{Job, assert_same_files, files};
+use crate::support::rclone::rclone;
 
 /// rclone carries an mtime as a decimal float string, so its nanoseconds come
 /// back rounded to a fraction of a microsecond.

@@ -3,15 +3,13 @@
 //! committed manifest intact; an upload left by a SIGKILLed run is aborted by the
 //! next source run, which succeeds.
 
-mod conformance;
-mod support;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use conformance::tree::{bytes, write};
-use support::mover::{Job, Run, list_bucket};
-use support::{FaultKind, FaultProxy, Moto};
+use crate::conformance::tree::{bytes, write};
+use crate::support::mover::{Job, Run, list_bucket};
+use crate::support::{FaultKind, FaultProxy, Moto};
 
 const BUCKET: &str = "interrupt";
 const REMOTE_PATH: &str = "interrupt/replica";

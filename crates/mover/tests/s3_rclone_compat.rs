@@ -2,12 +2,11 @@
 //! with `rclone config dump` on tricky files, rejects what rclone rejects, and
 //! encrypted configs work in both directions.
 
-mod support;
 
 use std::collections::BTreeSet;
 
 use scribe_mover::config::{ConfigFile, Env, encrypt, parse_text};
-use support::rclone::config_dump;
+use crate::support::rclone::config_dump;
 
 const TRICKY: &[&str] = &[
     "host = example.com\n; comment\n# another\n[a]\ntype = s3\nk = v  # not a comment\nb = `  spaced  `\nt = \"\"\"trip\"\"\"\n\

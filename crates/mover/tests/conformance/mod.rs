@@ -1,7 +1,6 @@
 //! The engine's conformance suite, written once against a [`Factory`] of fresh,
 //! empty remotes and instantiated per backend with [`conformance_suite!`]
 //! (InMemory and LocalFileSystem in `conformance_local.rs`; an S3 server elsewhere).
-#![allow(dead_code)]
 
 pub mod changing;
 pub mod content;

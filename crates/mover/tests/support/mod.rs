@@ -3,7 +3,6 @@
 //! helpers to run real rclone. Include it with `mod support;` from any file under
 //! crates/mover/tests/.
 // Each test binary uses a different subset of the harness.
-#![allow(dead_code)]
 
 pub mod moto;
 pub mod mover;

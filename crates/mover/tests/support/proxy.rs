@@ -125,11 +125,6 @@ impl FaultProxy {
         });
     }
 
-    /// Requests received so far (including faulted ones).
-    pub fn requests(&self) -> usize {
-        self.state.requests.load(Ordering::SeqCst)
-    }
-
     /// Faults injected so far.
     pub fn faults_injected(&self) -> usize {
         self.state.injected.load(Ordering::SeqCst)
