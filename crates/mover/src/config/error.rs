@@ -31,7 +31,9 @@ pub enum ConfigError {
     },
     #[error("section {section:?} has no `type`")]
     MissingType { section: String },
-    #[error("section {section:?} has type {kind:?}, which is not supported (supported: s3, local)")]
+    #[error(
+        "section {section:?} has type {kind:?}, which is not supported (supported: s3, azureblob, google cloud storage, local)"
+    )]
     UnsupportedType { section: String, kind: String },
     #[error("section {section:?} key {key:?}: {message}")]
     InvalidValue {

@@ -1,5 +1,5 @@
-//! Opening a [`Remote`] from a parsed rclone.conf section: the `local` and `s3`
-//! backends, and classification of what went wrong into [`ErrorCategory`].
+//! Opening a [`Remote`] from a parsed rclone.conf section: the `local`, `s3`,
+//! `azureblob` and `google cloud storage` backends, and classification of what went wrong into [`ErrorCategory`].
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -12,6 +12,11 @@ use tracing::warn;
 use crate::config::{self, ConfigError, Env, RemoteConfig};
 use crate::store::remote::{ErrorCategory, Remote, UploadOptions};
 
+pub(crate) mod azure;
+pub mod azure_settings;
+mod gcs;
+pub mod gcs_settings;
+mod gcs_store;
 pub mod listing;
 pub mod remote;
 mod s3;
@@ -124,6 +129,8 @@ pub async fn open(args: &OpenArgs, env: &Env) -> Result<Remote, BackendError> {
     let remote = RemoteConfig::resolve(&file, &args.section, env)?;
     match remote.kind.as_str() {
         "s3" => s3::open(&remote, args, env).await,
+        "azureblob" => azure::open(&remote, args, env).await,
+        "google cloud storage" | "gcs" => gcs::open(&remote, args, env).await,
         "local" => {
             let unknown = remote.unknown_keys(LOCAL_KEYS);
             if !unknown.is_empty() {

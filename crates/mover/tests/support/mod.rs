@@ -5,6 +5,8 @@
 // Each test binary uses a different subset of the harness.
 #![allow(dead_code)]
 
+pub mod azurite;
+pub mod fakegcs;
 pub mod moto;
 pub mod mover;
 pub mod proxy;
