@@ -46,6 +46,7 @@ impl conformance::Factory for Azure {
         remote.upload = UploadOptions {
             storage_class: remote.upload.storage_class,
             etag_is_not_md5: remote.upload.etag_is_not_md5,
+            mtime_format: remote.upload.mtime_format,
             ..upload
         };
         remote

@@ -7,7 +7,7 @@
 use reqwest::Url;
 
 use crate::config::{ConfigError, RemoteConfig};
-use crate::store::remote::UploadOptions;
+use crate::store::remote::{MtimeFormat, UploadOptions};
 use crate::store::s3_settings::split_remote_path;
 
 /// Option keys rclone's azureblob backend knows; anything else gets a warning.
@@ -466,6 +466,7 @@ fn upload_options(cfg: &RemoteConfig) -> Result<UploadOptions, ConfigError> {
         storage_class,
         // Blob ETags are opaque versions (`0x8D…`), never content MD5s.
         etag_is_not_md5: true,
+        mtime_format: MtimeFormat::Rfc3339,
     })
 }
 

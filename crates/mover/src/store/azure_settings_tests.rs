@@ -242,3 +242,27 @@ fn shared_key_signs_the_canonical_request() {
         crate::store::azure::shared_key(EMULATOR_ACCOUNT, EMULATOR_KEY, "GET", &url, &headers);
     assert_ne!(a, other);
 }
+
+#[test]
+fn mtime_metadata_is_rfc3339_with_nanoseconds_as_rclone_writes_it() {
+    use crate::fs::hash::{format_rfc3339_mtime, parse_rclone_mtime};
+    let s = settings("use_emulator = true", "box").unwrap();
+    assert_eq!(s.upload.mtime_format, MtimeFormat::Rfc3339);
+    assert_eq!(
+        format_rfc3339_mtime(1_600_000_000, 123_456_789),
+        "2020-09-13T12:26:40.123456789Z"
+    );
+    // What rclone 1.60 writes (azureblob pads to 9 digits, gcs trims) and what we write.
+    for (text, want) in [
+        (
+            "2020-09-13T12:26:40.123456789Z",
+            (1_600_000_000, 123_456_789),
+        ),
+        ("2020-09-13T12:26:40.1234Z", (1_600_000_000, 123_400_000)),
+        ("2020-09-13T14:26:40+02:00", (1_600_000_000, 0)),
+        ("1600000000.5", (1_600_000_000, 500_000_000)),
+    ] {
+        assert_eq!(parse_rclone_mtime(text), Some(want), "{text}");
+    }
+    assert_eq!(parse_rclone_mtime("2020-13-45T00:00:00Z"), None);
+}

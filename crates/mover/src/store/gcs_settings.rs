@@ -7,7 +7,7 @@
 use reqwest::Url;
 
 use crate::config::{ConfigError, RemoteConfig};
-use crate::store::remote::UploadOptions;
+use crate::store::remote::{MtimeFormat, UploadOptions};
 use crate::store::s3_settings::split_remote_path;
 
 /// Option keys rclone's google cloud storage backend knows; anything else gets a warning.
@@ -166,6 +166,7 @@ impl GcsSettings {
                 storage_class,
                 // JSON API ETags are opaque (base64 of a generation), never content MD5s.
                 etag_is_not_md5: true,
+                mtime_format: MtimeFormat::Rfc3339,
                 ..UploadOptions::default()
             },
         })

@@ -18,14 +18,11 @@ use object_store::path::Path;
 use object_store::{
     Attribute, AttributeValue, Attributes, CopyMode, CopyOptions, GetOptions, GetResult,
     GetResultPayload, ListResult, MultipartUpload, ObjectMeta, ObjectStore, PutMode,
-    PutMultipartOptions, PutOptions, PutPayload, PutResult, UploadPart,
+    PutMultipartOptions, PutOptions, PutPayload, PutResult,
 };
 use reqwest::{StatusCode, Url};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
-use tokio::sync::watch;
-
-use super::gcs_settings::CHUNK_GRANULE;
 
 const STORE: &str = "GoogleCloudStorage";
 const ATTEMPTS: u32 = 6;
@@ -60,16 +57,16 @@ impl std::fmt::Display for GcsJson {
 /// The JSON API's object resource (the fields the mover reads).
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct Object {
+pub(super) struct Object {
     name: String,
     #[serde(default)]
     size: Option<String>,
     #[serde(default)]
     updated: Option<DateTime<Utc>>,
     #[serde(default)]
-    etag: Option<String>,
+    pub(super) etag: Option<String>,
     #[serde(default)]
-    generation: Option<String>,
+    pub(super) generation: Option<String>,
     #[serde(default)]
     metadata: Option<Map<String, Value>>,
     #[serde(default)]
@@ -99,7 +96,7 @@ struct Rewrite {
     resource: Option<Object>,
 }
 
-fn generic(message: impl Into<String>) -> object_store::Error {
+pub(super) fn generic(message: impl Into<String>) -> object_store::Error {
     object_store::Error::Generic {
         store: STORE,
         source: message.into().into(),
@@ -107,7 +104,7 @@ fn generic(message: impl Into<String>) -> object_store::Error {
 }
 
 /// Maps an HTTP failure on `path` to object_store's error kinds.
-fn status_error(path: &str, status: StatusCode, body: &str) -> object_store::Error {
+pub(super) fn status_error(path: &str, status: StatusCode, body: &str) -> object_store::Error {
     let source: Box<dyn std::error::Error + Send + Sync> = format!(
         "HTTP {status}: {}",
         body.chars().take(300).collect::<String>()
@@ -428,15 +425,11 @@ impl ObjectStore for GcsJson {
             (true, None) => return Err(generic("resumable upload started without a session URL")),
             (false, _) => return Err(status_error(location.as_ref(), status, &body)),
         };
-        let (turn, _) = watch::channel(0usize);
-        Ok(Box::new(Resumable {
-            store: self.clone(),
-            path: location.to_string(),
+        Ok(Box::new(super::gcs_upload::Resumable::new(
+            self.clone(),
+            location.to_string(),
             session,
-            state: Arc::new(tokio::sync::Mutex::new(Session::default())),
-            turn: Arc::new(turn),
-            parts: 0,
-        }))
+        )))
     }
 
     async fn get_opts(
@@ -621,150 +614,4 @@ impl ObjectStore for GcsJson {
 fn opts_is_create(url: &Url) -> bool {
     url.query_pairs()
         .any(|(k, v)| k == "ifGenerationMatch" && v == "0")
-}
-
-/// Bytes sent so far and the tail not yet a whole granule.
-#[derive(Default)]
-struct Session {
-    sent: u64,
-    carry: Vec<u8>,
-    failed: Option<String>,
-}
-
-/// One resumable upload session; parts are sent strictly in the order they were
-/// handed over (each waits for its turn), in granule-sized chunks.
-struct Resumable {
-    store: GcsJson,
-    path: String,
-    session: Url,
-    state: Arc<tokio::sync::Mutex<Session>>,
-    /// Index of the part whose turn it is.
-    turn: Arc<watch::Sender<usize>>,
-    parts: usize,
-}
-
-impl std::fmt::Debug for Resumable {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Resumable")
-            .field("path", &self.path)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Resumable {
-    /// PUTs `data` at offset `start`; `total` is set on the last chunk. Returns the reply.
-    async fn put_chunk(
-        store: &GcsJson,
-        session: &Url,
-        path: &str,
-        start: u64,
-        data: Bytes,
-        total: Option<u64>,
-    ) -> Result<Option<Object>, object_store::Error> {
-        let range = match (data.is_empty(), total) {
-            (true, Some(t)) => format!("bytes */{t}"),
-            (false, Some(t)) => format!("bytes {start}-{}/{t}", start + data.len() as u64 - 1),
-            (_, None) => format!("bytes {start}-{}/*", start + data.len() as u64 - 1),
-        };
-        let reply = store
-            .send(|c| {
-                c.put(session.clone())
-                    .header("content-range", &range)
-                    .body(data.clone())
-            })
-            .await?;
-        let status = reply.status();
-        let body = reply.bytes().await.map_err(|e| generic(e.to_string()))?;
-        match status.as_u16() {
-            308 if total.is_none() => Ok(None),
-            200 | 201 if total.is_some() => serde_json::from_slice(&body)
-                .map(Some)
-                .map_err(|e| generic(format!("{path}: bad JSON reply: {e}"))),
-            _ => Err(status_error(path, status, &String::from_utf8_lossy(&body))),
-        }
-    }
-}
-
-#[async_trait::async_trait]
-impl MultipartUpload for Resumable {
-    fn put_part(&mut self, data: PutPayload) -> UploadPart {
-        let index = self.parts;
-        self.parts += 1;
-        let (store, session, path) = (self.store.clone(), self.session.clone(), self.path.clone());
-        let (state, turn) = (Arc::clone(&self.state), Arc::clone(&self.turn));
-        Box::pin(async move {
-            let mut rx = turn.subscribe();
-            rx.wait_for(|t| *t == index)
-                .await
-                .map_err(|_| generic("upload dropped"))?;
-            let mut s = state.lock().await;
-            let result = async {
-                if let Some(f) = &s.failed {
-                    return Err(generic(format!("an earlier part failed: {f}")));
-                }
-                for chunk in &data {
-                    s.carry.extend_from_slice(chunk);
-                }
-                let whole = (s.carry.len() as u64 / CHUNK_GRANULE * CHUNK_GRANULE) as usize;
-                if whole > 0 {
-                    let rest = s.carry.split_off(whole);
-                    let chunk = Bytes::from(std::mem::replace(&mut s.carry, rest));
-                    Self::put_chunk(&store, &session, &path, s.sent, chunk, None).await?;
-                    s.sent += whole as u64;
-                }
-                Ok(())
-            }
-            .await;
-            if let Err(e) = &result {
-                s.failed.get_or_insert_with(|| e.to_string());
-            }
-            drop(s);
-            turn.send_replace(index + 1);
-            result
-        })
-    }
-
-    async fn complete(&mut self) -> Result<PutResult, object_store::Error> {
-        let mut rx = self.turn.subscribe();
-        let parts = self.parts;
-        rx.wait_for(|t| *t == parts)
-            .await
-            .map_err(|_| generic("upload dropped"))?;
-        let mut s = self.state.lock().await;
-        if let Some(f) = &s.failed {
-            return Err(generic(format!("a part failed: {f}")));
-        }
-        let tail = Bytes::from(std::mem::take(&mut s.carry));
-        let total = s.sent + tail.len() as u64;
-        let object = Self::put_chunk(
-            &self.store,
-            &self.session,
-            &self.path,
-            s.sent,
-            tail,
-            Some(total),
-        )
-        .await?
-        .ok_or_else(|| generic("upload finished without an object"))?;
-        Ok(PutResult {
-            e_tag: object.etag,
-            version: object.generation,
-            extensions: Default::default(),
-        })
-    }
-
-    async fn abort(&mut self) -> Result<(), object_store::Error> {
-        let session = self.session.clone();
-        let reply = self.store.send(|c| c.delete(session.clone())).await?;
-        // 499 is how GCS acknowledges a cancelled session.
-        let status = reply.status();
-        if status.is_success() || status.as_u16() == 499 || status == StatusCode::NOT_FOUND {
-            return Ok(());
-        }
-        Err(status_error(
-            &self.path,
-            status,
-            &reply.text().await.unwrap_or_default(),
-        ))
-    }
 }

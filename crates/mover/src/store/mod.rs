@@ -17,6 +17,7 @@ pub mod azure_settings;
 mod gcs;
 pub mod gcs_settings;
 mod gcs_store;
+mod gcs_upload;
 pub mod listing;
 pub mod remote;
 mod s3;
