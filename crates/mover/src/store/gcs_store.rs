@@ -3,16 +3,21 @@
 //! speaks the XML API. Objects carry rclone's metadata in the JSON `metadata` map;
 //! single puts are `uploadType=multipart`, larger files one resumable session
 //! whose chunks (multiples of 256 KiB) are sent in order; copies are `rewriteTo`.
+//! Every upload states the MD5 of the bytes sent (single puts in the request, so
+//! GCS refuses a corrupted body) and fails when the stored object's MD5 differs.
 //! Tokens come from object_store's GCP credential providers (service account,
 //! application default credentials, metadata server).
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
+use md5::{Digest as _, Md5};
 use object_store::gcp::GcpCredentialProvider;
 use object_store::path::Path;
 use object_store::{
@@ -73,6 +78,9 @@ pub(super) struct Object {
     storage_class: Option<String>,
     #[serde(default)]
     content_type: Option<String>,
+    /// Base64 of the MD5 of the stored bytes (absent for composite objects).
+    #[serde(default)]
+    pub(super) md5_hash: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -364,8 +372,20 @@ impl ObjectStore for GcsJson {
                     .append_pair("ifGenerationMatch", &generation);
             }
         }
-        let meta = resource(location.as_ref(), &opts.attributes).to_string();
-        let boundary = "scribe-gcs-boundary-7c1f";
+        let mut md5 = Md5::new();
+        for chunk in &payload {
+            md5.update(chunk);
+        }
+        let md5 = BASE64.encode(md5.finalize());
+        let mut meta = resource(location.as_ref(), &opts.attributes);
+        // GCS refuses the upload when the bytes it got do not have this MD5.
+        meta["md5Hash"] = json!(md5);
+        let meta = meta.to_string();
+        // Derived from the content, so the content cannot contain its own delimiter.
+        let boundary = format!(
+            "scribe-{}",
+            hex::encode(BASE64.decode(&md5).unwrap_or_default())
+        );
         let mut body = Vec::with_capacity(payload.content_length() + meta.len() + 200);
         body.extend_from_slice(
             format!("--{boundary}\r\nContent-Type: application/json; charset=UTF-8\r\n\r\n{meta}\r\n--{boundary}\r\nContent-Type: application/octet-stream\r\n\r\n").as_bytes(),
@@ -384,11 +404,14 @@ impl ObjectStore for GcsJson {
             })
             .await;
         match reply {
-            Ok(o) => Ok(PutResult {
-                e_tag: o.etag,
-                version: o.generation,
-                extensions: Default::default(),
-            }),
+            Ok(o) => {
+                check_md5(location.as_ref(), o.md5_hash.as_deref(), &md5)?;
+                Ok(PutResult {
+                    e_tag: o.etag,
+                    version: o.generation,
+                    extensions: Default::default(),
+                })
+            }
             Err(object_store::Error::Precondition { path, source }) if opts_is_create(&url) => {
                 Err(object_store::Error::AlreadyExists { path, source })
             }
@@ -608,6 +631,21 @@ impl ObjectStore for GcsJson {
                 return Err(generic("rewrite not done and no rewrite token"));
             }
         }
+    }
+}
+
+/// Fails when the server states an MD5 for the stored object other than the one of
+/// the bytes sent (a server that states none is not contradicted).
+pub(super) fn check_md5(
+    path: &str,
+    stored: Option<&str>,
+    sent: &str,
+) -> Result<(), object_store::Error> {
+    match stored {
+        Some(stored) if stored != sent => Err(generic(format!(
+            "{path}: stored MD5 {stored} differs from the MD5 {sent} of the bytes sent"
+        ))),
+        _ => Ok(()),
     }
 }
 

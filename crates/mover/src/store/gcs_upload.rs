@@ -3,22 +3,28 @@
 //! the parts the transfer hands over. Parts are sent strictly in the order they
 //! were handed over (each waits for its turn) in chunks that are multiples of
 //! 256 KiB, the remainder carried into the next part and sent whole at completion.
-//! Aborting deletes the session.
+//! Aborting deletes the session. The MD5 of everything handed over is compared
+//! with the stored object's at completion; a mismatch fails the upload.
 
 use std::sync::Arc;
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
+use md5::{Digest as _, Md5};
 use object_store::{MultipartUpload, PutPayload, PutResult, UploadPart};
 use reqwest::{StatusCode, Url};
 use tokio::sync::watch;
 
 use super::gcs_settings::CHUNK_GRANULE;
-use super::gcs_store::{GcsJson, Object, generic, status_error};
+use super::gcs_store::{GcsJson, Object, check_md5, generic, status_error};
 
 /// Bytes sent so far and the tail not yet a whole granule.
 #[derive(Default)]
 pub(super) struct Session {
     sent: u64,
+    /// MD5 of every byte handed over, checked against the stored object's.
+    md5: Md5,
     carry: Vec<u8>,
     failed: Option<String>,
 }
@@ -110,6 +116,7 @@ impl MultipartUpload for Resumable {
                     return Err(generic(format!("an earlier part failed: {f}")));
                 }
                 for chunk in &data {
+                    s.md5.update(chunk);
                     s.carry.extend_from_slice(chunk);
                 }
                 let whole = (s.carry.len() as u64 / CHUNK_GRANULE * CHUNK_GRANULE) as usize;
@@ -153,6 +160,8 @@ impl MultipartUpload for Resumable {
         )
         .await?
         .ok_or_else(|| generic("upload finished without an object"))?;
+        let sent = BASE64.encode(std::mem::take(&mut s.md5).finalize());
+        check_md5(&self.path, object.md5_hash.as_deref(), &sent)?;
         Ok(PutResult {
             e_tag: object.etag,
             version: object.generation,
