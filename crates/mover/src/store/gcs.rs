@@ -145,17 +145,11 @@ async fn ensure_bucket(
     }
 }
 
-async fn create_bucket(settings: &GcsSettings, store: &GcsJson) -> Result<(), BackendError> {
-    let fail = |category, message| bucket_error(settings, "creating bucket", category, message);
+/// The Buckets: insert request for the settings' bucket (pure): URL with
+/// `project` and `predefinedAcl`, and the JSON body.
+pub(crate) fn create_request(settings: &GcsSettings, project: &str) -> (reqwest::Url, String) {
     let new = &settings.new_bucket;
-    let Some(project) = &new.project_number else {
-        return Err(fail(
-            ErrorCategory::Config,
-            "the bucket does not exist and project_number is not set, so it cannot be created"
-                .to_owned(),
-        ));
-    };
-    let mut url = store.root().clone();
+    let mut url = settings.endpoint.clone();
     url.path_segments_mut()
         .expect("http(s) URL")
         .pop_if_empty()
@@ -165,6 +159,9 @@ async fn create_bucket(settings: &GcsSettings, store: &GcsJson) -> Result<(), Ba
         q.append_pair("project", project);
         if let Some(acl) = &new.acl {
             q.append_pair("predefinedAcl", acl);
+        }
+        if let Some(p) = &settings.user_project {
+            q.append_pair("userProject", p);
         }
     }
     let mut body = json!({ "name": settings.bucket });
@@ -177,7 +174,20 @@ async fn create_bucket(settings: &GcsSettings, store: &GcsJson) -> Result<(), Ba
     if new.policy_only {
         body["iamConfiguration"] = json!({ "uniformBucketLevelAccess": { "enabled": true } });
     }
-    let body = body.to_string();
+    (url, body.to_string())
+}
+
+async fn create_bucket(settings: &GcsSettings, store: &GcsJson) -> Result<(), BackendError> {
+    let fail = |category, message| bucket_error(settings, "creating bucket", category, message);
+    let new = &settings.new_bucket;
+    let Some(project) = &new.project_number else {
+        return Err(fail(
+            ErrorCategory::Config,
+            "the bucket does not exist and project_number is not set, so it cannot be created"
+                .to_owned(),
+        ));
+    };
+    let (url, body) = create_request(settings, project);
     let reply = store
         .send(|c| {
             c.post(url.clone())

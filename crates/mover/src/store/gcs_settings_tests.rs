@@ -156,3 +156,30 @@ fn chunks_round_up_to_the_resumable_granule() {
     assert_eq!(round_chunk(8 << 20), 8 << 20);
     assert_eq!(round_chunk((8 << 20) + 1), (8 << 20) + CHUNK_GRANULE);
 }
+
+#[test]
+fn created_bucket_request_carries_project_location_class_acl_and_uniform_access() {
+    let s = settings(
+        "anonymous = true\nendpoint = http://127.0.0.1:9/storage/v1/\nproject_number = 123\nlocation = EU\nstorage_class = NEARLINE\nbucket_acl = projectPrivate\nbucket_policy_only = true",
+        "bkt",
+    )
+    .unwrap();
+    let (url, body) = crate::store::gcs::create_request(&s, "123");
+    assert_eq!(
+        url.as_str(),
+        "http://127.0.0.1:9/storage/v1/b?project=123&predefinedAcl=projectPrivate"
+    );
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        body,
+        serde_json::json!({
+            "name": "bkt",
+            "location": "EU",
+            "storageClass": "NEARLINE",
+            "iamConfiguration": { "uniformBucketLevelAccess": { "enabled": true } }
+        })
+    );
+    let plain = settings("anonymous = true", "bkt").unwrap();
+    let (_, body) = crate::store::gcs::create_request(&plain, "p");
+    assert_eq!(body, r#"{"name":"bkt"}"#);
+}

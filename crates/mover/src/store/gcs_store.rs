@@ -244,11 +244,6 @@ impl GcsJson {
         url
     }
 
-    /// The API root (for bucket creation).
-    pub fn root(&self) -> &Url {
-        &self.inner.root
-    }
-
     /// `Authorization` value for the next request, when signed.
     pub async fn authorization(&self) -> Result<Option<String>, object_store::Error> {
         match &self.inner.credentials {

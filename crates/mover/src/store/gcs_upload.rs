@@ -1,7 +1,7 @@
 //! Large uploads to Google Cloud Storage: one resumable session per object
 //! (started by [`super::gcs_store::GcsJson`] with the object's metadata), fed by
 //! the parts the transfer hands over. Parts are sent strictly in the order they
-//! were handed over (each waits for its turn) in chunks that are multiples of
+//! were handed over (each, spawned, waits for its turn) in chunks that are multiples of
 //! 256 KiB, the remainder carried into the next part and sent whole at completion.
 //! Aborting deletes the session. The MD5 of everything handed over is compared
 //! with the stored object's at completion; a mismatch fails the upload.
@@ -105,7 +105,9 @@ impl MultipartUpload for Resumable {
         self.parts += 1;
         let (store, session, path) = (self.store.clone(), self.session.clone(), self.path.clone());
         let (state, turn) = (Arc::clone(&self.state), Arc::clone(&self.turn));
-        Box::pin(async move {
+        // Spawned, so a part goes out in its turn whichever future the caller
+        // awaits first (waiting on a later part must not starve the earlier ones).
+        let task = tokio::spawn(async move {
             let mut rx = turn.subscribe();
             rx.wait_for(|t| *t == index)
                 .await
@@ -135,6 +137,10 @@ impl MultipartUpload for Resumable {
             drop(s);
             turn.send_replace(index + 1);
             result
+        });
+        Box::pin(async move {
+            task.await
+                .map_err(|e| generic(format!("upload task failed: {e}")))?
         })
     }
 

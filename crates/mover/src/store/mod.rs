@@ -14,7 +14,7 @@ use crate::store::remote::{ErrorCategory, Remote, UploadOptions};
 
 pub(crate) mod azure;
 pub mod azure_settings;
-mod gcs;
+pub(crate) mod gcs;
 pub mod gcs_settings;
 mod gcs_store;
 mod gcs_upload;
