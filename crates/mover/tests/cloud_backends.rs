@@ -216,3 +216,36 @@ async fn azure_container_is_created_by_the_source_and_found_by_no_check_containe
         b"x"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gcs_unusable_credentials_are_configuration_errors_naming_the_section() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("rclone.conf");
+    let missing = dir.path().join("no-such-key.json");
+    std::fs::write(
+        &conf,
+        format!(
+            "[env]\ntype = google cloud storage\nenv_auth = true\n\n\
+             [file]\ntype = google cloud storage\nservice_account_file = {}\n",
+            missing.display()
+        ),
+    )
+    .unwrap();
+    let env = Env::from_pairs([("GOOGLE_APPLICATION_CREDENTIALS", missing.to_str().unwrap())]);
+    for section in ["env", "file"] {
+        let args = OpenArgs {
+            config_path: Some(conf.clone()),
+            section: section.into(),
+            remote_path: "bkt/p".into(),
+            custom_ca: None,
+            create_bucket: false,
+        };
+        let err = open(&args, &env).await.expect_err(section);
+        assert_eq!(err.category(), ErrorCategory::Config, "{err}");
+        let msg = err.to_string();
+        assert!(
+            msg.contains(&format!("{section:?}")) && msg.contains("no-such-key.json"),
+            "{msg}"
+        );
+    }
+}

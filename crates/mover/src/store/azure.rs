@@ -244,12 +244,11 @@ async fn container_request(
             }
             AzureAuth::Anonymous => {}
             AzureAuth::ClientSecret { .. } | AzureAuth::EnvAuth => {
-                let credential = store.credentials().get_credential().await.map_err(|e| {
-                    BackendError::Credentials {
-                        section: settings.section.clone(),
-                        message: e.to_string(),
-                    }
-                })?;
+                let credential = store
+                    .credentials()
+                    .get_credential()
+                    .await
+                    .map_err(|e| build_error(settings, format!("getting credentials: {e}")))?;
                 if let AzureCredential::BearerToken(token) = credential.as_ref() {
                     authorization = Some(format!("Bearer {token}"));
                 }

@@ -104,7 +104,7 @@ pub enum AzureAuth {
     /// `env_auth = true`: the Azure credential chain (AZURE_CLIENT_ID / AZURE_TENANT_ID /
     /// AZURE_CLIENT_SECRET, AZURE_FEDERATED_TOKEN_FILE, then managed identity).
     EnvAuth,
-    /// No credentials (`use_msi` absent, public container): unsigned requests.
+    /// No credentials at all: unsigned requests (a public container).
     Anonymous,
 }
 

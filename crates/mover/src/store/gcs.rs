@@ -34,10 +34,7 @@ pub(super) async fn open(
     if let Some(c) = &credentials {
         c.get_credential()
             .await
-            .map_err(|e| BackendError::Credentials {
-                section: settings.section.clone(),
-                message: e.to_string(),
-            })?;
+            .map_err(|e| build_error(&settings, format!("getting credentials: {e}")))?;
     }
     let http = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(10))
