@@ -1,4 +1,5 @@
-//! Scribe mover: syncs a mounted directory to and from S3-compatible storage,
+//! Scribe mover: syncs a mounted directory to and from S3-compatible storage (or
+//! Azure Blob Storage, Google Cloud Storage, a local directory: see `store`),
 //! driven by an rclone.conf section. Pipeline: a streaming merge of the local walk,
 //! the previous manifest and the remote listing → hash → transfer → verify → commit
 //! (source, see `source` and `plan`); manifest → diff → download → verify → apply

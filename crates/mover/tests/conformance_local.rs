@@ -1,7 +1,6 @@
 //! The conformance suite against object_store's InMemory (under a prefix) and
 //! LocalFileSystem (which stores no metadata and has non-MD5 ETags).
 
-
 use std::sync::{Arc, Mutex};
 
 use object_store::local::LocalFileSystem;

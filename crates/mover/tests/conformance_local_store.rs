@@ -1,7 +1,6 @@
 //! The conformance suite against the `type = local` backend as the binary opens it
 //! (`LocalStore`: object_store's `LocalFileSystem` for reads, the mover's own writes).
 
-
 use std::sync::{Arc, Mutex};
 
 use object_store::path::Path;

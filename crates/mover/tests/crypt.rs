@@ -8,11 +8,13 @@
 //! - a wrong password fails with exit 78, a corrupted block fails the run without
 //!   writing bad data.
 
-
 use std::path::Path;
 use std::sync::Arc;
 
 use crate::conformance::tree::{bytes, set_mtime, write};
+use crate::support::Moto;
+use crate::support::mover::{Job, assert_same_files, files, list_bucket};
+use crate::support::rclone::rclone;
 use object_store::ObjectStoreExt;
 use object_store::memory::InMemory;
 use object_store::path::Path as Key;
@@ -23,9 +25,6 @@ use scribe_mover::store::crypt::{
 };
 use scribe_mover::store::remote::{Remote, UploadOptions};
 use scribe_mover::store::{OpenArgs, open};
-use crate::support::Moto;
-use crate::support::mover::{Job, assert_same_files, files, list_bucket};
-use crate::support::rclone::rclone;
 
 const RCLONE_MTIME_TOLERANCE_NS: i128 = 1_000;
 const PASSWORD: &str = "correct horse battery";

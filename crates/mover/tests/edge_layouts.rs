@@ -4,7 +4,6 @@
 //! between runs (the local remote cannot hold both, S3 can); 255-byte names; names
 //! object_store's local backend cannot address (`x#1`).
 
-
 use std::collections::BTreeSet;
 use std::path::Path;
 

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::SeqCst;
 use std::time::Duration;
 
+use crate::support::mover::Job;
 use object_store::memory::InMemory;
 use object_store::path::Path as Key;
 use object_store::{ObjectStoreExt, PutPayload};
@@ -20,7 +21,6 @@ use scribe_mover::fs::paths::manifest_key;
 use scribe_mover::source::first_upload::marker_key;
 use scribe_mover::store::remote::{ErrorCategory, Remote, UploadOptions};
 use scribe_mover::{SyncError, SyncOptions, destination, source};
-use crate::support::mover::Job;
 
 fn opts() -> SyncOptions {
     SyncOptions {

@@ -6,13 +6,15 @@
 //! rclone still copies the plain mirror; a destination keeps what it verified
 //! across a mismatch; and the protection costs nothing when nothing changes.
 
-
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::SeqCst;
 
 use crate::conformance::tree::{self, Node, assert_same, snapshot};
 use crate::conformance::{manifest_bytes, opts, pull, push, tmp, wrap};
+use crate::support::Moto;
+use crate::support::mover::{assert_same_files, files};
+use crate::support::rclone::rclone;
 use futures::TryStreamExt;
 use object_store::ObjectStoreExt;
 use object_store::local::LocalFileSystem;
@@ -23,9 +25,6 @@ use scribe_mover::store::remote::{Remote, UploadOptions};
 use scribe_mover::store::{OpenArgs, open};
 use scribe_mover::{SyncError, SyncOptions, destination, source};
 use sha2::{Digest, Sha256};
-use crate::support::Moto;
-use crate::support::mover::{assert_same_files, files};
-use crate::support::rclone::rclone;
 
 /// A fresh remote in a directory (`type = local`), under a prefix.
 fn local_remote(dir: &tempfile::TempDir) -> Remote {

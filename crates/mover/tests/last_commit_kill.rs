@@ -3,13 +3,12 @@
 //! (a destination run exits 0 with that state, byte for byte, modes and mtimes);
 //! the next source run commits and leaves no `.scribe/committed/` object.
 
-
 use std::time::{Duration, Instant};
 
 use crate::conformance::tree::{assert_same, bytes, chmod, set_mtime, snapshot, write};
-use sha2::{Digest, Sha256};
 use crate::support::mover::{Job, list_bucket};
 use crate::support::{FaultKind, FaultProxy, Moto};
+use sha2::{Digest, Sha256};
 
 const BUCKET: &str = "killed";
 const REMOTE_PATH: &str = "killed/replica";

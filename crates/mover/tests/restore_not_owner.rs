@@ -6,7 +6,6 @@
 //! The test runs as root and drops to 65532 with `setpriv` (no capabilities left,
 //! so the mover is an ordinary user).
 
-
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 

@@ -2,9 +2,9 @@
 //! bucket creation, metadata round trip, error categories and messages, and
 //! retries through the fault proxy.
 
-
 use std::path::PathBuf;
 
+use crate::support::{FaultKind, FaultProxy, Moto};
 use bytes::Bytes;
 use futures::TryStreamExt;
 use object_store::path::Path as ObjectPath;
@@ -14,7 +14,6 @@ use object_store::{
 use scribe_mover::config::{Env, encrypt};
 use scribe_mover::store::remote::{ErrorCategory, Remote};
 use scribe_mover::store::{BackendError, OpenArgs, open};
-use crate::support::{FaultKind, FaultProxy, Moto};
 
 fn write_conf(dir: &tempfile::TempDir, text: &str) -> PathBuf {
     write_conf_named(dir, "rclone.conf", text)

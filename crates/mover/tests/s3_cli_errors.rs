@@ -3,7 +3,6 @@
 //! 75 (retry later), a Failed summary whose error is one line naming the cause,
 //! the same line logged on stderr, and no secret anywhere in what it prints.
 
-
 use std::path::{Path, PathBuf};
 
 use crate::conformance::tree::{small_tree, write};

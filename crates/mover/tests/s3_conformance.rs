@@ -3,13 +3,12 @@
 //! does. Each case gets its own moto (started on the first `remote()` call, killed
 //! when the case's factory is dropped) and a fresh bucket per remote, under a prefix.
 
-
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use crate::support::Moto;
 use scribe_mover::config::Env;
 use scribe_mover::store::remote::{Remote, UploadOptions};
 use scribe_mover::store::{OpenArgs, open};
-use crate::support::Moto;
 use tokio::sync::OnceCell;
 
 #[derive(Default)]

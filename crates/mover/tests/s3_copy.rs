@@ -6,18 +6,17 @@
 //! aborted, leaving no incomplete upload, and so is one a SIGTERM interrupts; a bad
 //! `copy_cutoff` is a config error.
 
-
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::conformance::tree::{bytes, set_mtime, write};
+use crate::support::mover::{Job, Run, assert_same_files, files};
+use crate::support::rclone::rclone;
+use crate::support::{FaultKind, FaultProxy, Moto};
 use object_store::path::Path as ObjectPath;
 use object_store::{Attribute, ObjectStoreExt};
 use scribe_mover::config::Env;
 use scribe_mover::store::{OpenArgs, open};
-use crate::support::mover::{Job, Run, assert_same_files, files};
-use crate::support::rclone::rclone;
-use crate::support::{FaultKind, FaultProxy, Moto};
 
 const MIB: usize = 1024 * 1024;
 

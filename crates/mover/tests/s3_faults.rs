@@ -5,7 +5,6 @@
 //! a restore after an interrupted upload or an interrupted restore is exactly one
 //! version, never a mix.
 
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

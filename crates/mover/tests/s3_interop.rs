@@ -3,7 +3,6 @@
 //! is what rclone downloads and checks (content, MD5 even of multipart objects,
 //! mtimes), and what `rclone sync` uploads (no manifest) the mover restores.
 
-
 use std::path::Path;
 
 use crate::conformance::tree::{bytes, set_mtime, write};

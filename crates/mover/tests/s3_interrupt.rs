@@ -3,7 +3,6 @@
 //! committed manifest intact; an upload left by a SIGKILLed run is aborted by the
 //! next source run, which succeeds.
 
-
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 

@@ -2,11 +2,10 @@
 //! with `rclone config dump` on tricky files, rejects what rclone rejects, and
 //! encrypted configs work in both directions.
 
-
 use std::collections::BTreeSet;
 
-use scribe_mover::config::{ConfigFile, Env, encrypt, parse_text};
 use crate::support::rclone::config_dump;
+use scribe_mover::config::{ConfigFile, Env, encrypt, parse_text};
 
 const TRICKY: &[&str] = &[
     "host = example.com\n; comment\n# another\n[a]\ntype = s3\nk = v  # not a comment\nb = `  spaced  `\nt = \"\"\"trip\"\"\"\n\

@@ -3,14 +3,13 @@
 //! short (but looks complete to HTTP) is never taken as the whole answer, and
 //! incomplete uploads are listed under a prefix and aborted.
 
-
+use crate::support::{FaultKind, FaultProxy, Moto};
 use futures::TryStreamExt;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use scribe_mover::config::Env;
 use scribe_mover::store::remote::Remote;
 use scribe_mover::store::{OpenArgs, open};
-use crate::support::{FaultKind, FaultProxy, Moto};
 
 async fn remote(moto: &Moto, proxy: &FaultProxy, bucket_path: &str) -> Remote {
     let dir = tempfile::tempdir().unwrap();

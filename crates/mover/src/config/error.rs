@@ -32,7 +32,7 @@ pub enum ConfigError {
     #[error("section {section:?} has no `type`")]
     MissingType { section: String },
     #[error(
-        "section {section:?} has type {kind:?}, which is not supported (supported: s3, local, crypt)"
+        "section {section:?} has type {kind:?}, which is not supported (supported: s3, azureblob, google cloud storage, local, crypt)"
     )]
     UnsupportedType { section: String, kind: String },
     #[error("section {section:?} key {key:?}: {message}")]

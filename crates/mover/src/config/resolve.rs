@@ -16,6 +16,10 @@ const SECRET_KEYS: &[&str] = &[
     "sse_customer_key_base64",
     "password",
     "password2",
+    "key",
+    "sas_url",
+    "client_secret",
+    "service_account_credentials",
 ];
 
 /// The resolved options of one remote.
@@ -68,7 +72,14 @@ impl RemoteConfig {
                 section: name.to_owned(),
             });
         }
-        let env_backend = collect(env, &format!("RCLONE_{}_", env_part(&kind)));
+        // rclone's variables use the backend's prefix: `RCLONE_GCS_*` for
+        // `google cloud storage`.
+        let backend_prefix = if kind == "google cloud storage" {
+            "gcs"
+        } else {
+            kind.as_str()
+        };
+        let env_backend = collect(env, &format!("RCLONE_{}_", env_part(backend_prefix)));
         Ok(Self {
             name: name.to_owned(),
             kind,

@@ -137,9 +137,23 @@ pub fn format_rclone_mtime(sec: i64, nsec: u32) -> String {
     format!("{sign}{whole}.{}", digits.trim_end_matches('0'))
 }
 
-/// Parses rclone's `mtime` metadata; `None` when it is not a decimal number.
+/// rclone's `mtime` metadata on azureblob and google cloud storage: RFC 3339 in
+/// UTC with nanoseconds (`2020-09-13T12:26:40.123456789Z`).
+pub fn format_rfc3339_mtime(sec: i64, nsec: u32) -> String {
+    chrono::DateTime::from_timestamp(sec, nsec)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true))
+        .unwrap_or_else(|| format_rclone_mtime(sec, nsec))
+}
+
+/// Parses rclone's `mtime` metadata: decimal seconds (s3) or RFC 3339 (azureblob,
+/// google cloud storage); `None` when it is neither.
 pub fn parse_rclone_mtime(value: &str) -> Option<(i64, u32)> {
     let v = value.trim();
+    if v.contains('T')
+        && let Ok(t) = chrono::DateTime::parse_from_rfc3339(v)
+    {
+        return Some((t.timestamp(), t.timestamp_subsec_nanos()));
+    }
     let (neg, v) = match v.strip_prefix('-') {
         Some(rest) => (true, rest),
         None => (false, v),
@@ -196,7 +210,12 @@ mod tests {
         ] {
             assert_eq!(parse_rclone_mtime(&format_rclone_mtime(s, n)), Some((s, n)));
         }
-        assert_eq!(parse_rclone_mtime("2021-01-01T00:00:00Z"), None);
+        // RFC 3339 is how rclone's azureblob and gcs backends write it.
+        assert_eq!(
+            parse_rclone_mtime("2021-01-01T00:00:00Z"),
+            Some((1_609_459_200, 0))
+        );
+        assert_eq!(parse_rclone_mtime("2021-01-01"), None);
         assert_eq!(parse_rclone_mtime(""), None);
         assert_eq!(parse_rclone_mtime("12.1234567899"), Some((12, 123_456_789)));
     }

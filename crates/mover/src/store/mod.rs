@@ -1,6 +1,6 @@
-//! Opening a [`Remote`] from a parsed rclone.conf section: the `local` (see `local`)
-//! and `s3` backends, `crypt` over either (see `crypt/`), and classification of what
-//! went wrong into [`ErrorCategory`].
+//! Opening a [`Remote`] from a parsed rclone.conf section: the `local` (see `local`),
+//! `s3`, `azureblob` and `google cloud storage` backends, `crypt` over any of them
+//! (see `crypt/`), and classification of what went wrong into [`ErrorCategory`].
 //!
 //! S3 data moves through object_store (get, put, multipart upload, delete); the
 //! requests it cannot express go through aws-sdk-s3 configured identically
@@ -13,7 +13,13 @@ use std::path::PathBuf;
 use crate::config::{self, ConfigError, Env, RemoteConfig};
 use crate::store::remote::{ErrorCategory, Remote};
 
+pub(crate) mod azure;
+pub mod azure_settings;
 pub mod crypt;
+pub(crate) mod gcs;
+pub mod gcs_settings;
+mod gcs_store;
+mod gcs_upload;
 pub mod listing;
 pub mod local;
 pub mod remote;
@@ -109,6 +115,8 @@ pub async fn open(args: &OpenArgs, env: &Env) -> Result<Remote, BackendError> {
     let remote = RemoteConfig::resolve(&file, &args.section, env)?;
     match remote.kind.as_str() {
         "s3" => s3::open(&remote, args, env).await,
+        "azureblob" => azure::open(&remote, args, env).await,
+        "google cloud storage" | "gcs" => gcs::open(&remote, args, env).await,
         "crypt" => crypt::open(&remote, args, env).await,
         "local" => local::open(&remote, args),
         other => Err(ConfigError::UnsupportedType {

@@ -43,6 +43,19 @@ pub struct UploadOptions {
     /// True when the backend's ETags are not plain MD5s (SSE-KMS, SSE-C), so upload
     /// verification must rely on size and the `md5chksum` metadata instead.
     pub etag_is_not_md5: bool,
+    /// How rclone writes the `mtime` metadata on this backend.
+    pub mtime_format: MtimeFormat,
+}
+
+/// The `mtime` metadata's spelling, per rclone backend.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum MtimeFormat {
+    /// Decimal seconds since the epoch, `1600000000.123456789` (s3).
+    #[default]
+    UnixSeconds,
+    /// RFC 3339 with nanoseconds, `2020-09-13T12:26:40.123456789Z` (azureblob, google
+    /// cloud storage).
+    Rfc3339,
 }
 
 impl Default for UploadOptions {
@@ -53,6 +66,7 @@ impl Default for UploadOptions {
             upload_concurrency: 4,
             storage_class: None,
             etag_is_not_md5: false,
+            mtime_format: MtimeFormat::UnixSeconds,
         }
     }
 }

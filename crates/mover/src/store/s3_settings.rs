@@ -489,6 +489,7 @@ fn upload_options(cfg: &RemoteConfig, etag_is_not_md5: bool) -> Result<UploadOpt
         upload_concurrency,
         storage_class: cfg.get_str("storage_class"),
         etag_is_not_md5,
+        ..defaults
     })
 }
 

@@ -40,15 +40,15 @@ use tracing::warn;
 
 use crate::error::{SyncError, join_error};
 use crate::fs::hash::{
-    DualHasher, etag_md5, format_rclone_mtime, is_multipart_etag, md5chksum, multipart_etag,
-    normalize_etag,
+    DualHasher, etag_md5, format_rclone_mtime, format_rfc3339_mtime, is_multipart_etag, md5chksum,
+    multipart_etag, normalize_etag,
 };
 use crate::fs::local::open_nofollow;
 use crate::fs::paths::key_for;
 use crate::manifest::Entry;
 use crate::progress::Progress;
 use crate::source::changing::Stamp;
-use crate::store::remote::{CopyMetadata, Remote, UploadOptions};
+use crate::store::remote::{CopyMetadata, MtimeFormat, Remote, UploadOptions};
 
 const MIB: u64 = 1024 * 1024;
 /// S3's limit on parts per upload.
@@ -113,7 +113,10 @@ impl Uploader {
         let mut a = Attributes::new();
         a.insert(
             Attribute::Metadata("mtime".into()),
-            AttributeValue::from(format_rclone_mtime(e.mtime_sec, e.mtime_nsec)),
+            AttributeValue::from(match self.remote.upload.mtime_format {
+                MtimeFormat::UnixSeconds => format_rclone_mtime(e.mtime_sec, e.mtime_nsec),
+                MtimeFormat::Rfc3339 => format_rfc3339_mtime(e.mtime_sec, e.mtime_nsec),
+            }),
         );
         if multipart && let Some(v) = e.md5.as_deref().and_then(md5chksum) {
             a.insert(

@@ -4,6 +4,8 @@
 //! crates/mover/tests/.
 // Each test binary uses a different subset of the harness.
 
+pub mod azurite;
+pub mod fakegcs;
 pub mod moto;
 pub mod mover;
 pub mod proxy;
