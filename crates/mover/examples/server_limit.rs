@@ -145,7 +145,11 @@ async fn main() -> Result<(), String> {
             .with_access_key_id(&a.access_key)
             .with_secret_access_key(&a.secret_key)
             .with_allow_http(true)
-            .with_client_options(ClientOptions::new().with_pool_max_idle_per_host(a.concurrency))
+            .with_client_options(
+                ClientOptions::new()
+                    .with_allow_http(true)
+                    .with_pool_max_idle_per_host(a.concurrency),
+            )
             .build()
             .map_err(|e| e.to_string())?,
     );

@@ -185,7 +185,11 @@ async fn pass(
     std::fs::create_dir(staging)
         .map_err(|e| SyncError::io("creating staging directory", staging, e))?;
     progress.phase("downloading", p.downloads.len() as u64, download_bytes);
-    let results: Vec<Result<Download, SyncError>> = stream::iter(p.downloads.iter().copied())
+    // Largest first: a few big files then overlap the many small ones instead of
+    // trailing alone at the end of the pass (path order put them last).
+    let mut order = p.downloads.clone();
+    order.sort_by_key(|i| std::cmp::Reverse(entries[*i].size));
+    let results: Vec<Result<Download, SyncError>> = stream::iter(order)
         .map(|i| {
             let temp = staging.join(format!("f-{i}"));
             let progress = Arc::clone(progress);

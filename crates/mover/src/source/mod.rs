@@ -11,6 +11,12 @@
 //! first path of each multiply-linked inode, and a listing from a store that does
 //! not list in order, see `listing`).
 //!
+//! The merge also notes, in a second scratch file, which existing objects hold
+//! which content by the previous manifest (server-side copy sources), so a run reads
+//! the previous manifest and lists the prefix once. The writes run in bounded chunks
+//! (see `chunked`). A run that finds nothing to write, nothing to delete and every
+//! entry as the previous manifest has it leaves that manifest as it is.
+//!
 //! The manifest written at the end is the commit point; remote objects no longer in
 //! the source are deleted only after it is committed, and nothing is deleted or
 //! committed if any earlier step failed.
