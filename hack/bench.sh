@@ -8,12 +8,19 @@
 #    stopped on exit;
 # 3. hack/bench/run.py generates a deterministic dataset, runs every scenario
 #    (first upload, no-change re-sync, 1 % changed, download into an empty dir)
-#    BENCH_RUNS times per tool, checks each download with diff -r and prints the
-#    markdown table of medians, also written to bench/results.md.
+#    BENCH_RUNS times per tool, next to SERVER-LIMIT (bare concurrent PUT/GET of the
+#    same files, crates/mover/examples/server_limit.rs), checks each download with
+#    diff -r; then large files (hack/bench/big.py) and peak RSS by file count
+#    (hack/bench/scale.py); prints the markdown tables, also written to bench/results.md.
 #
-# Env: BENCH_SMALL=1 (500 files + 1 x 16 MiB instead of 5,000 + 4 x 64 MiB),
+# Env: BENCH_SMALL=1 (500 files + 1 x 16 MiB instead of 5,000 + 4 x 64 MiB; no large
+#      files; 2,000 files in the scale section),
 #      BENCH_RUNS=N (default 3), BENCH_RESULTS=PATH (default bench/results.md),
-#      SCRIBE_MOVER_BIN=PATH (skip the release build), GARAGE_BIN=PATH,
+#      BENCH_BIG_GIB=N (default 3 files of 1 GiB; 0 skips), BENCH_BIG_RUNS=N (default 1),
+#      BENCH_SCALE_FILES=N[,N...] (default 20000; e.g. 200000,1000000; 0 skips),
+#      BENCH_LIMIT_CONCURRENCY=N (SERVER-LIMIT requests at once, default 32),
+#      SCRIBE_MOVER_BIN=PATH (skip the release build), SERVER_LIMIT_BIN=PATH (same for
+#      the server_limit example), GARAGE_BIN=PATH,
 #      BENCH_TMP=DIR (parent of the temp dir; default $TMPDIR or /tmp),
 #      BENCH_LOG_DIR=DIR (keep the output of every timed command there).
 set -euo pipefail
@@ -46,6 +53,14 @@ else
   mover="$repo/target/release/scribe-mover"
 fi
 [[ -x "$mover" ]] || die "scribe-mover binary not found at $mover"
+if [[ -n "${SERVER_LIMIT_BIN:-}" ]]; then
+  limit="$SERVER_LIMIT_BIN"
+else
+  log "building the server_limit example (release)"
+  (cd "$repo" && env -u CARGO_TARGET_DIR cargo build --release -q -p scribe-mover --example server_limit)
+  limit="$repo/target/release/examples/server_limit"
+fi
+[[ -x "$limit" ]] || die "server_limit binary not found at $limit"
 
 # --- garage ------------------------------------------------------------------
 work="$(mktemp -d "${BENCH_TMP:-${TMPDIR:-/tmp}}/scribe-bench.XXXXXX")"
@@ -123,6 +138,8 @@ env -u AWS_CA_BUNDLE rclone --config "$rconf" mkdir garage:bench
 
 garage_version=$("$garage" --version 2>/dev/null | head -1)
 BENCH_WORK="$work" BENCH_MOVER="$mover" BENCH_RCLONE_CONF="$rconf" BENCH_SECTION=garage \
+  BENCH_LIMIT="$limit" BENCH_S3_ENDPOINT="http://127.0.0.1:$s3_port" \
+  BENCH_S3_KEY_ID="$key_id" BENCH_S3_SECRET="$key_secret" \
   BENCH_BUCKET=bench BENCH_SERVER="$garage_version (single node, 127.0.0.1, sqlite metadata)" \
   BENCH_RESULTS="${BENCH_RESULTS:-$repo/bench/results.md}" \
   python3 "$repo/hack/bench/run.py" \

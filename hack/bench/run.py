@@ -4,9 +4,13 @@
 Runs scribe-mover, rclone `--transfers 16` and rclone `--transfers 16 --checksum`
 against the same S3 server through four scenarios (first upload, no-change re-sync,
 1 % of files changed, download into an empty dir), BENCH_RUNS times each, every
-tool into a fresh bucket prefix. Each download is compared with the source tree
-(diff -r on content) so a fast wrong result cannot win. Prints a markdown table of
-medians (wall seconds, ratios, peak RSS) and writes it to BENCH_RESULTS.
+tool into a fresh bucket prefix, next to SERVER-LIMIT: a bare concurrent PUT/GET of
+the same files (crates/mover/examples/server_limit.rs: no hashing, no metadata, no
+manifest), what the server manages on this machine. Each download is compared with
+the source tree (diff -r on content) so a fast wrong result cannot win. Then a few
+multi-GiB files (upload and download, MiB/s; see `big`) and the memory scale
+section (peak RSS by file count; see `scale`). Prints markdown tables of medians
+(wall seconds, ratios, peak RSS) and writes them to BENCH_RESULTS.
 """
 
 import json
@@ -17,6 +21,9 @@ import statistics
 import subprocess
 import sys
 import time
+
+import big
+import scale
 
 SCENARIOS = [
     ("upload", "first upload"),
@@ -38,6 +45,11 @@ def env(name, default=None):
 
 WORK = env("BENCH_WORK")
 MOVER = env("BENCH_MOVER")
+LIMIT = env("BENCH_LIMIT")  # the server_limit example binary
+S3_ENDPOINT = env("BENCH_S3_ENDPOINT")
+S3_KEY_ID = env("BENCH_S3_KEY_ID")
+S3_SECRET = env("BENCH_S3_SECRET")
+LIMIT_CONCURRENCY = int(os.environ.get("BENCH_LIMIT_CONCURRENCY", "32"))
 RCLONE_CONF = env("BENCH_RCLONE_CONF")
 SECTION = env("BENCH_SECTION")
 BUCKET = env("BENCH_BUCKET")
@@ -51,6 +63,11 @@ RUNS = int(os.environ.get("BENCH_RUNS", "3"))
 if RUNS < 1:
     sys.exit("bench: BENCH_RUNS must be >= 1")
 
+BIG_GIB = int(os.environ.get("BENCH_BIG_GIB", "0" if SMALL else "3"))
+BIG_RUNS = int(os.environ.get("BENCH_BIG_RUNS", "1"))
+SCALE_FILES = [int(n) for n in os.environ.get("BENCH_SCALE_FILES",
+                                              "2000" if SMALL else "20000").split(",")
+               if int(n) > 0]
 N_SMALL, N_LARGE, LARGE_SIZE = (500, 1, 16 * MIB) if SMALL else (5000, 4, 64 * MIB)
 N_CHANGED = max(1, N_SMALL // 100)
 
@@ -144,6 +161,29 @@ class Rclone(Tool):
         return None
 
 
+class ServerLimit(Tool):
+    """Bare PUT/GET of every file; `get` downloads the list `put` printed."""
+
+    def __init__(self, key, label):
+        super().__init__(key, label)
+        self.lists = {}  # prefix -> file listing written by put
+
+    def command(self, direction, local, prefix):
+        cmd = [LIMIT, "put" if direction == "up" else "get", "--endpoint", S3_ENDPOINT,
+               "--bucket", BUCKET, "--prefix", prefix, "--dir", local,
+               "--access-key", S3_KEY_ID, "--secret-key", S3_SECRET,
+               "--concurrency", str(LIMIT_CONCURRENCY)]
+        list_file = os.path.join(WORK, f"limit-{prefix}.list")
+        if direction == "up":
+            return ["sh", "-c", 'exec "$@" >"$0"', list_file, *cmd]
+        return ["sh", "-c", 'exec "$@" <"$0"', list_file, *cmd]
+
+    def check(self, stdout):
+        return None
+
+
+LIMIT_TOOL = ServerLimit("limit", f"SERVER-LIMIT (bare PUT/GET, {LIMIT_CONCURRENCY} at once)")
+
 TOOLS = [
     Scribe("scribe", "scribe-mover"),
     Rclone("rclone", "rclone --transfers 16", []),
@@ -216,6 +256,29 @@ def one_round(tool, pristine, run):
     return out
 
 
+def limit_round(pristine, run):
+    """SERVER-LIMIT: bare PUT of the dataset, then bare GET into an empty dir."""
+    tag = f"limit run {run}"
+    prefix = f"limit-run{run}"
+    dst = os.path.join(WORK, "dst")
+    shutil.rmtree(dst, ignore_errors=True)
+    os.makedirs(dst)
+    out = {"upload": timed(LIMIT_TOOL, LIMIT_TOOL.command("up", pristine, prefix),
+                           f"{tag} upload")}
+    out["download"] = timed(LIMIT_TOOL, LIMIT_TOOL.command("down", dst, prefix),
+                            f"{tag} download")
+    verify(pristine, dst, tag)
+    shutil.rmtree(dst)
+    log(f"{tag}: " + ", ".join(f"{k} {v[0]:.2f}s/{v[1] // 1024}MiB" for k, v in out.items()))
+    return out
+
+
+def warm_up(pristine):
+    """garage stores each block once (content-addressed): upload the dataset once,
+    untimed, so every timed upload finds the same blocks already stored."""
+    timed(LIMIT_TOOL, LIMIT_TOOL.command("up", pristine, "warmup"), "warm-up upload")
+
+
 def cpu_model():
     try:
         with open("/proc/cpuinfo") as f:
@@ -246,10 +309,13 @@ def fmt_ratio(num, den):
     return f"{num / den:.2f}" if den > 0 else "n/a"
 
 
-def render(results, started, elapsed):
-    med = {t.key: {s: (statistics.median(v[0] for v in results[t.key][s]),
-                       max(v[1] for v in results[t.key][s]))
-                   for s, _ in SCENARIOS} for t in TOOLS}
+def median_of(runs):
+    return (statistics.median(v[0] for v in runs), max(v[1] for v in runs))
+
+
+def render(results, limit, big_lines, scale_lines, started, elapsed):
+    med = {t.key: {s: median_of(results[t.key][s]) for s, _ in SCENARIOS} for t in TOOLS}
+    lim = {s: median_of(limit[s]) for s in ("upload", "download")}
     data = (f"{N_SMALL:,} files of 1–64 KiB in nested dirs + {N_LARGE} × {LARGE_SIZE // MIB} MiB"
             f" ({'BENCH_SMALL' if SMALL else 'full'} dataset); 1 % changed = {N_CHANGED} small"
             " files rewritten with new content of the same size")
@@ -262,7 +328,11 @@ def render(results, started, elapsed):
         f"- Date: {started}",
         f"- Machine: {os.cpu_count()} CPUs ({cpu_model()}), {mem_total()} RAM",
         f"- Server: {SERVER}",
-        f"- Tools: scribe-mover (release, defaults: 16 transfers), {version(['rclone', 'version'])}",
+        f"- Tools: scribe-mover (release, defaults: 16 transfers), {version(['rclone', 'version'])};",
+        f"  SERVER-LIMIT = crates/mover/examples/server_limit.rs: the same client library",
+        f"  (object_store `AmazonS3`), {LIMIT_CONCURRENCY} requests at once, bare PUT of each file",
+        "  (multipart, 8 MiB parts, above 8 MiB) / bare GET into a file: no hashing, metadata,",
+        "  listing, manifest, verification or fsync.",
         f"- Dataset: {data}",
         f"- Each number: median wall time of {RUNS} run(s); each tool syncs into a fresh bucket",
         "  prefix per run, from a fresh copy of the dataset; `sync` runs before every timed step;",
@@ -272,27 +342,51 @@ def render(results, started, elapsed):
         "  (measured here: ~1.3 s instead of ~0.1 s).",
         "- Ratio = rclone seconds / scribe seconds (> 1 means Scribe is faster).",
         "  Peak RSS = max over the runs (GNU time `%M`).",
+        "- garage stores each block once: the dataset is uploaded once (untimed) before the",
+        "  timed runs, so every timed upload finds its blocks already stored.",
         f"- Total bench time: {elapsed:.0f} s",
         "",
-        "| scenario | scribe s | rclone s | rclone --checksum s | rclone / scribe"
-        " | rclone --checksum / scribe | scribe RSS MiB | rclone RSS MiB | rclone --checksum RSS MiB |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| scenario | scribe s | rclone s | rclone --checksum s | SERVER-LIMIT s | rclone / scribe"
+        " | rclone --checksum / scribe | scribe / SERVER-LIMIT | scribe RSS MiB | rclone RSS MiB"
+        " | rclone --checksum RSS MiB |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for key, label in SCENARIOS:
         s, r, c = med["scribe"][key], med["rclone"][key], med["rclone_checksum"][key]
+        ls = lim.get(key)
         lines.append(
-            f"| {label} | {s[0]:.2f} | {r[0]:.2f} | {c[0]:.2f} | {fmt_ratio(r[0], s[0])}"
-            f" | {fmt_ratio(c[0], s[0])} | {s[1] / 1024:.0f} | {r[1] / 1024:.0f} | {c[1] / 1024:.0f} |")
+            f"| {label} | {s[0]:.2f} | {r[0]:.2f} | {c[0]:.2f} | {f'{ls[0]:.2f}' if ls else '—'}"
+            f" | {fmt_ratio(r[0], s[0])} | {fmt_ratio(c[0], s[0])}"
+            f" | {fmt_ratio(s[0], ls[0]) if ls else '—'}"
+            f" | {s[1] / 1024:.0f} | {r[1] / 1024:.0f} | {c[1] / 1024:.0f} |")
+    lines += ["", "Goals (rclone = rclone --transfers 16 --checksum, as VolSync runs it):", ""]
+    goals = [
+        ("first upload within 1.15 × SERVER-LIMIT PUT",
+         med["scribe"]["upload"][0] / lim["upload"][0], "≤", 1.15),
+        ("restore within 1.3 × SERVER-LIMIT GET",
+         med["scribe"]["download"][0] / lim["download"][0], "≤", 1.3),
+        ("restore ≥ 2.5 × faster than rclone",
+         med["rclone_checksum"]["download"][0] / med["scribe"]["download"][0], "≥", 2.5),
+        ("no-change re-sync ≥ 30 × faster than rclone",
+         med["rclone_checksum"]["resync"][0] / med["scribe"]["resync"][0], "≥", 30),
+        ("1 % changed ≥ 10 × faster than rclone",
+         med["rclone_checksum"]["changed"][0] / med["scribe"]["changed"][0], "≥", 10),
+    ]
+    for name, value, op, bound in goals:
+        met = value <= bound if op == "≤" else value >= bound
+        lines.append(f"- {name}: {value:.2f} ({'met' if met else 'NOT met'})")
     lines += ["", "All runs (seconds):", ""]
     for t in TOOLS:
         cells = "; ".join(
             f"{label}: " + ", ".join(f"{v[0]:.2f}" for v in results[t.key][key])
             for key, label in SCENARIOS)
         lines.append(f"- {t.label}: {cells}")
+    lines.append(f"- {LIMIT_TOOL.label}: " + "; ".join(
+        f"{k}: " + ", ".join(f"{v[0]:.2f}" for v in limit[k]) for k in ("upload", "download")))
     per_scenario = ", ".join(
         f"{label}: {TOOLS[0].transferred[i::len(SCENARIOS)]}" for i, (_, label) in enumerate(SCENARIOS))
     lines += ["", f"scribe-mover filesTransferred per run (from SCRIBE_SUMMARY): {per_scenario}"]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + big_lines + scale_lines) + "\n"
 
 
 def main():
@@ -301,14 +395,22 @@ def main():
     pristine = os.path.join(WORK, "dataset")
     log(f"generating dataset: {N_SMALL} small files + {N_LARGE} x {LARGE_SIZE // MIB} MiB")
     generate_dataset(pristine)
+    warm_up(pristine)
     results = {t.key: {s: [] for s, _ in SCENARIOS} for t in TOOLS}
+    limit = {"upload": [], "download": []}
     for run in range(1, RUNS + 1):
         # Tools interleaved within a run so background noise spreads over all of them.
         for tool in TOOLS:
             out = one_round(tool, pristine, run)
             for key, value in out.items():
                 results[tool.key][key].append(value)
-    table = render(results, started, time.monotonic() - t0)
+        for key, value in limit_round(pristine, run).items():
+            limit[key].append(value)
+    shutil.rmtree(pristine)
+    this = sys.modules[__name__]
+    big_lines = big.run(this) if BIG_GIB > 0 else []
+    scale_lines = scale.run(this) if SCALE_FILES else []
+    table = render(results, limit, big_lines, scale_lines, started, time.monotonic() - t0)
     print(table)
     os.makedirs(os.path.dirname(os.path.abspath(RESULTS)), exist_ok=True)
     with open(RESULTS, "w") as f:

@@ -28,4 +28,5 @@ mod s3_faults;
 mod s3_interop;
 mod s3_interrupt;
 mod s3_rclone_compat;
+mod s3_requests;
 mod s3_sdk_replies;

@@ -9,6 +9,7 @@
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Seek, Write};
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
@@ -30,19 +31,34 @@ pub const PART: usize = 8 * 1024 * 1024;
 /// through a channel of `capacity`. No manifest: the channel just closes. An error
 /// (store, or an invalid line) is the last item.
 pub fn spawn_reader(remote: &Remote, capacity: usize) -> mpsc::Receiver<Result<Entry, SyncError>> {
+    spawn_reader_root(remote, capacity).0
+}
+
+/// The previous manifest's root metadata, set once its whole body was read and
+/// checked (still `None` before, or when it has none).
+pub type RootSlot = Arc<Mutex<Option<RootMeta>>>;
+
+/// [`spawn_reader`], also returning where the header's root metadata is put.
+pub fn spawn_reader_root(
+    remote: &Remote,
+    capacity: usize,
+) -> (mpsc::Receiver<Result<Entry, SyncError>>, RootSlot) {
     let (tx, rx) = mpsc::channel(capacity);
     let remote = remote.clone();
+    let slot = RootSlot::default();
+    let root = Arc::clone(&slot);
     tokio::spawn(async move {
-        if let Err(e) = read_into(&remote, &tx).await {
+        if let Err(e) = read_into(&remote, &tx, &root).await {
             let _ = tx.send(Err(e)).await;
         }
     });
-    rx
+    (rx, slot)
 }
 
 async fn read_into(
     remote: &Remote,
     tx: &mpsc::Sender<Result<Entry, SyncError>>,
+    root: &Mutex<Option<RootMeta>>,
 ) -> Result<(), SyncError> {
     let key = manifest_key(&remote.prefix);
     let got = match remote.store.get(&key).await {
@@ -79,7 +95,12 @@ async fn read_into(
     if let Some(e) = checker.line(&buf)? {
         let _ = tx.send(Ok(e)).await;
     }
-    checker.finish()
+    let header_root = checker.header.as_ref().and_then(|h| h.root.clone());
+    checker.finish()?;
+    *root
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = header_root;
+    Ok(())
 }
 
 /// MD5s of a manifest body as it arrives: whole, and per [`PART`] (how Scribe writes
@@ -362,16 +383,22 @@ struct PathOnly {
 
 /// Writes a new manifest of `entries` entries: header, then the lines of `body` (a
 /// file of JSON lines in path order, e.g. from [`scratch_file`]) merged with `extra`
-/// (entries in path order), uploaded in parts while it is assembled.
-pub async fn write_merged(
+/// (entries in path order, consumed as they are written), uploaded in parts while it
+/// is assembled.
+pub async fn write_merged<I>(
     remote: &Remote,
     body: File,
-    extra: Vec<Entry>,
+    extra: I,
     entries: usize,
     created_at: &str,
     root: RootMeta,
-) -> Result<(), SyncError> {
+) -> Result<(), SyncError>
+where
+    I: IntoIterator<Item = Entry>,
+    I::IntoIter: Send + 'static,
+{
     let (tx, mut rx) = mpsc::channel(1);
+    let extra = extra.into_iter();
     let created_at = created_at.to_string();
     let assemble = tokio::task::spawn_blocking(move || {
         let r = assemble(body, extra, entries, &created_at, &root, &tx);
@@ -402,7 +429,7 @@ pub async fn write_merged(
 
 fn assemble(
     body: File,
-    extra: Vec<Entry>,
+    extra: impl Iterator<Item = Entry>,
     entries: usize,
     created_at: &str,
     root: &RootMeta,
@@ -416,7 +443,7 @@ fn assemble(
     let mut body = body;
     body.rewind().map_err(scratch)?;
     let mut lines = BufReader::new(body);
-    let mut extra = extra.into_iter().peekable();
+    let mut extra = extra.peekable();
     let mut line = Vec::new();
     let mut written = 0usize;
     loop {

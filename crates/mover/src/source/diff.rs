@@ -219,20 +219,26 @@ where
             continue;
         };
         let (p, r): (&Entry, &RemoteObject) = (p.borrow(), r.borrow());
-        let Some(sha) = p.sha256.as_deref() else {
+        let Some(sha) = copy_candidate(p, r) else {
             continue;
         };
-        if p.kind.has_object()
-            && p.size > 0
-            && p.size == r.size
-            && wanted.contains(sha)
-            && !overwritten.contains(p.path.as_str())
-            && etag_consistent(p.etag.as_deref(), r.etag.as_deref())
-        {
+        if wanted.contains(sha) && !overwritten.contains(p.path.as_str()) {
             out.entry(sha.to_string()).or_insert_with(|| p.path.clone());
         }
     }
     out
+}
+
+/// The content (sha256) the object `r` holds by the previous manifest's entry `p` at
+/// the same path, when it is a usable server-side copy source: a non-empty data object
+/// whose size and ETag agree with the entry.
+pub fn copy_candidate<'a>(p: &'a Entry, r: &RemoteObject) -> Option<&'a str> {
+    let sha = p.sha256.as_deref()?;
+    (p.kind.has_object()
+        && p.size > 0
+        && p.size == r.size
+        && etag_consistent(p.etag.as_deref(), r.etag.as_deref()))
+    .then_some(sha)
 }
 
 /// One write of a data object.

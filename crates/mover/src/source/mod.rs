@@ -11,6 +11,12 @@
 //! first path of each multiply-linked inode, and a listing from a store that does
 //! not list in order, see `listing`).
 //!
+//! The merge also notes, in a second scratch file, which existing objects hold
+//! which content by the previous manifest (server-side copy sources), so a run reads
+//! the previous manifest and lists the prefix once. The writes run in bounded chunks
+//! (see `chunked`). A run that finds nothing to write, nothing to delete and every
+//! entry as the previous manifest has it leaves that manifest as it is.
+//!
 //! The manifest written at the end is the commit point; remote objects no longer in
 //! the source are deleted only after it is committed, and nothing is deleted or
 //! committed if any earlier step failed. Before the first write, the committed
@@ -26,6 +32,7 @@
 //! (`SyncOptions::cancel`, SIGTERM) aborts its uploads and commits nothing.
 
 pub mod changing;
+pub mod chunked;
 pub mod diff;
 pub mod first_upload;
 pub mod leftovers;
@@ -37,8 +44,8 @@ pub mod unsettled;
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
-use std::io::{BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::io::{BufRead, BufReader, BufWriter, Seek, Write};
+use std::path::Path;
 use std::sync::Arc;
 
 use futures::{StreamExt, TryStreamExt, stream};
@@ -46,15 +53,15 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use self::changing::{CHANGE_ATTEMPTS, Observed, Stamp, observe_stable, refresh};
-use self::diff::{RemoteObject, copy_sources, plan_transfers};
-use self::plan::{MergeOptions, Pass, Work, finish, merge_pass};
-use self::steps::{Outcome, delete_objects, run_steps};
+use self::diff::{RemoteObject, plan_transfers};
+use self::plan::{MergeOptions, Pass, Work, finish, merge_pass_with};
+use self::steps::delete_objects;
 use self::unsettled::Unsettled;
 use crate::error::{SyncError, join_error};
 use crate::fs::local::{LocalMeta, is_mount_point};
 use crate::fs::paths::path_cmp;
 use crate::fs::scan::Walk;
-use crate::manifest::stream::{scratch_file, spawn_reader, write_merged};
+use crate::manifest::stream::{scratch_file, spawn_reader_root, write_merged};
 use crate::manifest::{Entry, RootMeta};
 use crate::options::SyncOptions;
 use crate::progress::Progress;
@@ -98,7 +105,9 @@ pub async fn sync(remote: &Remote, local: &Path, opts: &SyncOptions) -> Result<S
     let Merged {
         mut pass,
         body,
+        candidates,
         root: root_meta,
+        prev_root,
         skipped,
         unsupported,
         held,
@@ -150,7 +159,7 @@ pub async fn sync(remote: &Remote, local: &Path, opts: &SyncOptions) -> Result<S
     summary.bytes_checked = pass.bytes_checked;
 
     let sources = if use_prev && pass.prev_entries > 0 && transfers.iter().any(|t| t.2 > 0) {
-        match find_copy_sources(remote, &transfers, sort_listing).await {
+        match find_copy_sources(candidates, &transfers).await {
             Ok(s) => s,
             Err(e) => {
                 warn!(error = %e, "could not look for server-side copy sources; uploading instead");
@@ -161,18 +170,21 @@ pub async fn sync(remote: &Remote, local: &Path, opts: &SyncOptions) -> Result<S
         HashMap::new()
     };
     let steps = plan_transfers(&transfers, &sources);
+    drop(sources);
+    let (n_transfers, transfer_bytes) = (transfers.len(), transfers.iter().map(|t| t.2).sum());
+    drop(transfers);
     let mut deletes = std::mem::take(&mut pass.deletes);
     deletes.append(&mut unsettled.deletes);
     info!(
         transfers = steps.len(),
         deletes = deletes.len(),
-        unchanged = pass.entries - transfers.len(),
+        unchanged = pass.entries - n_transfers,
         "diff done"
     );
 
     if opts.dry_run {
         summary.files_transferred = steps.len() as u64;
-        summary.bytes_transferred = transfers.iter().map(|t| t.2).sum();
+        summary.bytes_transferred = transfer_bytes;
         summary.files_deleted = deletes.len() as u64;
         summary.duration_seconds = started.elapsed().as_secs_f64();
         info!("dry run: nothing written");
@@ -190,6 +202,31 @@ pub async fn sync(remote: &Remote, local: &Path, opts: &SyncOptions) -> Result<S
         first_upload::begin(remote, &m).await?
     };
     crate::source::leftovers::abort_incomplete_uploads(remote).await;
+    let root = RootMeta {
+        mode: root_meta.mode,
+        uid: root_meta.uid,
+        gid: root_meta.gid,
+        mtime_sec: root_meta.mtime_sec,
+        mtime_nsec: root_meta.mtime_nsec,
+    };
+    // Nothing to write and every entry as committed: the manifest stays as it is.
+    if use_prev
+        && steps.is_empty()
+        && deletes.is_empty()
+        && pass.work.is_empty()
+        && unsettled.changing == 0
+        && pass.entries == pass.prev_entries
+        && pass.same_as_prev == pass.prev_entries
+        && prev_root.as_ref() == Some(&root)
+        && held.is_empty()
+    {
+        summary.duration_seconds = started.elapsed().as_secs_f64();
+        info!(
+            entries = pass.entries,
+            "nothing changed; the committed manifest stays"
+        );
+        return Ok(summary);
+    }
     let keep = preserve::plan(&pass.work, &held);
     let mut release: HashSet<String> = held;
     release.extend(preserve::preserve(remote, &keep, opts.transfers, &opts.cancel).await?);
@@ -200,33 +237,17 @@ pub async fn sync(remote: &Remote, local: &Path, opts: &SyncOptions) -> Result<S
         Arc::clone(&progress),
     )
     .with_cancel(opts.cancel.clone());
-    progress.phase(
-        "transferring",
-        steps.len() as u64,
-        transfers.iter().map(|t| t.2).sum(),
-    );
-    let outcomes = {
-        let by_path: HashMap<&str, &Entry> = pass
-            .work
-            .iter()
-            .filter(|w| w.transfer)
-            .map(|w| (w.entry.path.as_str(), &w.entry))
-            .collect();
-        run_steps(&uploader, &steps, &by_path, opts.transfers, &progress).await?
-    };
-    let mut seen = Vec::new();
-    for o in outcomes {
-        match o {
-            Outcome::Written(e, w) => {
-                summary.files_transferred += 1;
-                summary.bytes_transferred += w.bytes_sent;
-                let i = work_index(&pass.work, &e.path)?;
-                pass.work[i].entry = Entry { etag: w.etag, ..*e };
-            }
-            Outcome::Changing(p) => seen.push((work_index(&pass.work, &p)?, false)),
-            Outcome::Vanished(p) => seen.push((work_index(&pass.work, &p)?, true)),
-        }
-    }
+    progress.phase("transferring", steps.len() as u64, transfer_bytes);
+    let seen = chunked::run_chunked(
+        &uploader,
+        &steps,
+        &mut pass.work,
+        opts.transfers,
+        &progress,
+        &mut summary,
+    )
+    .await?;
+    drop(steps);
     // Their hardlinks were written as objects of their own: they become plain files.
     unsettled.settle(&mut pass, seen, false);
     summary.files_skipped_changing = unsettled.changing;
@@ -235,16 +256,9 @@ pub async fn sync(remote: &Remote, local: &Path, opts: &SyncOptions) -> Result<S
         return Err(SyncError::Interrupted);
     }
 
-    let root = RootMeta {
-        mode: root_meta.mode,
-        uid: root_meta.uid,
-        gid: root_meta.gid,
-        mtime_sec: root_meta.mtime_sec,
-        mtime_nsec: root_meta.mtime_nsec,
-    };
     let entries = pass.entries;
     let created_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-    let work: Vec<Entry> = pass.work.into_iter().map(|w| w.entry).collect();
+    let work = pass.work.into_iter().map(|w| w.entry);
     write_merged(remote, body, work, entries, &created_at, root).await?;
     info!(entries, "manifest committed");
     if marker {
@@ -282,7 +296,11 @@ struct Merged {
     pass: Pass,
     /// The settled entries as JSON lines, in path order (an unlinked scratch file).
     body: File,
+    /// Server-side copy sources by the previous manifest: `sha256 path` lines (a scratch file).
+    candidates: File,
     root: LocalMeta,
+    /// The previous manifest's root metadata, if it was read.
+    prev_root: Option<RootMeta>,
     skipped: usize,
     unsupported: Vec<crate::fs::scan::Unsupported>,
     /// Committed versions kept under `.scribe/committed/` (see `preserve`).
@@ -298,7 +316,10 @@ async fn merge(
     use_prev: bool,
     sort_listing: bool,
 ) -> Result<Merged, MergeError> {
-    let prev_rx = use_prev.then(|| spawn_reader(remote, CHANNEL));
+    let (prev_rx, prev_root) = match use_prev.then(|| spawn_reader_root(remote, CHANNEL)) {
+        Some((rx, slot)) => (Some(rx), Some(slot)),
+        None => (None, None),
+    };
     let held = Held::default();
     let list_rx = spawn_listing(remote, sort_listing, CHANNEL, Some(Arc::clone(&held)));
     let root = local.to_path_buf();
@@ -314,6 +335,11 @@ async fn merge(
     merged.held = std::mem::take(&mut *held.lock().expect("held lock"))
         .into_iter()
         .collect();
+    merged.prev_root = prev_root.and_then(|s| {
+        s.lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+    });
     Ok(merged)
 }
 
@@ -343,11 +369,17 @@ fn merge_blocking(
 ) -> Result<Merged, MergeError> {
     let mut walk = Walk::new(root, true).map_err(MergeError::Failed)?;
     let body = scratch_file().map_err(MergeError::Failed)?;
+    let candidates = scratch_file().map_err(MergeError::Failed)?;
     let walk_err = RefCell::new(None);
     let prev_err = RefCell::new(None);
     let list_err = RefCell::new(None);
     let result = {
         let mut out = BufWriter::new(&body);
+        let mut cands = BufWriter::new(&candidates);
+        let mut candidate = |sha: &str, path: &str| -> Result<(), SyncError> {
+            writeln!(cands, "{sha} {path}")
+                .map_err(|err| SyncError::io("writing", "copy sources scratch file", err))
+        };
         let mut sink = |e: &Entry| -> Result<(), SyncError> {
             serde_json::to_writer(&mut out, e)
                 .map_err(|err| SyncError::io("writing", "manifest scratch file", err.into()))?;
@@ -361,16 +393,20 @@ fn merge_blocking(
                 None
             }
         });
-        let pass = merge_pass(
+        let pass = merge_pass_with(
             local,
             until_error(prev_rx, &prev_err),
             until_error(Some(list_rx), &list_err),
             mopts,
             &mut sink,
+            &mut candidate,
         );
         pass.and_then(|p| {
             out.flush()
                 .map_err(|err| SyncError::io("writing", "manifest scratch file", err))?;
+            cands
+                .flush()
+                .map_err(|err| SyncError::io("writing", "copy sources scratch file", err))?;
             Ok(p)
         })
     };
@@ -395,7 +431,9 @@ fn merge_blocking(
     Ok(Merged {
         pass,
         body,
+        candidates,
         root: *walk.root_meta(),
+        prev_root: None,
         skipped: walk.skipped(),
         unsupported: walk.take_unsupported(),
         held: HashSet::new(),
@@ -411,18 +449,16 @@ async fn hash_work(
     opts: &SyncOptions,
     progress: &Arc<Progress>,
 ) -> Result<Vec<(usize, bool)>, SyncError> {
-    let todo: Vec<(usize, PathBuf)> = work
-        .iter()
-        .enumerate()
-        .filter(|(_, w)| w.needs_hash())
-        .map(|(i, w)| (i, root.join(&w.entry.path)))
-        .collect();
+    // Indices only: each path is built when its file is hashed.
+    let todo: Vec<usize> = (0..work.len()).filter(|i| work[*i].needs_hash()).collect();
     progress.phase(
         "hashing",
         todo.len() as u64,
-        todo.iter().map(|(i, _)| work[*i].entry.size).sum(),
+        todo.iter().map(|i| work[*i].entry.size).sum(),
     );
+    let paths = &*work;
     let results: Vec<(usize, Observed)> = stream::iter(todo)
+        .map(|i| (i, root.join(&paths[i].entry.path)))
         .map(|(i, path)| {
             let progress = Arc::clone(progress);
             let cancel = opts.cancel.clone();
@@ -470,42 +506,35 @@ fn work_index(work: &[Work], path: &str) -> Result<usize, SyncError> {
         .map_err(|_| SyncError::Internal(format!("wrote an unplanned path {path}")))
 }
 
-/// Second streaming pass over the previous manifest and the listing, only when
-/// something must be written: which existing objects hold wanted content.
+/// Which existing objects hold wanted content, from the copy sources the merge
+/// found (see [`Merged::candidates`]): no second read of the manifest or listing.
 async fn find_copy_sources(
-    remote: &Remote,
+    candidates: File,
     transfers: &[(String, String, u64)],
-    sort_listing: bool,
 ) -> Result<HashMap<String, String>, SyncError> {
-    let wanted: Vec<String> = transfers
+    let wanted: HashSet<String> = transfers
         .iter()
         .filter(|t| t.2 > 0)
         .map(|t| t.1.clone())
         .collect();
-    let overwritten: Vec<String> = transfers.iter().map(|t| t.0.clone()).collect();
-    let prev_rx = spawn_reader(remote, CHANNEL);
-    let list_rx = spawn_listing(remote, sort_listing, CHANNEL, None);
+    let overwritten: HashSet<String> = transfers.iter().map(|t| t.0.clone()).collect();
     tokio::task::spawn_blocking(move || {
-        let wanted: HashSet<&str> = wanted.iter().map(String::as_str).collect();
-        let overwritten: HashSet<&str> = overwritten.iter().map(String::as_str).collect();
-        let prev_err = RefCell::new(None);
-        let list_err = RefCell::new(None);
-        let found = copy_sources(
-            until_error(Some(prev_rx), &prev_err),
-            until_error(Some(list_rx), &list_err),
-            &wanted,
-            &overwritten,
-        );
-        if let Some(e) = prev_err.into_inner() {
-            return Err(e);
+        let fail = |err| SyncError::io("reading", "copy sources scratch file", err);
+        let mut file = candidates;
+        file.rewind().map_err(fail)?;
+        let mut found = HashMap::new();
+        for line in BufReader::new(file).lines() {
+            let line = line.map_err(fail)?;
+            let Some((sha, path)) = line.split_once(' ') else {
+                continue;
+            };
+            if wanted.contains(sha) && !overwritten.contains(path) {
+                found
+                    .entry(sha.to_string())
+                    .or_insert_with(|| path.to_string());
+            }
         }
-        match list_err.into_inner() {
-            Some(ListError::Failed(e)) => Err(e),
-            Some(ListError::Unsorted { after, key }) => Err(SyncError::Internal(format!(
-                "listing out of order: {key} after {after}"
-            ))),
-            None => Ok(found),
-        }
+        Ok(found)
     })
     .await
     .map_err(join_error)?

@@ -13,16 +13,17 @@ use crate::error::SyncError;
 use crate::fs::local::FileKind;
 use crate::fs::scan::ScanEntry;
 use crate::manifest::{Entry, EntryKind};
-use crate::source::diff::{Action, Keyed, RemoteObject, Row, classify, merge3};
+use crate::source::diff::{Action, Keyed, RemoteObject, Row, classify, copy_candidate, merge3};
 
 /// A path the merge could not settle: it needs hashing, or a transfer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Work {
     /// The new manifest entry (no digests yet when it must be hashed).
     pub entry: Entry,
-    /// The previous manifest's entry and the remote object at this path, for [`classify`].
-    pub prev: Option<Entry>,
-    pub remote: Option<RemoteObject>,
+    /// The previous manifest's entry and the remote object at this path, for
+    /// [`classify`] (boxed: most work items have neither, e.g. in a first sync).
+    pub prev: Option<Box<Entry>>,
+    pub remote: Option<Box<RemoteObject>>,
     /// Whether the object must be written (set by the merge or by [`finish`]).
     pub transfer: bool,
 }
@@ -51,6 +52,8 @@ pub struct Pass {
     pub reused: usize,
     pub prev_entries: usize,
     pub remote_objects: usize,
+    /// Settled entries identical to the previous manifest's entry at their path.
+    pub same_as_prev: usize,
 }
 
 /// Knobs of the merge.
@@ -78,6 +81,28 @@ where
     R: Iterator,
     R::Item: Borrow<RemoteObject> + Keyed,
 {
+    merge_pass_with(local, prev, remote, opts, sink, &mut |_, _| Ok(()))
+}
+
+/// [`merge_pass`], also handing every usable server-side copy source (see
+/// [`copy_candidate`]: sha256 and path, in path order) to `candidates`, so the
+/// previous manifest is read only once per run.
+pub fn merge_pass_with<L, P, R>(
+    local: L,
+    prev: P,
+    remote: R,
+    opts: MergeOptions,
+    sink: &mut dyn FnMut(&Entry) -> Result<(), SyncError>,
+    candidates: &mut dyn FnMut(&str, &str) -> Result<(), SyncError>,
+) -> Result<Pass, SyncError>
+where
+    L: Iterator,
+    L::Item: Borrow<ScanEntry> + Keyed,
+    P: Iterator,
+    P::Item: Borrow<Entry> + Keyed,
+    R: Iterator,
+    R::Item: Borrow<RemoteObject> + Keyed,
+{
     let mut pass = Pass::default();
     // First path of each multiply-linked inode → its digests, once known.
     let mut first_links: HashMap<String, Option<(String, String)>> = HashMap::new();
@@ -86,6 +111,11 @@ where
         let remote = row.c.as_ref().map(Borrow::borrow);
         pass.prev_entries += usize::from(prev.is_some());
         pass.remote_objects += usize::from(remote.is_some());
+        if let (Some(p), Some(r)) = (prev, remote)
+            && let Some(sha) = copy_candidate(p, r)
+        {
+            candidates(sha, &p.path)?;
+        }
         let Some(s) = row.a.as_ref().map(Borrow::borrow) else {
             if let Some(r) = remote {
                 pass.deletes.push(r.path.clone());
@@ -117,8 +147,8 @@ where
         if e.kind.has_object() && e.sha256.is_none() {
             pass.work.push(Work {
                 entry: e,
-                prev: prev.cloned(),
-                remote: remote.cloned(),
+                prev: prev.cloned().map(Box::new),
+                remote: remote.cloned().map(Box::new),
                 transfer: false,
             });
             continue;
@@ -131,8 +161,8 @@ where
             Some(Action::Transfer { .. }) => {
                 pass.work.push(Work {
                     entry: e,
-                    prev: prev.cloned(),
-                    remote: remote.cloned(),
+                    prev: prev.cloned().map(Box::new),
+                    remote: remote.cloned().map(Box::new),
                     transfer: true,
                 });
                 continue;
@@ -141,6 +171,7 @@ where
             Some(Action::Delete { path }) => pass.deletes.push(path),
             None => {}
         }
+        pass.same_as_prev += usize::from(prev == Some(&e));
         sink(&e)?;
         pass.settled += 1;
     }
@@ -181,8 +212,8 @@ pub fn finish(work: &mut [Work]) -> Result<Vec<(String, String, u64)>, SyncError
         }
         match classify(Row {
             a: Some(&w.entry),
-            b: w.prev.as_ref(),
-            c: w.remote.as_ref(),
+            b: w.prev.as_deref(),
+            c: w.remote.as_deref(),
         }) {
             Some(Action::Keep { etag, .. }) if !w.transfer => w.entry.etag = etag,
             _ => {

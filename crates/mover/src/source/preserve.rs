@@ -54,7 +54,7 @@ fn holds(committed: &crate::manifest::Entry, work: &Work) -> bool {
         classify(Row {
             a: Some(committed),
             b: Some(committed),
-            c: work.remote.as_ref(),
+            c: work.remote.as_deref(),
         }),
         Some(Action::Keep { .. })
     )
@@ -210,8 +210,8 @@ mod tests {
             .unwrap_or_else(|| "new".into());
         Work {
             entry: file(&path, new_sha, 9, "-"),
-            prev,
-            remote,
+            prev: prev.map(Box::new),
+            remote: remote.map(Box::new),
             transfer: true,
         }
     }

@@ -22,14 +22,14 @@ pub struct Unsettled {
 /// Whether the previous manifest's entry still describes the remote object, so the
 /// new manifest may list it unchanged.
 fn keepable(w: &Work) -> Option<Entry> {
-    let p = w.prev.as_ref()?;
+    let p = w.prev.as_deref()?;
     if p.kind != EntryKind::File || p.sha256.is_none() {
         return None;
     }
     let row = Row {
         a: Some(p),
         b: Some(p),
-        c: w.remote.as_ref(),
+        c: w.remote.as_deref(),
     };
     match classify(row) {
         Some(Action::Keep { etag, .. }) => Some(Entry { etag, ..p.clone() }),

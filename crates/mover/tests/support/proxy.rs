@@ -44,6 +44,8 @@ struct State {
     rules: Mutex<Vec<Rule>>,
     requests: AtomicUsize,
     injected: AtomicUsize,
+    /// `METHOD /path?query` of every request, in arrival order.
+    log: Mutex<Vec<String>>,
 }
 
 impl State {
@@ -123,6 +125,17 @@ impl FaultProxy {
             skip,
             filter: filter.map(str::to_owned),
         });
+    }
+
+    /// `METHOD /path?query` of every request received so far, in arrival order.
+    pub fn request_log(&self) -> Vec<String> {
+        self.state.log.lock().unwrap().clone()
+    }
+
+    /// Forgets the requests logged so far (the count too).
+    pub fn clear_log(&self) {
+        self.state.log.lock().unwrap().clear();
+        self.state.requests.store(0, Ordering::SeqCst);
     }
 
     /// Faults injected so far.
@@ -266,6 +279,7 @@ async fn serve(client: TcpStream, upstream: &str, state: &State) -> std::io::Res
             .rsplit_once(' ')
             .map_or(request.start_line.as_str(), |(t, _)| t)
             .to_owned();
+        state.log.lock().unwrap().push(target.clone());
         let is_head = target.starts_with("HEAD ");
         let body_len = request.content_length().unwrap_or(0);
 
