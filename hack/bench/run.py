@@ -8,7 +8,7 @@ tool into a fresh bucket prefix, next to SERVER-LIMIT: a bare concurrent PUT/GET
 the same files (crates/mover/examples/server_limit.rs: no hashing, no metadata, no
 manifest), what the server manages on this machine. Each download is compared with
 the source tree (diff -r on content) so a fast wrong result cannot win. Then a few
-multi-GiB files (upload and download, MiB/s; see `big`) and the memory scale
+crypt over S3 (see `crypt_row`), multi-GiB files (upload and download, MiB/s; see `big`) and the memory scale
 section (peak RSS by file count; see `scale`). Prints markdown tables of medians
 (wall seconds, ratios, peak RSS) and writes them to BENCH_RESULTS.
 """
@@ -23,6 +23,7 @@ import sys
 import time
 
 import big
+import crypt_row
 import scale
 
 SCENARIOS = [
@@ -406,11 +407,12 @@ def main():
                 results[tool.key][key].append(value)
         for key, value in limit_round(pristine, run).items():
             limit[key].append(value)
-    shutil.rmtree(pristine)
     this = sys.modules[__name__]
+    crypt_lines = crypt_row.run(this, pristine)
+    shutil.rmtree(pristine)
     big_lines = big.run(this) if BIG_GIB > 0 else []
     scale_lines = scale.run(this) if SCALE_FILES else []
-    table = render(results, limit, big_lines, scale_lines, started, time.monotonic() - t0)
+    table = render(results, limit, crypt_lines + big_lines, scale_lines, started, time.monotonic() - t0)
     print(table)
     os.makedirs(os.path.dirname(os.path.abspath(RESULTS)), exist_ok=True)
     with open(RESULTS, "w") as f:
