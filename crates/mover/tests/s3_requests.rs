@@ -4,7 +4,6 @@
 //! previous manifest once and lists once (server-side copy sources come from that
 //! same read), then writes the changes and one manifest.
 
-
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
