@@ -57,7 +57,7 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use self::changing::{CHANGE_ATTEMPTS, Observed, Stamp, observe_stable, refresh};
-use self::diff::RemoteObject;
+use self::diff::{RemoteObject, Transfer};
 use self::plan::{MergeOptions, Pass, Work, merge_pass_with};
 use self::stages::Run;
 use self::unsettled::Unsettled;
@@ -361,14 +361,14 @@ fn work_index(work: &[Work], path: &str) -> Result<usize, SyncError> {
 /// found (see [`Merged::candidates`]): no second read of the manifest or listing.
 async fn find_copy_sources(
     candidates: File,
-    transfers: &[(String, String, u64)],
+    transfers: &[Transfer],
 ) -> Result<HashMap<String, String>, SyncError> {
     let wanted: HashSet<String> = transfers
         .iter()
-        .filter(|t| t.2 > 0)
-        .map(|t| t.1.clone())
+        .filter(|t| t.size > 0)
+        .map(|t| t.sha256.clone())
         .collect();
-    let overwritten: HashSet<String> = transfers.iter().map(|t| t.0.clone()).collect();
+    let overwritten: HashSet<String> = transfers.iter().map(|t| t.path.clone()).collect();
     tokio::task::spawn_blocking(move || {
         let fail = |err| SyncError::io("reading", "copy sources scratch file", err);
         let mut file = candidates;

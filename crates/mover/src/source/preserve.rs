@@ -39,12 +39,20 @@ use crate::store::remote::Remote;
 /// What to do before the run's first write.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Preserve {
-    /// (SHA-256, path of the object holding it, size): one server-side copy each.
-    pub copies: Vec<(String, String, u64)>,
+    /// One server-side copy each.
+    pub copies: Vec<KeepCopy>,
     /// Paths whose committed content is neither at its key nor kept (an earlier
     /// run without this protection overwrote it, or the object was changed by
     /// hand): nothing can be copied for them.
     pub lost: Vec<String>,
+}
+
+/// A committed content to keep: its SHA-256, the object holding it, its size.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeepCopy {
+    pub sha256: String,
+    pub from: String,
+    pub size: u64,
 }
 
 /// Whether the remote object at a committed entry's key still holds that entry's
@@ -78,7 +86,11 @@ pub fn plan(work: &[Work], held: &HashSet<String>) -> Preserve {
         }
         if holds(p, w) {
             planned.insert(sha);
-            out.copies.push((sha.to_string(), p.path.clone(), p.size));
+            out.copies.push(KeepCopy {
+                sha256: sha.to_string(),
+                from: p.path.clone(),
+                size: p.size,
+            });
         } else {
             lost.push((sha, p.path.as_str()));
         }
@@ -108,21 +120,27 @@ pub async fn preserve(
         return Ok(Vec::new());
     }
     let results: Vec<Result<Option<String>, SyncError>> = stream::iter(p.copies.clone())
-        .map(|(sha, from, size): (String, String, u64)| async move {
-            let from_key = key_for(&remote.prefix, &from)?;
-            let to = committed_key(&remote.prefix, &sha);
-            let mut options = CopyOptions::default();
-            options.extensions.insert(CopyMetadata {
-                attributes: Attributes::new(),
-                md5chksum: None,
-                size,
-                cancel: cancel.clone(),
-            });
-            match remote.store.copy_opts(&from_key, &to, options).await {
-                Ok(()) => Ok(Some(sha)),
-                Err(e) => Err(SyncError::store("keeping the committed version", &to, e)),
-            }
-        })
+        .map(
+            |KeepCopy {
+                 sha256: sha,
+                 from,
+                 size,
+             }| async move {
+                let from_key = key_for(&remote.prefix, &from)?;
+                let to = committed_key(&remote.prefix, &sha);
+                let mut options = CopyOptions::default();
+                options.extensions.insert(CopyMetadata {
+                    attributes: Attributes::new(),
+                    md5chksum: None,
+                    size,
+                    cancel: cancel.clone(),
+                });
+                match remote.store.copy_opts(&from_key, &to, options).await {
+                    Ok(()) => Ok(Some(sha)),
+                    Err(e) => Err(SyncError::store("keeping the committed version", &to, e)),
+                }
+            },
+        )
         .buffer_unordered(transfers.max(1))
         .collect()
         .await;
@@ -184,6 +202,14 @@ mod tests {
     use crate::manifest::{Entry, EntryKind};
     use crate::source::diff::RemoteObject;
 
+    fn keep(sha256: &str, from: &str, size: u64) -> KeepCopy {
+        KeepCopy {
+            sha256: sha256.to_string(),
+            from: from.to_string(),
+            size,
+        }
+    }
+
     fn file(path: &str, sha: &str, size: u64, etag: &str) -> Entry {
         let mut e = Entry::new(path, EntryKind::File);
         e.sha256 = Some(sha.to_string());
@@ -239,13 +265,7 @@ mod tests {
             overwrite(None, None, "N4"),
         ];
         let p = plan(&work, &HashSet::new());
-        assert_eq!(
-            p.copies,
-            [
-                ("A".to_string(), "a".to_string(), 3),
-                ("C".into(), "c".into(), 4)
-            ]
-        );
+        assert_eq!(p.copies, [keep("A", "a", 3), keep("C", "c", 4)]);
         assert!(p.lost.is_empty());
     }
 
@@ -310,7 +330,7 @@ mod tests {
             ),
         ];
         let p = plan(&work, &HashSet::new());
-        assert_eq!(p.copies, [("X".to_string(), "y".to_string(), 3)]);
+        assert_eq!(p.copies, [keep("X", "y", 3)]);
         assert_eq!(p.lost, ["a", "m"]);
     }
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use tracing::{info, warn};
 
-use super::diff::{Step, plan_transfers};
+use super::diff::{Step, Transfer, plan_transfers};
 use super::plan::{Pass, finish};
 use super::steps::delete_objects;
 use super::unsettled::Unsettled;
@@ -133,7 +133,7 @@ impl Run<'_> {
         pass: &mut Pass,
         unsettled: &mut Unsettled,
         skipped: usize,
-    ) -> Result<Vec<(String, String, u64)>, SyncError> {
+    ) -> Result<Vec<Transfer>, SyncError> {
         loop {
             let seen = hash_work(&mut pass.work, self.local, self.opts, self.progress).await?;
             if seen.is_empty() {
@@ -160,7 +160,7 @@ impl Run<'_> {
         &self,
         pass: &mut Pass,
         unsettled: &mut Unsettled,
-        transfers: Vec<(String, String, u64)>,
+        transfers: Vec<Transfer>,
         scanned: &mut Scanned,
     ) -> Planned {
         let candidates = scanned.candidates.take();
@@ -168,7 +168,7 @@ impl Run<'_> {
             Some(candidates)
                 if scanned.used_prev
                     && pass.prev_entries > 0
-                    && transfers.iter().any(|t| t.2 > 0) =>
+                    && transfers.iter().any(|t| t.size > 0) =>
             {
                 match find_copy_sources(candidates, &transfers).await {
                     Ok(s) => s,
@@ -187,7 +187,7 @@ impl Run<'_> {
         let planned = Planned {
             steps,
             count: transfers.len(),
-            bytes: transfers.iter().map(|t| t.2).sum(),
+            bytes: transfers.iter().map(|t| t.size).sum(),
             deletes,
         };
         info!(

@@ -289,7 +289,11 @@ fn copy_sources_only_use_intact_objects_not_overwritten() {
 
 #[test]
 fn plan_orders_existing_copies_then_uploads_then_copies_of_uploads() {
-    let t = |p: &str, c: char, s: u64| (p.to_string(), c.to_string().repeat(64), s);
+    let t = |p: &str, c: char, s: u64| Transfer {
+        path: p.to_string(),
+        sha256: c.to_string().repeat(64),
+        size: s,
+    };
     let transfers = [
         t("new1", 'n', 4),
         t("new2", 'n', 4),

@@ -167,7 +167,7 @@ fn merge_keeps_only_changed_paths_and_settles_the_rest() {
         w.entry.md5 = Some(md5_of(c));
     }
     let transfers = finish(&mut pass.work).unwrap();
-    let paths: Vec<&str> = transfers.iter().map(|t| t.0.as_str()).collect();
+    let paths: Vec<&str> = transfers.iter().map(|t| t.path.as_str()).collect();
     assert_eq!(paths, ["h1", "h2"]);
     assert_eq!(pass.work[2].entry.sha256, pass.work[1].entry.sha256);
     assert_eq!(
