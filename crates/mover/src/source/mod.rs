@@ -37,6 +37,7 @@
 pub mod changing;
 pub mod chunked;
 pub mod diff;
+pub mod digest;
 pub mod first_upload;
 pub mod leftovers;
 pub mod plan;
@@ -58,6 +59,7 @@ use tracing::{info, warn};
 
 use self::changing::{CHANGE_ATTEMPTS, Observed, Stamp, observe_stable, refresh};
 use self::diff::{RemoteObject, Transfer};
+use self::digest::Sha256;
 use self::plan::{MergeOptions, Pass, Work, merge_pass_with};
 use self::stages::Run;
 use self::unsettled::Unsettled;
@@ -362,8 +364,8 @@ fn work_index(work: &[Work], path: &str) -> Result<usize, SyncError> {
 async fn find_copy_sources(
     candidates: File,
     transfers: &[Transfer],
-) -> Result<HashMap<String, String>, SyncError> {
-    let wanted: HashSet<String> = transfers
+) -> Result<HashMap<Sha256, String>, SyncError> {
+    let wanted: HashSet<Sha256> = transfers
         .iter()
         .filter(|t| t.size > 0)
         .map(|t| t.sha256.clone())
@@ -379,10 +381,10 @@ async fn find_copy_sources(
             let Some((sha, path)) = line.split_once(' ') else {
                 continue;
             };
-            if wanted.contains(sha) && !overwritten.contains(path) {
-                found
-                    .entry(sha.to_string())
-                    .or_insert_with(|| path.to_string());
+            if let Some(sha) = wanted.get(sha)
+                && !overwritten.contains(path)
+            {
+                found.entry(sha.clone()).or_insert_with(|| path.to_string());
             }
         }
         Ok(found)

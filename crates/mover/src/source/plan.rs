@@ -16,6 +16,7 @@ use crate::manifest::{Entry, EntryKind};
 use crate::source::diff::{
     Action, Keyed, RemoteObject, Row, Transfer, classify, copy_candidate, merge3,
 };
+use crate::source::digest::Sha256;
 
 /// A path the merge could not settle: it needs hashing, or a transfer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -206,12 +207,13 @@ pub fn finish(work: &mut [Work]) -> Result<Vec<Transfer>, SyncError> {
     }
     let mut transfers = Vec::new();
     for w in work.iter_mut() {
-        if w.entry.sha256.is_none() {
+        // Local digests are hex by construction, manifest ones validated when read.
+        let Some(sha256) = w.entry.sha256.as_deref().and_then(Sha256::parse) else {
             return Err(SyncError::Internal(format!(
                 "{} was never hashed",
                 w.entry.path
             )));
-        }
+        };
         match classify(Row {
             a: Some(&w.entry),
             b: w.prev.as_deref(),
@@ -222,7 +224,7 @@ pub fn finish(work: &mut [Work]) -> Result<Vec<Transfer>, SyncError> {
                 w.transfer = true;
                 transfers.push(Transfer {
                     path: w.entry.path.clone(),
-                    sha256: w.entry.sha256.clone().unwrap_or_default(),
+                    sha256,
                     size: w.entry.size,
                 });
             }

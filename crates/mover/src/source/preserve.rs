@@ -32,6 +32,7 @@ use tracing::{info, warn};
 use crate::error::SyncError;
 use crate::fs::paths::{committed_key, key_for};
 use crate::source::diff::{Action, Row, classify};
+use crate::source::digest::Sha256;
 use crate::source::plan::Work;
 use crate::store::remote::CopyMetadata;
 use crate::store::remote::Remote;
@@ -50,7 +51,7 @@ pub struct Preserve {
 /// A committed content to keep: its SHA-256, the object holding it, its size.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeepCopy {
-    pub sha256: String,
+    pub sha256: Sha256,
     pub from: String,
     pub size: u64,
 }
@@ -78,7 +79,12 @@ pub fn plan(work: &[Work], held: &HashSet<String>) -> Preserve {
         let Some(p) = w.prev.as_ref().filter(|p| p.kind.has_object()) else {
             continue;
         };
-        let Some(sha) = p.sha256.as_deref() else {
+        // Manifest digests are validated when read.
+        let Some((sha, digest)) = p
+            .sha256
+            .as_deref()
+            .and_then(|s| Some((s, Sha256::parse(s)?)))
+        else {
             continue;
         };
         if held.contains(sha) || planned.contains(sha) {
@@ -87,7 +93,7 @@ pub fn plan(work: &[Work], held: &HashSet<String>) -> Preserve {
         if holds(p, w) {
             planned.insert(sha);
             out.copies.push(KeepCopy {
-                sha256: sha.to_string(),
+                sha256: digest,
                 from: p.path.clone(),
                 size: p.size,
             });
@@ -127,7 +133,7 @@ pub async fn preserve(
                  size,
              }| async move {
                 let from_key = key_for(&remote.prefix, &from)?;
-                let to = committed_key(&remote.prefix, &sha);
+                let to = committed_key(&remote.prefix, sha.as_str());
                 let mut options = CopyOptions::default();
                 options.extensions.insert(CopyMetadata {
                     attributes: Attributes::new(),
@@ -136,7 +142,7 @@ pub async fn preserve(
                     cancel: cancel.clone(),
                 });
                 match remote.store.copy_opts(&from_key, &to, options).await {
-                    Ok(()) => Ok(Some(sha)),
+                    Ok(()) => Ok(Some(sha.into_string())),
                     Err(e) => Err(SyncError::store("keeping the committed version", &to, e)),
                 }
             },
@@ -202,9 +208,15 @@ mod tests {
     use crate::manifest::{Entry, EntryKind};
     use crate::source::diff::RemoteObject;
 
-    fn keep(sha256: &str, from: &str, size: u64) -> KeepCopy {
+    /// A distinct valid digest per label.
+    fn digest(label: &str) -> String {
+        let hex: String = label.bytes().map(|b| format!("{b:02x}")).collect();
+        format!("{hex:0>64}")
+    }
+
+    fn keep(label: &str, from: &str, size: u64) -> KeepCopy {
         KeepCopy {
-            sha256: sha256.to_string(),
+            sha256: Sha256::parse(&digest(label)).unwrap(),
             from: from.to_string(),
             size,
         }
@@ -212,7 +224,7 @@ mod tests {
 
     fn file(path: &str, sha: &str, size: u64, etag: &str) -> Entry {
         let mut e = Entry::new(path, EntryKind::File);
-        e.sha256 = Some(sha.to_string());
+        e.sha256 = Some(digest(sha));
         e.md5 = Some(format!("md5-{sha}"));
         e.size = size;
         e.etag = Some(etag.to_string());
@@ -304,7 +316,7 @@ mod tests {
                 "N2",
             ),
         ];
-        let held: HashSet<String> = ["A".to_string(), "C".to_string()].into();
+        let held: HashSet<String> = [digest("A"), digest("C")].into();
         assert_eq!(plan(&work, &held), Preserve::default());
     }
 
