@@ -4,6 +4,7 @@
 //! keep / transfer / delete; [`copy_sources`] and [`plan_transfers`] turn transfers
 //! whose content already exists remotely into server-side copies.
 
+use super::digest::Sha256;
 use std::borrow::Borrow;
 use std::cmp::Ordering;
 use std::collections::{HashMap, HashSet};
@@ -241,6 +242,14 @@ pub fn copy_candidate<'a>(p: &'a Entry, r: &RemoteObject) -> Option<&'a str> {
     .then_some(sha)
 }
 
+/// A file whose object must be written: its path, content and size.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transfer {
+    pub path: String,
+    pub sha256: Sha256,
+    pub size: u64,
+}
+
 /// One write of a data object.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
@@ -254,15 +263,17 @@ pub enum Step {
 
 /// Orders the writes: copies from pre-existing objects, uploads (one per distinct
 /// content), then copies of just-uploaded content. Empty files are always uploaded.
-pub fn plan_transfers(
-    transfers: &[(String, String, u64)],
-    sources: &HashMap<String, String>,
-) -> Vec<Step> {
+pub fn plan_transfers(transfers: &[Transfer], sources: &HashMap<Sha256, String>) -> Vec<Step> {
     let mut existing = Vec::new();
     let mut uploads = Vec::new();
     let mut later = Vec::new();
-    let mut uploaded: HashMap<&str, &str> = HashMap::new();
-    for (path, sha, size) in transfers {
+    let mut uploaded: HashMap<&Sha256, &str> = HashMap::new();
+    for Transfer {
+        path,
+        sha256: sha,
+        size,
+    } in transfers
+    {
         if *size == 0 {
             uploads.push(Step::Upload { path: path.clone() });
         } else if let Some(from) = sources.get(sha) {
@@ -270,7 +281,7 @@ pub fn plan_transfers(
                 from: from.clone(),
                 to: path.clone(),
             });
-        } else if let Some(from) = uploaded.get(sha.as_str()) {
+        } else if let Some(from) = uploaded.get(sha) {
             later.push(Step::CopyUploaded {
                 from: (*from).to_string(),
                 to: path.clone(),

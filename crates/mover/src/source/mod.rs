@@ -30,14 +30,19 @@
 //! Incomplete multipart uploads a killed run left under the prefix are aborted
 //! before this run uploads anything (see `leftovers`). A cancelled run
 //! (`SyncOptions::cancel`, SIGTERM) aborts its uploads and commits nothing.
+//!
+//! `sync` runs one function of `stages` per stage: merge, hash, diff, preserve,
+//! transfer, commit, delete.
 
 pub mod changing;
 pub mod chunked;
 pub mod diff;
+pub mod digest;
 pub mod first_upload;
 pub mod leftovers;
 pub mod plan;
 pub mod preserve;
+mod stages;
 pub mod steps;
 pub mod unsettled;
 
@@ -53,21 +58,21 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use self::changing::{CHANGE_ATTEMPTS, Observed, Stamp, observe_stable, refresh};
-use self::diff::{RemoteObject, plan_transfers};
-use self::plan::{MergeOptions, Pass, Work, finish, merge_pass_with};
-use self::steps::delete_objects;
+use self::diff::{RemoteObject, Transfer};
+use self::digest::Sha256;
+use self::plan::{MergeOptions, Pass, Work, merge_pass_with};
+use self::stages::Run;
 use self::unsettled::Unsettled;
 use crate::error::{SyncError, join_error};
-use crate::fs::local::{LocalMeta, is_mount_point};
+use crate::fs::local::LocalMeta;
 use crate::fs::paths::path_cmp;
 use crate::fs::scan::Walk;
-use crate::manifest::stream::{scratch_file, spawn_reader_root, write_merged};
+use crate::manifest::stream::{scratch_file, spawn_reader_root};
 use crate::manifest::{Entry, RootMeta};
 use crate::options::SyncOptions;
 use crate::progress::Progress;
-use crate::store::listing::{Held, ListError, lists_in_order, spawn_listing};
+use crate::store::listing::{Held, ListError, spawn_listing};
 use crate::store::remote::Remote;
-use crate::store::transfer::Uploader;
 use crate::summary::{Direction, Summary};
 
 pub use crate::store::listing::list_objects;
@@ -75,151 +80,33 @@ pub use crate::store::listing::list_objects;
 /// Items buffered between a producer (manifest reader, listing) and the merge.
 const CHANNEL: usize = 1024;
 
-/// Syncs `local` to `remote`; see the module doc for the order of steps.
+/// Syncs `local` to `remote`; see the module doc for the order of stages.
 pub async fn sync(remote: &Remote, local: &Path, opts: &SyncOptions) -> Result<Summary, SyncError> {
     let (started, progress, _reporter) = crate::progress::begin(local, opts.progress_interval)?;
     info!(remote = %remote.description, local = %local.display(), "source sync starting");
-
-    progress.phase("scanning", 0, 0);
-    let mut use_prev = true;
-    let mut sort_listing = !lists_in_order(remote);
-    let merged = loop {
-        match merge(remote, local, opts, use_prev, sort_listing).await {
-            Ok(m) => break m,
-            Err(MergeError::PrevInvalid(e)) if use_prev => {
-                warn!(error = %e, "ignoring the previous manifest; every file will be hashed and checked");
-                use_prev = false;
-            }
-            Err(MergeError::Unsorted { after, key }) if !sort_listing => {
-                warn!(after = %after, key = %key, "the store does not list keys in byte order; listing again and sorting");
-                sort_listing = true;
-            }
-            Err(MergeError::PrevInvalid(e) | MergeError::Failed(e)) => return Err(e),
-            Err(MergeError::Unsorted { after, key }) => {
-                return Err(SyncError::Internal(format!(
-                    "sorted listing out of order: {key} after {after}"
-                )));
-            }
-        }
+    let run = Run {
+        remote,
+        local,
+        opts,
+        progress: &progress,
     };
-    let Merged {
-        mut pass,
-        body,
-        candidates,
-        root: root_meta,
-        prev_root,
-        skipped,
-        unsupported,
-        held,
-    } = merged;
-    if !unsupported.is_empty() {
-        // Never report success without them: a human has to rename them.
-        for u in &unsupported {
-            warn!(path = %u, "cannot replicate this path");
-        }
-        return Err(SyncError::unsupported_names(&unsupported));
-    }
-    if pass.entries == 0
-        && (pass.prev_entries > 0 || pass.remote_objects > 0)
-        && !opts.allow_empty_source
-    {
-        return Err(SyncError::EmptySource {
-            path: local.to_path_buf(),
-            mount_note: if is_mount_point(local) {
-                ""
-            } else {
-                " (and is not a mount point)"
-            },
-            remote: remote.description.clone(),
-        });
-    }
-
+    let (mut pass, mut scanned) = run.merge().await?;
     let mut unsettled = Unsettled::default();
-    loop {
-        let seen = hash_work(&mut pass.work, local, opts, &progress).await?;
-        if seen.is_empty() {
-            break;
-        }
-        // Hardlinks of a file left unsettled become files of their own, hashed next round.
-        unsettled.settle(&mut pass, seen, true);
-    }
-    let transfers = finish(&mut pass.work)?;
-    info!(
-        entries = pass.entries,
-        unchanged = pass.settled,
-        work = pass.work.len(),
-        reused = pass.reused,
-        skipped,
-        "merged and hashed"
-    );
-
+    let transfers = run.hash(&mut pass, &mut unsettled, scanned.skipped).await?;
     let mut summary = Summary::new(Direction::Source);
     summary.files_skipped_changing = unsettled.changing;
     summary.files_checked = pass.files_checked;
     summary.bytes_checked = pass.bytes_checked;
-
-    let sources = if use_prev && pass.prev_entries > 0 && transfers.iter().any(|t| t.2 > 0) {
-        match find_copy_sources(candidates, &transfers).await {
-            Ok(s) => s,
-            Err(e) => {
-                warn!(error = %e, "could not look for server-side copy sources; uploading instead");
-                HashMap::new()
-            }
-        }
-    } else {
-        HashMap::new()
-    };
-    let steps = plan_transfers(&transfers, &sources);
-    drop(sources);
-    let (n_transfers, transfer_bytes) = (transfers.len(), transfers.iter().map(|t| t.2).sum());
-    drop(transfers);
-    let mut deletes = std::mem::take(&mut pass.deletes);
-    deletes.append(&mut unsettled.deletes);
-    info!(
-        transfers = steps.len(),
-        deletes = deletes.len(),
-        unchanged = pass.entries - n_transfers,
-        "diff done"
-    );
-
+    let mut planned = run
+        .diff(&mut pass, &mut unsettled, transfers, &mut scanned)
+        .await;
     if opts.dry_run {
-        summary.files_transferred = steps.len() as u64;
-        summary.bytes_transferred = transfer_bytes;
-        summary.files_deleted = deletes.len() as u64;
+        run.dry_run(&planned, &mut summary);
         summary.duration_seconds = started.elapsed().as_secs_f64();
-        info!("dry run: nothing written");
         return Ok(summary);
     }
-
-    // A manifest with entries was just read, so only an empty or absent one needs the check.
-    let marker = if use_prev && pass.prev_entries > 0 {
-        false
-    } else {
-        let m = first_upload::Marker {
-            started_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-            host: first_upload::host_name(),
-        };
-        first_upload::begin(remote, &m).await?
-    };
-    crate::source::leftovers::abort_incomplete_uploads(remote).await;
-    let root = RootMeta {
-        mode: root_meta.mode,
-        uid: root_meta.uid,
-        gid: root_meta.gid,
-        mtime_sec: root_meta.mtime_sec,
-        mtime_nsec: root_meta.mtime_nsec,
-    };
-    // Nothing to write and every entry as committed: the manifest stays as it is.
-    if use_prev
-        && steps.is_empty()
-        && deletes.is_empty()
-        && pass.work.is_empty()
-        && unsettled.changing == 0
-        && pass.entries == pass.prev_entries
-        && pass.same_as_prev == pass.prev_entries
-        && prev_root.as_ref() == Some(&root)
-        && held.is_empty()
-    {
+    let marker = run.prepare_writes(&pass, &scanned).await?;
+    if stages::nothing_changed(&pass, &scanned, &planned, &unsettled) {
         summary.duration_seconds = started.elapsed().as_secs_f64();
         info!(
             entries = pass.entries,
@@ -227,47 +114,13 @@ pub async fn sync(remote: &Remote, local: &Path, opts: &SyncOptions) -> Result<S
         );
         return Ok(summary);
     }
-    let keep = preserve::plan(&pass.work, &held);
-    let mut release: HashSet<String> = held;
-    release.extend(preserve::preserve(remote, &keep, opts.transfers, &opts.cancel).await?);
-    let uploader = Uploader::new(
-        remote.clone(),
-        local.to_path_buf(),
-        opts.memory_budget,
-        Arc::clone(&progress),
-    )
-    .with_cancel(opts.cancel.clone());
-    progress.phase("transferring", steps.len() as u64, transfer_bytes);
-    let seen = chunked::run_chunked(
-        &uploader,
-        &steps,
-        &mut pass.work,
-        opts.transfers,
-        &progress,
-        &mut summary,
-    )
-    .await?;
-    drop(steps);
-    // Their hardlinks were written as objects of their own: they become plain files.
-    unsettled.settle(&mut pass, seen, false);
-    summary.files_skipped_changing = unsettled.changing;
-    deletes.append(&mut unsettled.deletes);
-    if opts.cancel.is_cancelled() {
-        return Err(SyncError::Interrupted);
-    }
-
-    let entries = pass.entries;
-    let created_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-    let work = pass.work.into_iter().map(|w| w.entry);
-    write_merged(remote, body, work, entries, &created_at, root).await?;
-    info!(entries, "manifest committed");
-    if marker {
-        first_upload::finish(remote).await;
-    }
-    preserve::release(remote, &release, opts.transfers).await;
-
-    progress.phase("deleting", deletes.len() as u64, 0);
-    summary.files_deleted = delete_objects(remote, &deletes, opts.transfers, &progress).await?;
+    let release = run
+        .preserve(&pass, std::mem::take(&mut scanned.held))
+        .await?;
+    run.transfer(&mut pass, &mut unsettled, &mut planned, &mut summary)
+        .await?;
+    run.commit(pass, scanned, marker, &release).await?;
+    run.delete(&planned.deletes, &mut summary).await?;
     summary.duration_seconds = started.elapsed().as_secs_f64();
     info!(
         files_skipped_changing = summary.files_skipped_changing,
@@ -510,14 +363,14 @@ fn work_index(work: &[Work], path: &str) -> Result<usize, SyncError> {
 /// found (see [`Merged::candidates`]): no second read of the manifest or listing.
 async fn find_copy_sources(
     candidates: File,
-    transfers: &[(String, String, u64)],
-) -> Result<HashMap<String, String>, SyncError> {
-    let wanted: HashSet<String> = transfers
+    transfers: &[Transfer],
+) -> Result<HashMap<Sha256, String>, SyncError> {
+    let wanted: HashSet<Sha256> = transfers
         .iter()
-        .filter(|t| t.2 > 0)
-        .map(|t| t.1.clone())
+        .filter(|t| t.size > 0)
+        .map(|t| t.sha256.clone())
         .collect();
-    let overwritten: HashSet<String> = transfers.iter().map(|t| t.0.clone()).collect();
+    let overwritten: HashSet<String> = transfers.iter().map(|t| t.path.clone()).collect();
     tokio::task::spawn_blocking(move || {
         let fail = |err| SyncError::io("reading", "copy sources scratch file", err);
         let mut file = candidates;
@@ -528,10 +381,10 @@ async fn find_copy_sources(
             let Some((sha, path)) = line.split_once(' ') else {
                 continue;
             };
-            if wanted.contains(sha) && !overwritten.contains(path) {
-                found
-                    .entry(sha.to_string())
-                    .or_insert_with(|| path.to_string());
+            if let Some(sha) = wanted.get(sha)
+                && !overwritten.contains(path)
+            {
+                found.entry(sha.clone()).or_insert_with(|| path.to_string());
             }
         }
         Ok(found)

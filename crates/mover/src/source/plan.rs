@@ -13,7 +13,10 @@ use crate::error::SyncError;
 use crate::fs::local::FileKind;
 use crate::fs::scan::ScanEntry;
 use crate::manifest::{Entry, EntryKind};
-use crate::source::diff::{Action, Keyed, RemoteObject, Row, classify, copy_candidate, merge3};
+use crate::source::diff::{
+    Action, Keyed, RemoteObject, Row, Transfer, classify, copy_candidate, merge3,
+};
+use crate::source::digest::Sha256;
 
 /// A path the merge could not settle: it needs hashing, or a transfer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -180,8 +183,8 @@ where
 
 /// Completes the work items once every file among them is hashed: hardlinks take
 /// their first path's digests, then each item is classified. Returns the transfers
-/// as (path, sha256, size), in path order.
-pub fn finish(work: &mut [Work]) -> Result<Vec<(String, String, u64)>, SyncError> {
+/// in path order.
+pub fn finish(work: &mut [Work]) -> Result<Vec<Transfer>, SyncError> {
     for i in 0..work.len() {
         let e = &work[i].entry;
         if e.kind != EntryKind::Hardlink || e.sha256.is_some() {
@@ -204,12 +207,13 @@ pub fn finish(work: &mut [Work]) -> Result<Vec<(String, String, u64)>, SyncError
     }
     let mut transfers = Vec::new();
     for w in work.iter_mut() {
-        if w.entry.sha256.is_none() {
+        // Local digests are hex by construction, manifest ones validated when read.
+        let Some(sha256) = w.entry.sha256.as_deref().and_then(Sha256::parse) else {
             return Err(SyncError::Internal(format!(
                 "{} was never hashed",
                 w.entry.path
             )));
-        }
+        };
         match classify(Row {
             a: Some(&w.entry),
             b: w.prev.as_deref(),
@@ -218,11 +222,11 @@ pub fn finish(work: &mut [Work]) -> Result<Vec<(String, String, u64)>, SyncError
             Some(Action::Keep { etag, .. }) if !w.transfer => w.entry.etag = etag,
             _ => {
                 w.transfer = true;
-                transfers.push((
-                    w.entry.path.clone(),
-                    w.entry.sha256.clone().unwrap_or_default(),
-                    w.entry.size,
-                ));
+                transfers.push(Transfer {
+                    path: w.entry.path.clone(),
+                    sha256,
+                    size: w.entry.size,
+                });
             }
         }
     }

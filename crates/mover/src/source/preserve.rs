@@ -32,6 +32,7 @@ use tracing::{info, warn};
 use crate::error::SyncError;
 use crate::fs::paths::{committed_key, key_for};
 use crate::source::diff::{Action, Row, classify};
+use crate::source::digest::Sha256;
 use crate::source::plan::Work;
 use crate::store::remote::CopyMetadata;
 use crate::store::remote::Remote;
@@ -39,12 +40,20 @@ use crate::store::remote::Remote;
 /// What to do before the run's first write.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Preserve {
-    /// (SHA-256, path of the object holding it, size): one server-side copy each.
-    pub copies: Vec<(String, String, u64)>,
+    /// One server-side copy each.
+    pub copies: Vec<KeepCopy>,
     /// Paths whose committed content is neither at its key nor kept (an earlier
     /// run without this protection overwrote it, or the object was changed by
     /// hand): nothing can be copied for them.
     pub lost: Vec<String>,
+}
+
+/// A committed content to keep: its SHA-256, the object holding it, its size.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeepCopy {
+    pub sha256: Sha256,
+    pub from: String,
+    pub size: u64,
 }
 
 /// Whether the remote object at a committed entry's key still holds that entry's
@@ -70,7 +79,12 @@ pub fn plan(work: &[Work], held: &HashSet<String>) -> Preserve {
         let Some(p) = w.prev.as_ref().filter(|p| p.kind.has_object()) else {
             continue;
         };
-        let Some(sha) = p.sha256.as_deref() else {
+        // Manifest digests are validated when read.
+        let Some((sha, digest)) = p
+            .sha256
+            .as_deref()
+            .and_then(|s| Some((s, Sha256::parse(s)?)))
+        else {
             continue;
         };
         if held.contains(sha) || planned.contains(sha) {
@@ -78,7 +92,11 @@ pub fn plan(work: &[Work], held: &HashSet<String>) -> Preserve {
         }
         if holds(p, w) {
             planned.insert(sha);
-            out.copies.push((sha.to_string(), p.path.clone(), p.size));
+            out.copies.push(KeepCopy {
+                sha256: digest,
+                from: p.path.clone(),
+                size: p.size,
+            });
         } else {
             lost.push((sha, p.path.as_str()));
         }
@@ -108,21 +126,27 @@ pub async fn preserve(
         return Ok(Vec::new());
     }
     let results: Vec<Result<Option<String>, SyncError>> = stream::iter(p.copies.clone())
-        .map(|(sha, from, size): (String, String, u64)| async move {
-            let from_key = key_for(&remote.prefix, &from)?;
-            let to = committed_key(&remote.prefix, &sha);
-            let mut options = CopyOptions::default();
-            options.extensions.insert(CopyMetadata {
-                attributes: Attributes::new(),
-                md5chksum: None,
-                size,
-                cancel: cancel.clone(),
-            });
-            match remote.store.copy_opts(&from_key, &to, options).await {
-                Ok(()) => Ok(Some(sha)),
-                Err(e) => Err(SyncError::store("keeping the committed version", &to, e)),
-            }
-        })
+        .map(
+            |KeepCopy {
+                 sha256: sha,
+                 from,
+                 size,
+             }| async move {
+                let from_key = key_for(&remote.prefix, &from)?;
+                let to = committed_key(&remote.prefix, sha.as_str());
+                let mut options = CopyOptions::default();
+                options.extensions.insert(CopyMetadata {
+                    attributes: Attributes::new(),
+                    md5chksum: None,
+                    size,
+                    cancel: cancel.clone(),
+                });
+                match remote.store.copy_opts(&from_key, &to, options).await {
+                    Ok(()) => Ok(Some(sha.into_string())),
+                    Err(e) => Err(SyncError::store("keeping the committed version", &to, e)),
+                }
+            },
+        )
         .buffer_unordered(transfers.max(1))
         .collect()
         .await;
@@ -184,9 +208,23 @@ mod tests {
     use crate::manifest::{Entry, EntryKind};
     use crate::source::diff::RemoteObject;
 
+    /// A distinct valid digest per label.
+    fn digest(label: &str) -> String {
+        let hex: String = label.bytes().map(|b| format!("{b:02x}")).collect();
+        format!("{hex:0>64}")
+    }
+
+    fn keep(label: &str, from: &str, size: u64) -> KeepCopy {
+        KeepCopy {
+            sha256: Sha256::parse(&digest(label)).unwrap(),
+            from: from.to_string(),
+            size,
+        }
+    }
+
     fn file(path: &str, sha: &str, size: u64, etag: &str) -> Entry {
         let mut e = Entry::new(path, EntryKind::File);
-        e.sha256 = Some(sha.to_string());
+        e.sha256 = Some(digest(sha));
         e.md5 = Some(format!("md5-{sha}"));
         e.size = size;
         e.etag = Some(etag.to_string());
@@ -239,13 +277,7 @@ mod tests {
             overwrite(None, None, "N4"),
         ];
         let p = plan(&work, &HashSet::new());
-        assert_eq!(
-            p.copies,
-            [
-                ("A".to_string(), "a".to_string(), 3),
-                ("C".into(), "c".into(), 4)
-            ]
-        );
+        assert_eq!(p.copies, [keep("A", "a", 3), keep("C", "c", 4)]);
         assert!(p.lost.is_empty());
     }
 
@@ -284,7 +316,7 @@ mod tests {
                 "N2",
             ),
         ];
-        let held: HashSet<String> = ["A".to_string(), "C".to_string()].into();
+        let held: HashSet<String> = [digest("A"), digest("C")].into();
         assert_eq!(plan(&work, &held), Preserve::default());
     }
 
@@ -310,7 +342,7 @@ mod tests {
             ),
         ];
         let p = plan(&work, &HashSet::new());
-        assert_eq!(p.copies, [("X".to_string(), "y".to_string(), 3)]);
+        assert_eq!(p.copies, [keep("X", "y", 3)]);
         assert_eq!(p.lost, ["a", "m"]);
     }
 }

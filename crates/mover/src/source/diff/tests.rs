@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::manifest::EntryKind;
+use crate::source::digest::Sha256;
 
 fn file(path: &str, content: char, size: u64) -> Entry {
     let mut e = Entry::new(path, EntryKind::File);
@@ -289,15 +290,19 @@ fn copy_sources_only_use_intact_objects_not_overwritten() {
 
 #[test]
 fn plan_orders_existing_copies_then_uploads_then_copies_of_uploads() {
-    let t = |p: &str, c: char, s: u64| (p.to_string(), c.to_string().repeat(64), s);
+    let t = |p: &str, c: char, s: u64| Transfer {
+        path: p.to_string(),
+        sha256: Sha256::parse(&c.to_string().repeat(64)).unwrap(),
+        size: s,
+    };
     let transfers = [
-        t("new1", 'n', 4),
-        t("new2", 'n', 4),
-        t("renamed", 'r', 4),
-        t("z0", 'z', 0),
-        t("z1", 'z', 0),
+        t("new1", 'a', 4),
+        t("new2", 'a', 4),
+        t("renamed", 'b', 4),
+        t("z0", 'c', 0),
+        t("z1", 'c', 0),
     ];
-    let sources = HashMap::from([("r".repeat(64), "orig".to_string())]);
+    let sources = HashMap::from([(Sha256::parse(&"b".repeat(64)).unwrap(), "orig".to_string())]);
     assert_eq!(
         plan_transfers(&transfers, &sources),
         vec![

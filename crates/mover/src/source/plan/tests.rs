@@ -162,12 +162,12 @@ fn merge_keeps_only_changed_paths_and_settles_the_rest() {
     assert!(pass.work[0].needs_hash() && !pass.work[2].needs_hash());
 
     // "b" turns out to hold the same bytes (only touched); h1/h2 are new content.
-    for (w, c) in pass.work.iter_mut().zip(['b', 'h']) {
+    for (w, c) in pass.work.iter_mut().zip(['b', 'e']) {
         w.entry.sha256 = Some(c.to_string().repeat(64));
         w.entry.md5 = Some(md5_of(c));
     }
     let transfers = finish(&mut pass.work).unwrap();
-    let paths: Vec<&str> = transfers.iter().map(|t| t.0.as_str()).collect();
+    let paths: Vec<&str> = transfers.iter().map(|t| t.path.as_str()).collect();
     assert_eq!(paths, ["h1", "h2"]);
     assert_eq!(pass.work[2].entry.sha256, pass.work[1].entry.sha256);
     assert_eq!(
