@@ -6,16 +6,15 @@
 mod conformance;
 mod support;
 
-mod azure_conformance;
 mod cli;
 mod cloud_backends;
+mod cloud_conformance;
 mod cloud_rclone_interop;
 mod conformance_local;
 mod conformance_local_store;
 mod crypt;
 mod edge_layouts;
 mod first_upload;
-mod gcs_conformance;
 mod last_commit;
 mod last_commit_kill;
 mod restore_confinement;

@@ -44,6 +44,48 @@ pub(super) struct S3Copier {
     client: Arc<BucketClient>,
 }
 
+/// Sets the new object's headers (metadata, content headers, storage class) and
+/// server-side encryption on a CopyObject or CreateMultipartUpload builder.
+macro_rules! with_headers {
+    ($op:expr, $h:expr, $sse:expr) => {
+        $op.set_metadata(Some($h.metadata))
+            .set_content_type($h.content_type)
+            .set_content_encoding($h.content_encoding)
+            .set_content_disposition($h.content_disposition)
+            .set_content_language($h.content_language)
+            .set_cache_control($h.cache_control)
+            .set_storage_class($h.storage_class.as_deref().map(StorageClass::from))
+            .set_server_side_encryption($sse.algorithm.as_deref().map(ServerSideEncryption::from))
+            .set_ssekms_key_id($sse.kms_key_id.clone())
+    };
+}
+
+/// Sets the SSE-C key on a request builder; with `copy_source`, also the key the
+/// copy source is read with (the same key: a copy stays within one remote).
+macro_rules! with_customer_key {
+    ($op:expr, $sse:expr) => {
+        match &$sse.customer {
+            Some((alg, key, md5)) => $op
+                .sse_customer_algorithm(alg)
+                .sse_customer_key(key)
+                .sse_customer_key_md5(md5),
+            None => $op,
+        }
+    };
+    ($op:expr, $sse:expr, copy_source) => {
+        match &$sse.customer {
+            Some((alg, key, md5)) => $op
+                .sse_customer_algorithm(alg)
+                .sse_customer_key(key)
+                .sse_customer_key_md5(md5)
+                .copy_source_sse_customer_algorithm(alg)
+                .copy_source_sse_customer_key(key)
+                .copy_source_sse_customer_key_md5(md5),
+            None => $op,
+        }
+    };
+}
+
 /// The headers a copy sets on the new object.
 #[derive(Debug, Default, PartialEq)]
 struct Headers {
@@ -209,32 +251,15 @@ impl S3Copier {
         let s = &self.client.settings;
         let h = headers(request, false);
         let sse = SseParams::of(s.sse.as_ref());
-        let mut op = self
+        let op = self
             .client
             .client
             .copy_object()
             .bucket(&s.bucket)
             .key(to.as_ref())
             .copy_source(copy_source(&s.bucket, from.as_ref()))
-            .metadata_directive(MetadataDirective::Replace)
-            .set_metadata(Some(h.metadata))
-            .set_content_type(h.content_type)
-            .set_content_encoding(h.content_encoding)
-            .set_content_disposition(h.content_disposition)
-            .set_content_language(h.content_language)
-            .set_cache_control(h.cache_control)
-            .set_storage_class(h.storage_class.as_deref().map(StorageClass::from))
-            .set_server_side_encryption(sse.algorithm.as_deref().map(ServerSideEncryption::from))
-            .set_ssekms_key_id(sse.kms_key_id.clone());
-        if let Some((alg, key, md5)) = sse.customer {
-            op = op
-                .sse_customer_algorithm(&alg)
-                .sse_customer_key(&key)
-                .sse_customer_key_md5(&md5)
-                .copy_source_sse_customer_algorithm(alg)
-                .copy_source_sse_customer_key(key)
-                .copy_source_sse_customer_key_md5(md5);
-        }
+            .metadata_directive(MetadataDirective::Replace);
+        let op = with_customer_key!(with_headers!(op, h, sse), sse, copy_source);
         op.customize()
             .config_override(Self::config())
             .send()
@@ -253,27 +278,13 @@ impl S3Copier {
         let s = &self.client.settings;
         let h = headers(request, true);
         let sse = SseParams::of(s.sse.as_ref());
-        let mut create = self
+        let create = self
             .client
             .client
             .create_multipart_upload()
             .bucket(&s.bucket)
-            .key(to.as_ref())
-            .set_metadata(Some(h.metadata))
-            .set_content_type(h.content_type)
-            .set_content_encoding(h.content_encoding)
-            .set_content_disposition(h.content_disposition)
-            .set_content_language(h.content_language)
-            .set_cache_control(h.cache_control)
-            .set_storage_class(h.storage_class.as_deref().map(StorageClass::from))
-            .set_server_side_encryption(sse.algorithm.as_deref().map(ServerSideEncryption::from))
-            .set_ssekms_key_id(sse.kms_key_id.clone());
-        if let Some((alg, key, md5)) = &sse.customer {
-            create = create
-                .sse_customer_algorithm(alg)
-                .sse_customer_key(key)
-                .sse_customer_key_md5(md5);
-        }
+            .key(to.as_ref());
+        let create = with_customer_key!(with_headers!(create, h, sse), sse);
         let created = create
             .customize()
             .config_override(Self::config())
@@ -325,7 +336,7 @@ impl S3Copier {
         let concurrency = s.upload.upload_concurrency.max(1);
         let mut done: Vec<CompletedPart> = futures::stream::iter(parts(size, part))
             .map(|(number, first, last)| {
-                let mut op = self
+                let op = self
                     .client
                     .client
                     .upload_part_copy()
@@ -335,15 +346,7 @@ impl S3Copier {
                     .part_number(number)
                     .copy_source(&source)
                     .copy_source_range(format!("bytes={first}-{last}"));
-                if let Some((alg, key, md5)) = &sse.customer {
-                    op = op
-                        .sse_customer_algorithm(alg)
-                        .sse_customer_key(key)
-                        .sse_customer_key_md5(md5)
-                        .copy_source_sse_customer_algorithm(alg)
-                        .copy_source_sse_customer_key(key)
-                        .copy_source_sse_customer_key_md5(md5);
-                }
+                let op = with_customer_key!(op, sse, copy_source);
                 async move {
                     let out = op
                         .customize()
@@ -372,7 +375,7 @@ impl S3Copier {
             .try_collect()
             .await?;
         done.sort_by_key(|p| p.part_number());
-        let mut complete = self
+        let complete = self
             .client
             .client
             .complete_multipart_upload()
@@ -384,12 +387,7 @@ impl S3Copier {
                     .set_parts(Some(done))
                     .build(),
             );
-        if let Some((alg, key, md5)) = &sse.customer {
-            complete = complete
-                .sse_customer_algorithm(alg)
-                .sse_customer_key(key)
-                .sse_customer_key_md5(md5);
-        }
+        let complete = with_customer_key!(complete, sse);
         complete
             .customize()
             .config_override(Self::config())

@@ -4,8 +4,8 @@
 //! another port through `use_emulator`. Killed on drop.
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Child, Command};
+use std::time::Duration;
 
 use base64::Engine;
 use hmac::{Hmac, Mac};
@@ -49,21 +49,14 @@ fn azurite_binary() -> PathBuf {
 impl Azurite {
     /// Starts Azurite on a free port (retrying on a fresh port if it loses the race).
     pub async fn start() -> Azurite {
-        let mut failures = Vec::new();
-        for _ in 0..3 {
-            match Self::try_start().await {
-                Ok(a) => return a,
-                Err(e) => failures.push(e),
-            }
-        }
-        panic!("azurite did not start: {}", failures.join("; "));
+        super::process::on_fresh_ports("azurite", Self::try_start).await
     }
 
     async fn try_start() -> Result<Azurite, String> {
-        let binary = azurite_binary();
         let port = super::free_port();
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-        let child = Command::new(&binary)
+        let mut command = Command::new(azurite_binary());
+        command
             .args(["--blobHost", "127.0.0.1", "--blobPort", &port.to_string()])
             // In memory; the directory only catches anything written to the cwd.
             .current_dir(dir.path())
@@ -73,41 +66,22 @@ impl Azurite {
                 "--loose",
                 "--silent",
                 "--disableTelemetry",
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "starting {}: {e}; run hack/setup-test-deps.sh",
-                    binary.display()
-                )
-            });
+            ]);
         let mut a = Azurite {
-            child,
+            child: super::process::spawn_quiet(command),
             _dir: dir,
-
             service: format!("http://127.0.0.1:{port}/{EMULATOR_ACCOUNT}"),
         };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok()
-            {
-                return Ok(a);
-            }
-            if let Ok(Some(status)) = a.child.try_wait() {
-                return Err(format!(
-                    "azurite exited with {status} before listening on {port}"
-                ));
-            }
-            if Instant::now() > deadline {
-                return Err(format!("azurite did not listen on {port} within 60 s"));
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let ready = || super::process::listening(port);
+        super::process::wait_until(
+            "azurite",
+            &mut a.child,
+            port,
+            Duration::from_secs(60),
+            ready,
+        )
+        .await?;
+        Ok(a)
     }
 
     /// An rclone.conf section for this emulator with the shared key.

@@ -4,8 +4,8 @@
 //! Killed on drop.
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Child, Command};
+use std::time::Duration;
 
 /// A running fake-gcs-server.
 pub struct FakeGcs {
@@ -55,69 +55,31 @@ fn fake_gcs_binary() -> PathBuf {
 impl FakeGcs {
     /// Starts the server on a free port (retrying on a fresh port if it loses the race).
     pub async fn start() -> FakeGcs {
-        let mut failures = Vec::new();
-        for _ in 0..3 {
-            match Self::try_start().await {
-                Ok(s) => return s,
-                Err(e) => failures.push(e),
-            }
-        }
-        panic!("fake-gcs-server did not start: {}", failures.join("; "));
+        super::process::on_fresh_ports("fake-gcs-server", Self::try_start).await
     }
 
     async fn try_start() -> Result<FakeGcs, String> {
-        let binary = fake_gcs_binary();
         let port = super::free_port();
         let endpoint = format!("http://127.0.0.1:{port}");
-        let child = Command::new(&binary)
-            .args([
-                "-scheme",
-                "http",
-                "-host",
-                "127.0.0.1",
-                "-port",
-                &port.to_string(),
-            ])
-            .args([
-                "-backend",
-                "memory",
-                "-external-url",
-                &endpoint,
-                "-log-level",
-                "error",
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "starting {}: {e}; run hack/setup-test-deps.sh",
-                    binary.display()
-                )
-            });
-        let mut s = FakeGcs { child, endpoint };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let probe = format!("{}/storage/v1/b", s.endpoint);
-        loop {
-            if reqwest::get(&probe)
+        let mut command = Command::new(fake_gcs_binary());
+        command
+            .args(["-scheme", "http", "-host", "127.0.0.1"])
+            .args(["-port", &port.to_string()])
+            .args(["-backend", "memory", "-external-url", &endpoint])
+            .args(["-log-level", "error"]);
+        let probe = format!("{endpoint}/storage/v1/b");
+        let mut s = FakeGcs {
+            child: super::process::spawn_quiet(command),
+            endpoint,
+        };
+        let ready = || async {
+            reqwest::get(&probe)
                 .await
                 .is_ok_and(|r| r.status().is_success())
-            {
-                return Ok(s);
-            }
-            if let Ok(Some(status)) = s.child.try_wait() {
-                return Err(format!(
-                    "fake-gcs-server exited with {status} before serving on {port}"
-                ));
-            }
-            if Instant::now() > deadline {
-                return Err(format!(
-                    "fake-gcs-server did not serve on {port} within 30 s"
-                ));
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        };
+        let timeout = Duration::from_secs(30);
+        super::process::wait_until("fake-gcs-server", &mut s.child, port, timeout, ready).await?;
+        Ok(s)
     }
 
     /// An rclone.conf section for this server (`endpoint` as rclone takes it).

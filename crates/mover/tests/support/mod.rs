@@ -8,6 +8,7 @@ pub mod azurite;
 pub mod fakegcs;
 pub mod moto;
 pub mod mover;
+pub mod process;
 pub mod proxy;
 pub mod rclone;
 pub mod tls;

@@ -6,7 +6,7 @@
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// A running moto server with one IAM user's credentials.
 pub struct Moto {
@@ -115,16 +115,9 @@ impl Moto {
         tls: Option<(&std::path::Path, &std::path::Path)>,
         denied_bucket: Option<&str>,
     ) -> Moto {
-        let mut failures = Vec::new();
         // Another process may grab the port between free_port() and moto's bind;
         // moto then exits (or we reach someone else's server): try a fresh port.
-        for _ in 0..3 {
-            match Self::try_start(tls, denied_bucket).await {
-                Ok(moto) => return moto,
-                Err(e) => failures.push(e),
-            }
-        }
-        panic!("moto_server did not start: {}", failures.join("; "));
+        super::process::on_fresh_ports("moto_server", || Self::try_start(tls, denied_bucket)).await
     }
 
     async fn try_start(
@@ -139,21 +132,11 @@ impl Moto {
             command.arg("-s").arg("-c").arg(cert).arg("-k").arg(key);
         }
         let scheme = if tls.is_some() { "https" } else { "http" };
-        let child = command
-            .env(
-                "INITIAL_NO_AUTH_ACTION_COUNT",
-                if denied_bucket.is_some() { "6" } else { "3" },
-            )
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "starting {}: {e}; run hack/setup-test-deps.sh",
-                    binary.display()
-                )
-            });
+        command.env(
+            "INITIAL_NO_AUTH_ACTION_COUNT",
+            if denied_bucket.is_some() { "6" } else { "3" },
+        );
+        let child = super::process::spawn_quiet(command);
         let mut moto = Moto {
             child,
             port,
@@ -177,28 +160,16 @@ impl Moto {
     /// A TCP connect, not an HTTP request: each HTTP request would spend one of
     /// the three unauthenticated actions.
     async fn wait_for_port(&mut self) -> Result<(), String> {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
-                .await
-                .is_ok()
-            {
-                return Ok(());
-            }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Err(format!(
-                    "moto_server exited with {status} before listening on port {}",
-                    self.port
-                ));
-            }
-            if Instant::now() > deadline {
-                return Err(format!(
-                    "moto_server did not listen on port {} within 60 s",
-                    self.port
-                ));
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let port = self.port;
+        let ready = || super::process::listening(port);
+        super::process::wait_until(
+            "moto_server",
+            &mut self.child,
+            port,
+            Duration::from_secs(60),
+            ready,
+        )
+        .await
     }
 
     /// One IAM query-API call. moto routes by the service in the credential
