@@ -11,52 +11,11 @@
 
 use std::path::Path;
 
-use crate::conformance::tree::{bytes, set_mtime, write};
+use crate::conformance::tree::write;
 use crate::support::azurite::Azurite;
 use crate::support::fakegcs::FakeGcs;
 use crate::support::mover::{Job, assert_same_files, files};
-use crate::support::rclone::rclone;
-
-/// rclone carries an mtime as RFC 3339 with nanoseconds, but 1.60 rounds what it
-/// sets locally to a fraction of a microsecond.
-const RCLONE_MTIME_TOLERANCE_NS: i128 = 1_000;
-
-/// Regular files only (rclone copies no symlinks), with nanosecond mtimes, odd
-/// names, an empty file and one file over the part size (a multipart upload).
-fn interop_tree(root: &Path) {
-    let files: [(&str, Vec<u8>); 7] = [
-        ("top.txt", b"top level".to_vec()),
-        ("dir/b.bin", bytes(1, 100_000)),
-        ("dir/sub/deeper/c", b"c".to_vec()),
-        (
-            "unicodé/日本語 ファイル.txt",
-            "こんにちは".as_bytes().to_vec(),
-        ),
-        ("with space/a  b .txt", b"spaces".to_vec()),
-        ("empty", Vec::new()),
-        ("large/twelve-mib.bin", bytes(7, 12 * 1024 * 1024 + 5)),
-    ];
-    for (i, (rel, content)) in files.iter().enumerate() {
-        write(root, rel, content);
-        set_mtime(
-            root,
-            rel,
-            1_600_000_000 + i as i64 * 1000,
-            123_456_789 + i as u32,
-        );
-    }
-}
-
-fn rclone_ok(config: &Path, args: &[&str]) -> String {
-    let out = rclone(config, args, &[]);
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(
-        out.status.success(),
-        "rclone {args:?} failed ({}):\n{stderr}",
-        out.status
-    );
-    stderr + &String::from_utf8_lossy(&out.stdout)
-}
+use crate::support::rclone::{RCLONE_MTIME_TOLERANCE_NS, interop_tree, rclone_ok};
 
 /// The mover uploads; rclone copies the data objects back and checks them.
 async fn mover_to_rclone(conf: &Path, section: &str, bucket: &str, dir: &Path) {

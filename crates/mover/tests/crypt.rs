@@ -14,7 +14,7 @@ use std::sync::Arc;
 use crate::conformance::tree::{bytes, set_mtime, write};
 use crate::support::Moto;
 use crate::support::mover::{Job, assert_same_files, files, list_bucket};
-use crate::support::rclone::rclone;
+use crate::support::rclone::{RCLONE_MTIME_TOLERANCE_NS, rclone, rclone_ok};
 use object_store::ObjectStoreExt;
 use object_store::memory::InMemory;
 use object_store::path::Path as Key;
@@ -25,8 +25,6 @@ use scribe_mover::store::crypt::{
 };
 use scribe_mover::store::remote::{Remote, UploadOptions};
 use scribe_mover::store::{OpenArgs, open};
-
-const RCLONE_MTIME_TOLERANCE_NS: i128 = 1_000;
 const PASSWORD: &str = "correct horse battery";
 const PASSWORD2: &str = "pepper";
 
@@ -62,17 +60,6 @@ impl crate::conformance::Factory for CryptMemory {
 
 mod conformance_over_crypt {
     crate::conformance_suite!(super::CryptMemory);
-}
-
-fn rclone_ok(config: &Path, args: &[&str]) -> String {
-    let out = rclone(config, args, &[]);
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(
-        out.status.success(),
-        "rclone {args:?} failed ({}):\n{stderr}",
-        out.status
-    );
-    stderr + &String::from_utf8_lossy(&out.stdout)
 }
 
 /// A crypt section over `remote` with our obscured passwords and `extra` options.

@@ -7,11 +7,11 @@
 //! `copy_cutoff` is a config error.
 
 use std::path::Path;
-use std::time::{Duration, Instant};
 
 use crate::conformance::tree::{bytes, set_mtime, write};
-use crate::support::mover::{Job, Run, assert_same_files, files};
-use crate::support::rclone::rclone;
+use crate::support::mover::{Job, assert_same_files, files};
+use crate::support::proxied::{terminate, wait_for_faults};
+use crate::support::rclone::rclone_ok;
 use crate::support::{FaultKind, FaultProxy, Moto};
 use object_store::path::Path as ObjectPath;
 use object_store::{Attribute, ObjectStoreExt};
@@ -19,17 +19,6 @@ use scribe_mover::config::Env;
 use scribe_mover::store::{OpenArgs, open};
 
 const MIB: usize = 1024 * 1024;
-
-fn rclone_ok(config: &Path, args: &[&str]) -> String {
-    let out = rclone(config, args, &[("TZ", "UTC")]);
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(
-        out.status.success(),
-        "rclone {args:?} failed ({}):\n{stderr}",
-        out.status
-    );
-    stderr + &String::from_utf8_lossy(&out.stdout)
-}
 
 /// The user metadata of `key` in `bucket`, read back through object_store.
 async fn metadata(config: &Path, bucket: &str, key: &str) -> Vec<(String, String)> {
@@ -275,26 +264,9 @@ async fn sigterm_mid_multipart_copy_aborts_it_and_exits_75() {
         .command("source", &log)
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while proxy.faults_injected() < 1 {
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!("mover ended ({status}) before the proxy stalled it");
-        }
-        assert!(Instant::now() < deadline, "the stall was never reached");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for_faults(&proxy, &mut child, 1).await;
     assert_eq!(moto.multipart_uploads("icopy").len(), 1, "mid copy");
-    let pid = child.id().unwrap().to_string();
-    let kill = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    assert!(kill.success());
-    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
-        .await
-        .expect("the mover stops promptly on SIGTERM")
-        .unwrap();
-    let run = Run::from_output(out, &log);
+    let run = terminate(child, &log).await;
     assert_eq!(run.code, 75, "{}", run.tail());
     assert_eq!(run.summary["result"], "Interrupted", "{}", run.stdout);
     assert!(

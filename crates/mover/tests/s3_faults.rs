@@ -7,11 +7,11 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 use crate::conformance::tree::{Node, assert_same, bytes, set_mtime, small_tree, snapshot, write};
+use crate::support::FaultKind;
 use crate::support::mover::{Job, ObjectView, Run, list_bucket};
-use crate::support::{FaultKind, FaultProxy, Moto};
+use crate::support::proxied::{ProxiedMoto, wait_for_faults};
 
 const BUCKET: &str = "faults";
 const REMOTE_PATH: &str = "faults/replica";
@@ -21,32 +21,18 @@ const MANIFEST_KEY: &str = "replica/.scribe/manifest.jsonl";
 
 /// moto plus the proxy in front of it, and an rclone.conf with two sections:
 /// `direct` to moto, `faulty` through the proxy. Files over 5 MiB are multipart.
-struct Rig {
-    _moto: Moto,
-    proxy: FaultProxy,
-    dir: tempfile::TempDir,
-    conf: PathBuf,
+struct Rig(ProxiedMoto);
+
+impl std::ops::Deref for Rig {
+    type Target = ProxiedMoto;
+    fn deref(&self) -> &ProxiedMoto {
+        &self.0
+    }
 }
 
 impl Rig {
     async fn start() -> Rig {
-        let moto = Moto::start().await;
-        let proxy = FaultProxy::start(&moto.endpoint).await;
-        let dir = tempfile::tempdir().unwrap();
-        let conf = dir.path().join("rclone.conf");
-        let extra = "upload_cutoff = 5M\nchunk_size = 5M";
-        std::fs::write(
-            &conf,
-            moto.rclone_section("direct", extra)
-                + &moto.rclone_section_at("faulty", &proxy.endpoint, extra),
-        )
-        .unwrap();
-        Rig {
-            _moto: moto,
-            proxy,
-            dir,
-            conf,
-        }
+        Rig(ProxiedMoto::start("faulty", "upload_cutoff = 5M\nchunk_size = 5M").await)
     }
 
     fn path(&self, name: &str) -> PathBuf {
@@ -94,18 +80,6 @@ fn without_root_mtime(mut snap: BTreeMap<String, Node>) -> BTreeMap<String, Node
         root.mtime = (0, 0);
     }
     snap
-}
-
-/// Waits until the proxy has applied `n` faults, failing if the run ends first.
-async fn wait_for_faults(proxy: &FaultProxy, n: usize, child: &mut tokio::process::Child) {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while proxy.faults_injected() < n {
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!("mover ended ({status}) before the proxy stalled it");
-        }
-        assert!(Instant::now() < deadline, "the stall was never reached");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// What a restore after a failure may legally leave: exactly `a`, exactly `b`, or
@@ -297,7 +271,7 @@ async fn interrupted_upload_never_restores_a_mix_of_versions() {
         .command("source", &log_dir.path().join("log"))
         .spawn()
         .unwrap();
-    wait_for_faults(&rig.proxy, 1, &mut child).await;
+    wait_for_faults(&rig.proxy, &mut child, 1).await;
     child.kill().await.unwrap();
 
     let objects_after = rig.objects().await;
@@ -351,7 +325,7 @@ async fn interrupted_restore_leaves_the_previous_version() {
         .command("destination", &log_dir.path().join("log"))
         .spawn()
         .unwrap();
-    wait_for_faults(&rig.proxy, 1, &mut child).await;
+    wait_for_faults(&rig.proxy, &mut child, 1).await;
     child.kill().await.unwrap();
     // Making the staging directory inside the root bumps the root's mtime; a killed
     // run cannot put it back. Every entry below the root must be exactly v1.

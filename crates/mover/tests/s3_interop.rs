@@ -3,56 +3,13 @@
 //! is what rclone downloads and checks (content, MD5 even of multipart objects,
 //! mtimes), and what `rclone sync` uploads (no manifest) the mover restores.
 
-use std::path::Path;
-
-use crate::conformance::tree::{bytes, set_mtime, write};
+use crate::conformance::tree::write;
 use crate::support::Moto;
 use crate::support::mover::{Job, assert_same_files, files};
-use crate::support::rclone::rclone;
-
-/// rclone carries an mtime as a decimal float string, so its nanoseconds come
-/// back rounded to a fraction of a microsecond.
-const RCLONE_MTIME_TOLERANCE_NS: i128 = 1_000;
+use crate::support::rclone::{RCLONE_MTIME_TOLERANCE_NS, interop_tree, rclone, rclone_ok};
 
 /// The 12 MiB file is over the section's 5 MiB upload_cutoff / chunk_size: three parts.
 const SECTION_EXTRA: &str = "upload_cutoff = 5M\nchunk_size = 5M";
-
-/// Regular files only (rclone copies no symlinks), with nanosecond mtimes, odd
-/// names, an empty file and one multipart-sized file.
-fn interop_tree(root: &Path) {
-    let files: [(&str, Vec<u8>); 7] = [
-        ("top.txt", b"top level".to_vec()),
-        ("dir/b.bin", bytes(1, 100_000)),
-        ("dir/sub/deeper/c", b"c".to_vec()),
-        (
-            "unicodé/日本語 ファイル.txt",
-            "こんにちは".as_bytes().to_vec(),
-        ),
-        ("with space/a  b .txt", b"spaces".to_vec()),
-        ("empty", Vec::new()),
-        ("large/twelve-mib.bin", bytes(7, 12 * 1024 * 1024 + 5)),
-    ];
-    for (i, (rel, content)) in files.iter().enumerate() {
-        write(root, rel, content);
-        set_mtime(
-            root,
-            rel,
-            1_600_000_000 + i as i64 * 1000,
-            123_456_789 + i as u32,
-        );
-    }
-}
-
-fn rclone_ok(config: &Path, args: &[&str]) -> String {
-    let out = rclone(config, args, &[]);
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(
-        out.status.success(),
-        "rclone {args:?} failed ({}):\n{stderr}",
-        out.status
-    );
-    stderr + &String::from_utf8_lossy(&out.stdout)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tree_uploaded_by_the_mover_is_fetched_and_checked_by_rclone() {

@@ -4,11 +4,11 @@
 //! next source run, which succeeds.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 use crate::conformance::tree::{bytes, write};
-use crate::support::mover::{Job, Run, list_bucket};
-use crate::support::{FaultKind, FaultProxy, Moto};
+use crate::support::FaultKind;
+use crate::support::mover::{Job, list_bucket};
+use crate::support::proxied::{ProxiedMoto, terminate, wait_for_faults};
 
 const BUCKET: &str = "interrupt";
 const REMOTE_PATH: &str = "interrupt/replica";
@@ -16,32 +16,18 @@ const MANIFEST_KEY: &str = "replica/.scribe/manifest.jsonl";
 /// Part uploads of the large file (its multipart upload starts with a POST).
 const BIG_PARTS: &str = "PUT /interrupt/replica/big.bin";
 
-struct Rig {
-    moto: Moto,
-    proxy: FaultProxy,
-    dir: tempfile::TempDir,
-    conf: PathBuf,
+struct Rig(ProxiedMoto);
+
+impl std::ops::Deref for Rig {
+    type Target = ProxiedMoto;
+    fn deref(&self) -> &ProxiedMoto {
+        &self.0
+    }
 }
 
 impl Rig {
     async fn start() -> Rig {
-        let moto = Moto::start().await;
-        let proxy = FaultProxy::start(&moto.endpoint).await;
-        let dir = tempfile::tempdir().unwrap();
-        let conf = dir.path().join("rclone.conf");
-        let extra = "upload_cutoff = 5M\nchunk_size = 5M";
-        std::fs::write(
-            &conf,
-            moto.rclone_section("direct", extra)
-                + &moto.rclone_section_at("faulty", &proxy.endpoint, extra),
-        )
-        .unwrap();
-        Rig {
-            moto,
-            proxy,
-            dir,
-            conf,
-        }
+        Rig(ProxiedMoto::start("faulty", "upload_cutoff = 5M\nchunk_size = 5M").await)
     }
 
     /// A committed v1, then v2 with a three-part file, in `src`.
@@ -65,14 +51,7 @@ impl Rig {
             .command("source", log)
             .spawn()
             .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(120);
-        while self.proxy.faults_injected() < 1 {
-            if let Some(status) = child.try_wait().unwrap() {
-                panic!("mover ended ({status}) before the proxy stalled it");
-            }
-            assert!(Instant::now() < deadline, "the stall was never reached");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_for_faults(&self.proxy, &mut child, 1).await;
         child
     }
 }
@@ -86,17 +65,7 @@ async fn sigterm_mid_multipart_aborts_the_upload_and_exits_75() {
     let log = log_dir.path().join("termination-log");
     let child = rig.stalled_source(&src, &log).await;
     assert_eq!(rig.moto.multipart_uploads(BUCKET).len(), 1, "mid upload");
-    let pid = child.id().unwrap().to_string();
-    let kill = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    assert!(kill.success());
-    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
-        .await
-        .expect("the mover stops promptly on SIGTERM")
-        .unwrap();
-    let run = Run::from_output(out, &log);
+    let run = terminate(child, &log).await;
     assert_eq!(run.code, 75, "{}", run.tail());
     assert_eq!(run.summary["result"], "Interrupted", "{}", run.stdout);
     assert_eq!(

@@ -9,36 +9,23 @@ use std::time::Duration;
 
 use crate::conformance::tree::{assert_same, bytes, set_mtime, small_tree, snapshot, write};
 use crate::support::mover::Job;
-use crate::support::{FaultProxy, Moto};
+use crate::support::proxied::ProxiedMoto;
 
 const REMOTE_PATH: &str = "requests/replica";
 const MANIFEST: &str = "/requests/replica/.scribe/manifest.jsonl";
 
-struct Rig {
-    _moto: Moto,
-    proxy: FaultProxy,
-    dir: tempfile::TempDir,
-    conf: PathBuf,
+struct Rig(ProxiedMoto);
+
+impl std::ops::Deref for Rig {
+    type Target = ProxiedMoto;
+    fn deref(&self) -> &ProxiedMoto {
+        &self.0
+    }
 }
 
 impl Rig {
     async fn start() -> Rig {
-        let moto = Moto::start().await;
-        let proxy = FaultProxy::start(&moto.endpoint).await;
-        let dir = tempfile::tempdir().unwrap();
-        let conf = dir.path().join("rclone.conf");
-        std::fs::write(
-            &conf,
-            moto.rclone_section("direct", "")
-                + &moto.rclone_section_at("counted", &proxy.endpoint, ""),
-        )
-        .unwrap();
-        Rig {
-            _moto: moto,
-            proxy,
-            dir,
-            conf,
-        }
+        Rig(ProxiedMoto::start("counted", "").await)
     }
 
     fn path(&self, name: &str) -> PathBuf {

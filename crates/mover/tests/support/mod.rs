@@ -9,6 +9,7 @@ pub mod fakegcs;
 pub mod moto;
 pub mod mover;
 pub mod process;
+pub mod proxied;
 pub mod proxy;
 pub mod rclone;
 pub mod tls;
