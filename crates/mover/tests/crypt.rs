@@ -11,10 +11,10 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::conformance::tree::{bytes, set_mtime, write};
+use crate::conformance::tree::{bytes, write};
 use crate::support::Moto;
 use crate::support::mover::{Job, assert_same_files, files, list_bucket};
-use crate::support::rclone::{RCLONE_MTIME_TOLERANCE_NS, rclone, rclone_ok};
+use crate::support::rclone::{RCLONE_MTIME_TOLERANCE_NS, rclone, rclone_ok, write_with_mtimes};
 use object_store::ObjectStoreExt;
 use object_store::memory::InMemory;
 use object_store::path::Path as Key;
@@ -89,15 +89,7 @@ fn tree(root: &Path, large: bool) {
     if large {
         files.push(("large/eleven-mib.bin", bytes(7, 11 * 1024 * 1024 + 5)));
     }
-    for (i, (rel, content)) in files.iter().enumerate() {
-        write(root, rel, content);
-        set_mtime(
-            root,
-            rel,
-            1_600_000_000 + i as i64 * 1000,
-            123_456_789 + i as u32,
-        );
-    }
+    write_with_mtimes(root, &files);
 }
 
 async fn open_section(conf: &Path, section: &str, path: &str) -> Result<Remote, String> {

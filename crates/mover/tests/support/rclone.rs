@@ -79,6 +79,11 @@ pub fn interop_tree(root: &Path) {
         ("empty", Vec::new()),
         ("large/twelve-mib.bin", bytes(7, 12 * 1024 * 1024 + 5)),
     ];
+    write_with_mtimes(root, &files);
+}
+
+/// Writes each file under `root` with its own nanosecond mtime (1,000 s apart).
+pub fn write_with_mtimes(root: &Path, files: &[(&str, Vec<u8>)]) {
     for (i, (rel, content)) in files.iter().enumerate() {
         write(root, rel, content);
         set_mtime(
