@@ -14,20 +14,21 @@ use std::time::Duration;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
-use chrono::{DateTime, Utc};
+
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 use md5::{Digest as _, Md5};
 use object_store::gcp::GcpCredentialProvider;
 use object_store::path::Path;
 use object_store::{
-    Attribute, AttributeValue, Attributes, CopyMode, CopyOptions, GetOptions, GetResult,
-    GetResultPayload, ListResult, MultipartUpload, ObjectMeta, ObjectStore, PutMode,
-    PutMultipartOptions, PutOptions, PutPayload, PutResult,
+    CopyMode, CopyOptions, GetOptions, GetResult, GetResultPayload, ListResult, MultipartUpload,
+    ObjectMeta, ObjectStore, PutMode, PutMultipartOptions, PutOptions, PutPayload, PutResult,
 };
 use reqwest::{StatusCode, Url};
 use serde::Deserialize;
-use serde_json::{Map, Value, json};
+use serde_json::json;
+
+use super::gcs_object::{Listing, Object, Rewrite, resource};
 
 const STORE: &str = "GoogleCloudStorage";
 const ATTEMPTS: u32 = 6;
@@ -59,51 +60,6 @@ impl std::fmt::Display for GcsJson {
     }
 }
 
-/// The JSON API's object resource (the fields the mover reads).
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub(super) struct Object {
-    name: String,
-    #[serde(default)]
-    size: Option<String>,
-    #[serde(default)]
-    updated: Option<DateTime<Utc>>,
-    #[serde(default)]
-    pub(super) etag: Option<String>,
-    #[serde(default)]
-    pub(super) generation: Option<String>,
-    #[serde(default)]
-    metadata: Option<Map<String, Value>>,
-    #[serde(default)]
-    storage_class: Option<String>,
-    #[serde(default)]
-    content_type: Option<String>,
-    /// Base64 of the MD5 of the stored bytes (absent for composite objects).
-    #[serde(default)]
-    pub(super) md5_hash: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Listing {
-    #[serde(default)]
-    items: Vec<Object>,
-    #[serde(default)]
-    prefixes: Vec<String>,
-    #[serde(default)]
-    next_page_token: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Rewrite {
-    done: bool,
-    #[serde(default)]
-    rewrite_token: Option<String>,
-    #[serde(default)]
-    resource: Option<Object>,
-}
-
 pub(super) fn generic(message: impl Into<String>) -> object_store::Error {
     object_store::Error::Generic {
         store: STORE,
@@ -130,79 +86,6 @@ pub(super) fn status_error(path: &str, status: StatusCode, body: &str) -> object
             source,
         },
     }
-}
-
-impl Object {
-    fn meta(&self) -> Result<ObjectMeta, object_store::Error> {
-        Ok(ObjectMeta {
-            location: Path::parse(&self.name)?,
-            last_modified: self.updated.unwrap_or_default(),
-            size: self
-                .size
-                .as_deref()
-                .unwrap_or("0")
-                .parse()
-                .map_err(|_| generic(format!("object {:?}: bad size", self.name)))?,
-            e_tag: self.etag.clone(),
-            version: self.generation.clone(),
-        })
-    }
-
-    fn attributes(&self) -> Attributes {
-        let mut a = Attributes::new();
-        for (k, v) in self.metadata.iter().flatten() {
-            if let Some(v) = v.as_str() {
-                a.insert(
-                    Attribute::Metadata(k.clone().into()),
-                    AttributeValue::from(v.to_owned()),
-                );
-            }
-        }
-        if let Some(c) = &self.storage_class {
-            a.insert(Attribute::StorageClass, AttributeValue::from(c.clone()));
-        }
-        if let Some(c) = &self.content_type {
-            a.insert(Attribute::ContentType, AttributeValue::from(c.clone()));
-        }
-        a
-    }
-}
-
-/// The JSON object resource for an upload of `name` with these attributes.
-fn resource(name: &str, attributes: &Attributes) -> Value {
-    let mut metadata = Map::new();
-    let mut body = Map::new();
-    body.insert("name".into(), json!(name));
-    for (k, v) in attributes {
-        match k {
-            Attribute::Metadata(key) => {
-                metadata.insert(key.to_string(), json!(v.as_ref()));
-            }
-            Attribute::StorageClass => {
-                body.insert("storageClass".into(), json!(v.as_ref()));
-            }
-            Attribute::ContentType => {
-                body.insert("contentType".into(), json!(v.as_ref()));
-            }
-            Attribute::CacheControl => {
-                body.insert("cacheControl".into(), json!(v.as_ref()));
-            }
-            Attribute::ContentDisposition => {
-                body.insert("contentDisposition".into(), json!(v.as_ref()));
-            }
-            Attribute::ContentEncoding => {
-                body.insert("contentEncoding".into(), json!(v.as_ref()));
-            }
-            Attribute::ContentLanguage => {
-                body.insert("contentLanguage".into(), json!(v.as_ref()));
-            }
-            _ => {}
-        }
-    }
-    if !metadata.is_empty() {
-        body.insert("metadata".into(), Value::Object(metadata));
-    }
-    Value::Object(body)
 }
 
 impl GcsJson {

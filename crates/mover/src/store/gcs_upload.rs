@@ -16,8 +16,9 @@ use object_store::{MultipartUpload, PutPayload, PutResult, UploadPart};
 use reqwest::{StatusCode, Url};
 use tokio::sync::watch;
 
+use super::gcs_object::Object;
 use super::gcs_settings::CHUNK_GRANULE;
-use super::gcs_store::{GcsJson, Object, check_md5, generic, status_error};
+use super::gcs_store::{GcsJson, check_md5, generic, status_error};
 
 /// Bytes sent so far and the tail not yet a whole granule.
 #[derive(Default)]

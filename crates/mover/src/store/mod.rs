@@ -17,6 +17,7 @@ pub(crate) mod azure;
 pub mod azure_settings;
 pub mod crypt;
 pub(crate) mod gcs;
+mod gcs_object;
 pub mod gcs_settings;
 mod gcs_store;
 mod gcs_upload;

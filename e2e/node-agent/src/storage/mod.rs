@@ -7,6 +7,7 @@
 //! it should be, so the agent can be restarted at any moment. A watch wakes a pass early; a
 //! 5 s resync catches anything a watch missed. Errors are logged and retried, never fatal.
 
+mod claims;
 mod copy;
 mod provisioner;
 mod snapshotter;

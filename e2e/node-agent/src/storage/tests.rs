@@ -8,7 +8,7 @@ use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::DynamicObject;
 use serde_json::{Value, json};
 
-use super::provisioner::{
+use super::claims::{
     DataSource, build_pv, claim_is_ours, data_source, reclaimable_handle, volume_name,
 };
 use super::snapshotter::{
