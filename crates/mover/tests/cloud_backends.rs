@@ -1,18 +1,18 @@
 //! Behaviour of the azureblob and google cloud storage backends beyond the
 //! conformance suite, on the real emulators: GCS resumable uploads whose parts are
-//! not multiples of its 256 KiB granule, create-only writes and metadata-keeping
-//! copies, that a bucket is created only with a project, and how bad credentials or a bucket that
+//! not multiples of its 256 KiB granule, create-only writes, metadata-keeping
+//! copies and copies that carry their own `mtime`, that a bucket is created only with a project, and how bad credentials or a bucket that
 //! cannot be created are reported.
 
 use crate::support::azurite::Azurite;
 use crate::support::fakegcs::FakeGcs;
 use object_store::path::Path;
 use object_store::{
-    Attribute, AttributeValue, Attributes, ObjectStoreExt, PutMode, PutMultipartOptions,
-    PutOptions, PutPayload,
+    Attribute, AttributeValue, Attributes, CopyOptions, ObjectStoreExt, PutMode,
+    PutMultipartOptions, PutOptions, PutPayload,
 };
 use scribe_mover::config::Env;
-use scribe_mover::store::remote::{ErrorCategory, Remote};
+use scribe_mover::store::remote::{CopyMetadata, ErrorCategory, Remote};
 use scribe_mover::store::{OpenArgs, open};
 
 async fn open_section(
@@ -135,6 +135,53 @@ async fn gcs_create_only_puts_and_copies_keep_content_and_metadata() {
         store.head(&a).await,
         Err(object_store::Error::NotFound { .. })
     ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gcs_copy_with_copy_metadata_carries_the_copy_s_own_mtime() {
+    let server = FakeGcs::start().await;
+    let (remote, _dir) =
+        open_section(&server.rclone_section("gcs", ""), "gcs", "recopy", true).await;
+    let store = remote.unwrap().store;
+    let (a, b) = (Path::from("old name"), Path::from("new/name"));
+    let mtime = |v: &str| {
+        let mut attributes = Attributes::new();
+        attributes.insert(
+            Attribute::Metadata("mtime".into()),
+            AttributeValue::from(v.to_owned()),
+        );
+        attributes
+    };
+    let put = PutOptions {
+        attributes: mtime("2021-01-01T00:00:00Z"),
+        ..Default::default()
+    };
+    store
+        .put_opts(&a, PutPayload::from_static(b"same content"), put)
+        .await
+        .unwrap();
+    let mut options = CopyOptions::new();
+    options.extensions.insert(CopyMetadata {
+        attributes: mtime("2024-06-30T10:20:30.123456789Z"),
+        md5chksum: None,
+        size: 12,
+        cancel: tokio_util::sync::CancellationToken::new(),
+    });
+    store.copy_opts(&a, &b, options).await.unwrap();
+    let meta = |got: &object_store::GetResult| {
+        got.attributes
+            .get(&Attribute::Metadata("mtime".into()))
+            .map(|v| v.as_ref().to_owned())
+    };
+    let copied = store.get(&b).await.unwrap();
+    assert_eq!(
+        meta(&copied).as_deref(),
+        Some("2024-06-30T10:20:30.123456789Z"),
+        "the copy carries its own mtime, not its source's"
+    );
+    assert_eq!(copied.bytes().await.unwrap().as_ref(), b"same content");
+    let source = store.get(&a).await.unwrap();
+    assert_eq!(meta(&source).as_deref(), Some("2021-01-01T00:00:00Z"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

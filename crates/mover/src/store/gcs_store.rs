@@ -29,6 +29,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::gcs_object::{Listing, Object, Rewrite, resource};
+use super::remote::CopyMetadata;
 
 const STORE: &str = "GoogleCloudStorage";
 const ATTEMPTS: u32 = 6;
@@ -479,6 +480,19 @@ impl ObjectStore for GcsJson {
         if matches!(options.mode, CopyMode::Create) {
             url.query_pairs_mut().append_pair("ifGenerationMatch", "0");
         }
+        // The copy's own metadata (its `mtime`), when the caller names it: a rewrite's
+        // body is the destination resource, overriding what the source carries.
+        let body = match options.extensions.get::<CopyMetadata>() {
+            Some(m) => {
+                // The destination is named in the URL; the body carries only metadata.
+                let mut r = resource(to.as_ref(), &m.attributes);
+                if let Some(fields) = r.as_object_mut() {
+                    fields.remove("name");
+                }
+                Bytes::from(r.to_string())
+            }
+            None => Bytes::from_static(b"{}"),
+        };
         let mut token: Option<String> = None;
         loop {
             let mut u = url.clone();
@@ -489,7 +503,7 @@ impl ObjectStore for GcsJson {
                 .json(from.as_ref(), |c| {
                     c.post(u.clone())
                         .header("content-type", "application/json")
-                        .body("{}")
+                        .body(body.clone())
                 })
                 .await;
             let reply = match reply {

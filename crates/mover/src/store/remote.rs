@@ -6,9 +6,10 @@
 //! Tests build a `Remote` directly around `InMemory` or `LocalFileSystem`.
 //!
 //! A server-side copy names the metadata the new object must carry with a
-//! [`CopyMetadata`] in `CopyOptions::extensions`: the S3 store honours it (the copy
-//! gets its own `mtime`, see `s3_copy`); stores without object metadata (local,
-//! in-memory) ignore it and copy as object_store does.
+//! [`CopyMetadata`] in `CopyOptions::extensions`: the S3 and GCS stores honour it
+//! (the copy gets its own `mtime`, see `s3_copy`, `gcs_store`); Azure copies keep
+//! the source's metadata (object_store's copy takes no metadata); stores without
+//! object metadata (local, in-memory) ignore it and copy as object_store does.
 
 use std::sync::Arc;
 
