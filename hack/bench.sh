@@ -18,6 +18,7 @@
 #      BENCH_RUNS=N (default 3), BENCH_RESULTS=PATH (default bench/results.md),
 #      BENCH_BIG_GIB=N (default 3 files of 1 GiB; 0 skips), BENCH_BIG_RUNS=N (default 1),
 #      BENCH_SCALE_FILES=N[,N...] (default 20000; e.g. 200000,1000000; 0 skips),
+#      BENCH_SCALE_REMOTE=local (the scale section syncs to a `type = local` remote),
 #      BENCH_LIMIT_CONCURRENCY=N (SERVER-LIMIT requests at once, default 32),
 #      SCRIBE_MOVER_BIN=PATH (skip the release build), SERVER_LIMIT_BIN=PATH (same for
 #      the server_limit example), GARAGE_BIN=PATH,
