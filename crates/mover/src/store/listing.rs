@@ -18,7 +18,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use object_store::ObjectMeta;
 use tokio::sync::mpsc;
 
@@ -102,20 +102,18 @@ async fn list_tree_noting(
     held: Option<&Held>,
 ) -> Result<(Vec<RemoteObject>, Vec<String>), SyncError> {
     let prefix = (!remote.prefix.as_ref().is_empty()).then_some(&remote.prefix);
-    let metas: Vec<_> = remote
-        .store
-        .list(prefix)
-        .try_collect()
-        .await
-        .map_err(|e| SyncError::store("listing", &remote.prefix, e))?;
+    // Classified as they arrive: only the small listed form is held, not every ObjectMeta.
     let (mut objects, mut folders) = (Vec::new(), Vec::new());
-    for m in metas {
+    let mut listing = remote.store.list(prefix);
+    while let Some(m) = listing.next().await {
+        let m = m.map_err(|e| SyncError::store("listing", &remote.prefix, e))?;
         match classify(remote, m, held) {
             Some(Listed::Object(o)) => objects.push(o),
             Some(Listed::Folder(f)) => folders.push(f),
             None => {}
         }
     }
+    objects.shrink_to_fit();
     objects.sort_by(|a, b| path_cmp(&a.path, &b.path));
     folders.sort_by(|a, b| path_cmp(a, b));
     Ok((objects, folders))
