@@ -177,8 +177,11 @@ pub async fn preserve(
 /// After the commit: deletes the committed copies (`shas`); a failure is only
 /// logged (the next run finds the copy in its listing and deletes it then).
 /// Returns how many were deleted.
-pub async fn release(remote: &Remote, shas: &HashSet<String>, transfers: usize) -> usize {
-    let done: Vec<bool> = stream::iter(shas.iter().cloned())
+pub async fn release<I>(remote: &Remote, shas: I, transfers: usize) -> usize
+where
+    I: IntoIterator<Item = String>,
+{
+    let done: Vec<bool> = stream::iter(shas)
         .map(|sha: String| async move {
             let key = committed_key(&remote.prefix, &sha);
             match remote.store.delete(&key).await {
@@ -251,6 +254,7 @@ mod tests {
             prev: prev.map(Box::new),
             remote: remote.map(Box::new),
             transfer: true,
+            linked: false,
         }
     }
 
