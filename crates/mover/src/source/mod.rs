@@ -3,25 +3,39 @@
 //! The merge (see `plan`) streams three sorted inputs at once — the local walk
 //! (`scan::Walk`), the previous manifest read line by line from the store, and the
 //! remote listing — and writes every unchanged entry straight to a scratch file in
-//! `TMPDIR` (unlinked at once), keeping in memory only the work: files to hash or
-//! transfer and objects to delete. After the transfers the new manifest is the
-//! scratch file merged with the work items, uploaded in parts as it is produced. So
-//! memory grows with the changes, not with the number of unchanged files (what
-//! still scales with the tree: the names of the widest directory being walked, the
-//! first path of each multiply-linked inode, and a listing from a store that does
-//! not list in order, see `listing`).
+//! `TMPDIR` (unlinked at once). The work it finds (files to hash or write, with
+//! their previous entry and remote object) and the objects to delete go to scratch
+//! files too (see `spill`). The later stages read the work back in batches of
+//! `SyncOptions::source_batch` items: the hash stage hashes and classifies a batch
+//! and writes it to another scratch file; the write stage then, per batch, plans
+//! its writes, keeps the committed versions it overwrites (see `preserve`) and
+//! transfers it (see `chunked`), writing its finished entries to a third scratch
+//! file. The new manifest is the settled scratch file merged with the finished
+//! one, uploaded in parts as it is produced; the deletes and the releases of kept
+//! versions are read back in batches after the commit. So memory holds one batch,
+//! whatever the number of files, changed or not. What still scales with the tree:
+//! the names of the widest directory being walked, one small record per
+//! multiply-linked inode (its first path, and its digests while hardlinks in later
+//! batches need them), the committed versions a killed run left, a listing from a
+//! store that does not list in order (see `listing`), and a fixed 8 MiB filter of
+//! the server-side copy sources.
 //!
-//! The merge also notes, in a second scratch file, which existing objects hold
-//! which content by the previous manifest (server-side copy sources), so a run reads
-//! the previous manifest and lists the prefix once. The writes run in bounded chunks
-//! (see `chunked`). A run that finds nothing to write, nothing to delete and every
-//! entry as the previous manifest has it leaves that manifest as it is.
+//! Copy sources are the objects that, by the previous manifest, hold a content
+//! (noted by the merge, so a run reads the previous manifest and lists the prefix
+//! once) and the objects this run uploaded in earlier batches; a batch looks them
+//! up in their scratch file only when the filter says one of its contents may be
+//! there. So content uploaded in one batch is copied, not uploaded again, in later
+//! ones. A committed version overwritten in several batches is kept once per
+//! batch (the same key, written again). A run that finds nothing to write, nothing
+//! to delete and every entry as the previous manifest has it leaves that manifest
+//! as it is.
 //!
 //! The manifest written at the end is the commit point; remote objects no longer in
 //! the source are deleted only after it is committed, and nothing is deleted or
-//! committed if any earlier step failed. Before the first write, the committed
-//! version of every object the run overwrites is kept under `.scribe/committed/`
-//! until the next commit, so the last commit stays restorable (see `preserve`).
+//! committed if any earlier step failed. Before a batch's first write, the
+//! committed version of every object the batch overwrites is kept under
+//! `.scribe/committed/` until the commit, so the last commit stays restorable (see
+//! `preserve`).
 //!
 //! A live volume keeps changing under a run: a file that changes while it is
 //! hashed or uploaded is read again a bounded number of times, then keeps its last
@@ -31,8 +45,8 @@
 //! before this run uploads anything (see `leftovers`). A cancelled run
 //! (`SyncOptions::cancel`, SIGTERM) aborts its uploads and commits nothing.
 //!
-//! `sync` runs one function of `stages` per stage: merge, hash, diff, preserve,
-//! transfer, commit, delete.
+//! `sync` runs one function of `stages` per stage: merge, hash, write (diff,
+//! preserve and transfer per batch), commit, release, delete.
 
 pub mod changing;
 pub mod chunked;

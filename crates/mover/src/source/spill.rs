@@ -142,6 +142,9 @@ struct SourceLine {
     w: bool,
 }
 
+/// Where the SHA-256 starts in a line of [`SourceLine`] (`{"s":"`).
+const SHA_AT: usize = 6;
+
 /// Objects holding a known content, for server-side copies.
 pub struct Sources {
     out: BufWriter<File>,
@@ -207,9 +210,10 @@ impl Sources {
         first: &str,
         overwritten: &HashSet<&str>,
     ) -> Result<HashMap<Sha256, String>, SyncError> {
-        let maybe: HashSet<&Sha256> = wanted
+        let maybe: HashSet<&str> = wanted
             .iter()
-            .filter(|s| self.may_hold(s.as_str()))
+            .map(Sha256::as_str)
+            .filter(|s| self.may_hold(s))
             .collect();
         let mut found = HashMap::new();
         if maybe.is_empty() {
@@ -226,12 +230,19 @@ impl Sources {
             if lines.read_until(b'\n', &mut line).map_err(fail)? == 0 {
                 break;
             }
+            // Lines start `{"s":"<64 hex digits>"`: most are skipped undecoded.
+            let sha = line
+                .get(SHA_AT..SHA_AT + 64)
+                .and_then(|s| std::str::from_utf8(s).ok());
+            if sha.is_some_and(|s| !maybe.contains(s)) {
+                continue;
+            }
             let l: SourceLine = serde_json::from_slice(&line)
                 .map_err(|e| SyncError::Internal(format!("copy sources scratch line: {e}")))?;
             let Some(sha) = Sha256::parse(&l.s) else {
                 continue;
             };
-            if !maybe.contains(&sha)
+            if !maybe.contains(sha.as_str())
                 || found.contains_key(&sha)
                 || overwritten.contains(l.p.as_str())
                 || (l.w && path_cmp(&l.p, first).is_lt())
@@ -251,5 +262,64 @@ impl<T: DeserializeOwned> Iterator for Reader<T> {
 
     fn next(&mut self) -> Option<Self::Item> {
         self.next_item().transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sha(c: char) -> Sha256 {
+        Sha256::parse(&c.to_string().repeat(64)).unwrap()
+    }
+
+    #[test]
+    fn items_come_back_in_order_in_batches() {
+        let mut w = Writer::new("test scratch file").unwrap();
+        for i in 0..7 {
+            w.push(&format!("item {i}")).unwrap();
+        }
+        let mut r: Reader<String> = w.into_reader().unwrap();
+        assert_eq!(r.len(), 7);
+        let sizes: Vec<usize> = std::iter::from_fn(|| {
+            let b = r.batch(3).unwrap();
+            (!b.is_empty()).then_some(b.len())
+        })
+        .collect();
+        assert_eq!(sizes, [3, 3, 1]);
+    }
+
+    #[test]
+    fn a_source_is_usable_unless_this_or_an_earlier_batch_may_overwrite_it() {
+        let mut s = Sources::new().unwrap();
+        s.add(sha('a').as_str(), "a/settled", false).unwrap();
+        s.add(sha('b').as_str(), "b/work-earlier", true).unwrap();
+        s.add(sha('c').as_str(), "m/in-batch", true).unwrap();
+        s.add(sha('c').as_str(), "z/work-later", true).unwrap();
+        s.add(sha('d').as_str(), "d/uploaded", false).unwrap();
+        let wanted: HashSet<Sha256> = ['a', 'b', 'c', 'd', 'e'].map(sha).into();
+        let overwritten: HashSet<&str> = ["m/in-batch"].into();
+        let found = s.find(&wanted, "m/first", &overwritten).unwrap();
+        let mut got: Vec<(&str, &str)> = found
+            .iter()
+            .map(|(k, v)| (&k.as_str()[..1], v.as_str()))
+            .collect();
+        got.sort();
+        assert_eq!(
+            got,
+            [
+                ("a", "a/settled"),
+                ("c", "z/work-later"),
+                ("d", "d/uploaded")
+            ]
+        );
+        // Added after a lookup: found by the next one.
+        s.add(sha('e').as_str(), "e/uploaded", false).unwrap();
+        let found = s.find(&wanted, "zz", &HashSet::new()).unwrap();
+        assert_eq!(found.get(&sha('e')).map(String::as_str), Some("e/uploaded"));
+        assert!(
+            !found.contains_key(&sha('c')),
+            "both work paths are in earlier batches now"
+        );
     }
 }

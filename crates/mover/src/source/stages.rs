@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use tracing::{info, warn};
 
-use super::diff::{Transfer, plan_transfers};
+use super::diff::{Transfer, copy_candidate, plan_transfers};
 use super::digest::Sha256;
 use super::plan::{LinkDigests, Links, Pass, Work, finish_with};
 use super::spill::{self, Sources};
@@ -293,6 +293,12 @@ impl Run<'_> {
                     if let Some(sha) = &w.entry.sha256 {
                         scanned.sources.add(sha, &w.entry.path, false)?;
                     }
+                } else if !w.transfer
+                    && let (Some(p), Some(r)) = (&w.prev, &w.remote)
+                    && let Some(sha) = copy_candidate(p, r)
+                {
+                    // Not overwritten after all: still a copy source for later batches.
+                    scanned.sources.add(sha, &p.path, false)?;
                 }
                 written.entries.push(&w.entry)?;
             }
