@@ -27,6 +27,9 @@ pub struct SyncOptions {
     /// Cancelled on SIGTERM: uploads in flight are aborted (multipart uploads too),
     /// nothing more is written and nothing is committed; the run ends `Interrupted`.
     pub cancel: tokio_util::sync::CancellationToken,
+    /// Work items (files to hash or write) the source holds in memory at once; the
+    /// rest waits in scratch files (see `source`).
+    pub source_batch: usize,
 }
 
 impl Default for SyncOptions {
@@ -44,6 +47,7 @@ impl Default for SyncOptions {
             progress_interval: Duration::from_secs(2),
             memory_budget: 256 * 1024 * 1024,
             cancel: tokio_util::sync::CancellationToken::new(),
+            source_batch: 4096,
         }
     }
 }

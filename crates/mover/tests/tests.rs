@@ -29,3 +29,4 @@ mod s3_interrupt;
 mod s3_rclone_compat;
 mod s3_requests;
 mod s3_sdk_replies;
+mod source_batches;

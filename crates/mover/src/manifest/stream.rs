@@ -397,8 +397,24 @@ where
     I: IntoIterator<Item = Entry>,
     I::IntoIter: Send + 'static,
 {
+    let extra = extra.into_iter().map(Ok);
+    write_merged_results(remote, body, extra, entries, created_at, root).await
+}
+
+/// [`write_merged`] with `extra` read fallibly (e.g. from another scratch file): its
+/// first error fails the write before anything is committed.
+pub async fn write_merged_results<I>(
+    remote: &Remote,
+    body: File,
+    extra: I,
+    entries: usize,
+    created_at: &str,
+    root: RootMeta,
+) -> Result<(), SyncError>
+where
+    I: Iterator<Item = Result<Entry, SyncError>> + Send + 'static,
+{
     let (tx, mut rx) = mpsc::channel(1);
-    let extra = extra.into_iter();
     let created_at = created_at.to_string();
     let assemble = tokio::task::spawn_blocking(move || {
         let r = assemble(body, extra, entries, &created_at, &root, &tx);
@@ -429,7 +445,7 @@ where
 
 fn assemble(
     body: File,
-    extra: impl Iterator<Item = Entry>,
+    extra: impl Iterator<Item = Result<Entry, SyncError>>,
     entries: usize,
     created_at: &str,
     root: &RootMeta,
@@ -453,15 +469,18 @@ fn assemble(
         }
         let at: PathOnly = serde_json::from_slice(&line)
             .map_err(|e| SyncError::Internal(format!("manifest scratch line: {e}")))?;
-        while let Some(e) = extra.next_if(|e| path_cmp(&e.path, &at.path).is_lt()) {
-            write_entry(&mut out, &e).map_err(sent)?;
+        while let Some(e) = extra.next_if(|e| {
+            e.as_ref()
+                .map_or(true, |e| path_cmp(&e.path, &at.path).is_lt())
+        }) {
+            write_entry(&mut out, &e?).map_err(sent)?;
             written += 1;
         }
         out.write_all(&line).map_err(sent)?;
         written += 1;
     }
     for e in extra {
-        write_entry(&mut out, &e).map_err(sent)?;
+        write_entry(&mut out, &e?).map_err(sent)?;
         written += 1;
     }
     if written != entries {

@@ -26,7 +26,7 @@ impl Keyed for Entry {
 }
 
 /// A data object found by listing the remote.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RemoteObject {
     pub path: String,
     pub size: u64,

@@ -3,25 +3,39 @@
 //! The merge (see `plan`) streams three sorted inputs at once — the local walk
 //! (`scan::Walk`), the previous manifest read line by line from the store, and the
 //! remote listing — and writes every unchanged entry straight to a scratch file in
-//! `TMPDIR` (unlinked at once), keeping in memory only the work: files to hash or
-//! transfer and objects to delete. After the transfers the new manifest is the
-//! scratch file merged with the work items, uploaded in parts as it is produced. So
-//! memory grows with the changes, not with the number of unchanged files (what
-//! still scales with the tree: the names of the widest directory being walked, the
-//! first path of each multiply-linked inode, and a listing from a store that does
-//! not list in order, see `listing`).
+//! `TMPDIR` (unlinked at once). The work it finds (files to hash or write, with
+//! their previous entry and remote object) and the objects to delete go to scratch
+//! files too (see `spill`). The later stages read the work back in batches of
+//! `SyncOptions::source_batch` items: the hash stage hashes and classifies a batch
+//! and writes it to another scratch file; the write stage then, per batch, plans
+//! its writes, keeps the committed versions it overwrites (see `preserve`) and
+//! transfers it (see `chunked`), writing its finished entries to a third scratch
+//! file. The new manifest is the settled scratch file merged with the finished
+//! one, uploaded in parts as it is produced; the deletes and the releases of kept
+//! versions are read back in batches after the commit. So memory holds one batch,
+//! whatever the number of files, changed or not. What still scales with the tree:
+//! the names of the widest directory being walked, one small record per
+//! multiply-linked inode (its first path, and its digests while hardlinks in later
+//! batches need them), the committed versions a killed run left, a listing from a
+//! store that does not list in order (see `listing`), and a fixed 8 MiB filter of
+//! the server-side copy sources.
 //!
-//! The merge also notes, in a second scratch file, which existing objects hold
-//! which content by the previous manifest (server-side copy sources), so a run reads
-//! the previous manifest and lists the prefix once. The writes run in bounded chunks
-//! (see `chunked`). A run that finds nothing to write, nothing to delete and every
-//! entry as the previous manifest has it leaves that manifest as it is.
+//! Copy sources are the objects that, by the previous manifest, hold a content
+//! (noted by the merge, so a run reads the previous manifest and lists the prefix
+//! once) and the objects this run uploaded in earlier batches; a batch looks them
+//! up in their scratch file only when the filter says one of its contents may be
+//! there. So content uploaded in one batch is copied, not uploaded again, in later
+//! ones. A committed version overwritten in several batches is kept once per
+//! batch (the same key, written again). A run that finds nothing to write, nothing
+//! to delete and every entry as the previous manifest has it leaves that manifest
+//! as it is.
 //!
 //! The manifest written at the end is the commit point; remote objects no longer in
 //! the source are deleted only after it is committed, and nothing is deleted or
-//! committed if any earlier step failed. Before the first write, the committed
-//! version of every object the run overwrites is kept under `.scribe/committed/`
-//! until the next commit, so the last commit stays restorable (see `preserve`).
+//! committed if any earlier step failed. Before a batch's first write, the
+//! committed version of every object the batch overwrites is kept under
+//! `.scribe/committed/` until the commit, so the last commit stays restorable (see
+//! `preserve`).
 //!
 //! A live volume keeps changing under a run: a file that changes while it is
 //! hashed or uploaded is read again a bounded number of times, then keeps its last
@@ -31,8 +45,8 @@
 //! before this run uploads anything (see `leftovers`). A cancelled run
 //! (`SyncOptions::cancel`, SIGTERM) aborts its uploads and commits nothing.
 //!
-//! `sync` runs one function of `stages` per stage: merge, hash, diff, preserve,
-//! transfer, commit, delete.
+//! `sync` runs one function of `stages` per stage: merge, hash, write (diff,
+//! preserve and transfer per batch), commit, release, delete.
 
 pub mod changing;
 pub mod chunked;
@@ -42,14 +56,15 @@ pub mod first_upload;
 pub mod leftovers;
 pub mod plan;
 pub mod preserve;
+pub mod spill;
 mod stages;
 pub mod steps;
 pub mod unsettled;
 
 use std::cell::RefCell;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::fs::File;
-use std::io::{BufRead, BufReader, BufWriter, Seek, Write};
+use std::io::{BufWriter, Write};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -58,9 +73,9 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use self::changing::{CHANGE_ATTEMPTS, Observed, Stamp, observe_stable, refresh};
-use self::diff::{RemoteObject, Transfer};
-use self::digest::Sha256;
-use self::plan::{MergeOptions, Pass, Work, merge_pass_with};
+use self::diff::RemoteObject;
+use self::plan::{MergeOptions, MergeOut, Pass, Work, merge_into};
+use self::spill::Sources;
 use self::stages::Run;
 use self::unsettled::Unsettled;
 use crate::error::{SyncError, join_error};
@@ -92,21 +107,18 @@ pub async fn sync(remote: &Remote, local: &Path, opts: &SyncOptions) -> Result<S
     };
     let (mut pass, mut scanned) = run.merge().await?;
     let mut unsettled = Unsettled::default();
-    let transfers = run.hash(&mut pass, &mut unsettled, scanned.skipped).await?;
+    let hashed = run.hash(&mut pass, &mut scanned, &mut unsettled).await?;
     let mut summary = Summary::new(Direction::Source);
     summary.files_skipped_changing = unsettled.changing;
     summary.files_checked = pass.files_checked;
     summary.bytes_checked = pass.bytes_checked;
-    let mut planned = run
-        .diff(&mut pass, &mut unsettled, transfers, &mut scanned)
-        .await;
     if opts.dry_run {
-        run.dry_run(&planned, &mut summary);
+        run.dry_run(&hashed, &scanned, &mut summary);
         summary.duration_seconds = started.elapsed().as_secs_f64();
         return Ok(summary);
     }
     let marker = run.prepare_writes(&pass, &scanned).await?;
-    if stages::nothing_changed(&pass, &scanned, &planned, &unsettled) {
+    if stages::nothing_changed(&pass, &scanned, &unsettled) {
         summary.duration_seconds = started.elapsed().as_secs_f64();
         info!(
             entries = pass.entries,
@@ -114,13 +126,19 @@ pub async fn sync(remote: &Remote, local: &Path, opts: &SyncOptions) -> Result<S
         );
         return Ok(summary);
     }
-    let release = run
-        .preserve(&pass, std::mem::take(&mut scanned.held))
+    let written = run
+        .write(
+            hashed,
+            &mut pass,
+            &mut scanned,
+            &mut unsettled,
+            &mut summary,
+        )
         .await?;
-    run.transfer(&mut pass, &mut unsettled, &mut planned, &mut summary)
+    run.commit(&pass, scanned.body, scanned.root, written.entries, marker)
         .await?;
-    run.commit(pass, scanned, marker, &release).await?;
-    run.delete(&planned.deletes, &mut summary).await?;
+    run.release(scanned.held, written.release).await?;
+    run.delete(scanned.deletes, &mut summary).await?;
     summary.duration_seconds = started.elapsed().as_secs_f64();
     info!(
         files_skipped_changing = summary.files_skipped_changing,
@@ -149,8 +167,12 @@ struct Merged {
     pass: Pass,
     /// The settled entries as JSON lines, in path order (an unlinked scratch file).
     body: File,
-    /// Server-side copy sources by the previous manifest: `sha256 path` lines (a scratch file).
-    candidates: File,
+    /// Server-side copy sources by the previous manifest.
+    sources: Sources,
+    /// The work items, in path order.
+    work: spill::Writer<Work>,
+    /// Objects to delete after the commit.
+    deletes: spill::Writer<String>,
     root: LocalMeta,
     /// The previous manifest's root metadata, if it was read.
     prev_root: Option<RootMeta>,
@@ -214,6 +236,35 @@ where
     })
 }
 
+/// Where the merge puts what it finds: settled lines, copy sources, work and
+/// deletes, each in a scratch file.
+struct Spill<'a> {
+    body: BufWriter<&'a File>,
+    sources: Sources,
+    work: spill::Writer<Work>,
+    deletes: spill::Writer<String>,
+}
+
+impl MergeOut for Spill<'_> {
+    fn settled(&mut self, e: &Entry) -> Result<(), SyncError> {
+        let fail = |err| SyncError::io("writing", "manifest scratch file", err);
+        serde_json::to_writer(&mut self.body, e).map_err(|err| fail(err.into()))?;
+        self.body.write_all(b"\n").map_err(fail)
+    }
+
+    fn candidate(&mut self, sha: &str, path: &str, work: bool) -> Result<(), SyncError> {
+        self.sources.add(sha, path, work)
+    }
+
+    fn work(&mut self, w: Work) -> Result<(), SyncError> {
+        self.work.push(&w)
+    }
+
+    fn delete(&mut self, path: String) -> Result<(), SyncError> {
+        self.deletes.push(&path)
+    }
+}
+
 fn merge_blocking(
     root: &Path,
     prev_rx: Option<mpsc::Receiver<Result<Entry, SyncError>>>,
@@ -222,22 +273,15 @@ fn merge_blocking(
 ) -> Result<Merged, MergeError> {
     let mut walk = Walk::new(root, true).map_err(MergeError::Failed)?;
     let body = scratch_file().map_err(MergeError::Failed)?;
-    let candidates = scratch_file().map_err(MergeError::Failed)?;
     let walk_err = RefCell::new(None);
     let prev_err = RefCell::new(None);
     let list_err = RefCell::new(None);
-    let result = {
-        let mut out = BufWriter::new(&body);
-        let mut cands = BufWriter::new(&candidates);
-        let mut candidate = |sha: &str, path: &str| -> Result<(), SyncError> {
-            writeln!(cands, "{sha} {path}")
-                .map_err(|err| SyncError::io("writing", "copy sources scratch file", err))
-        };
-        let mut sink = |e: &Entry| -> Result<(), SyncError> {
-            serde_json::to_writer(&mut out, e)
-                .map_err(|err| SyncError::io("writing", "manifest scratch file", err.into()))?;
-            out.write_all(b"\n")
-                .map_err(|err| SyncError::io("writing", "manifest scratch file", err))
+    let result = (|| {
+        let mut out = Spill {
+            body: BufWriter::new(&body),
+            sources: Sources::new()?,
+            work: spill::Writer::new("work scratch file")?,
+            deletes: spill::Writer::new("deletes scratch file")?,
         };
         let local = walk.by_ref().map_while(|r| match r {
             Ok(v) => Some(v),
@@ -246,23 +290,18 @@ fn merge_blocking(
                 None
             }
         });
-        let pass = merge_pass_with(
+        let pass = merge_into(
             local,
             until_error(prev_rx, &prev_err),
             until_error(Some(list_rx), &list_err),
             mopts,
-            &mut sink,
-            &mut candidate,
-        );
-        pass.and_then(|p| {
-            out.flush()
-                .map_err(|err| SyncError::io("writing", "manifest scratch file", err))?;
-            cands
-                .flush()
-                .map_err(|err| SyncError::io("writing", "copy sources scratch file", err))?;
-            Ok(p)
-        })
-    };
+            &mut out,
+        )?;
+        out.body
+            .flush()
+            .map_err(|err| SyncError::io("writing", "manifest scratch file", err))?;
+        Ok((pass, out.sources, out.work, out.deletes))
+    })();
     if let Some(e) = walk_err.into_inner() {
         return Err(MergeError::Failed(e));
     }
@@ -280,11 +319,13 @@ fn merge_blocking(
         Some(e) => return Err(MergeError::Failed(e)),
         None => {}
     }
-    let pass = result.map_err(MergeError::Failed)?;
+    let (pass, sources, work, deletes) = result.map_err(MergeError::Failed)?;
     Ok(Merged {
         pass,
         body,
-        candidates,
+        sources,
+        work,
+        deletes,
         root: *walk.root_meta(),
         prev_root: None,
         skipped: walk.skipped(),
@@ -304,11 +345,6 @@ async fn hash_work(
 ) -> Result<Vec<(usize, bool)>, SyncError> {
     // Indices only: each path is built when its file is hashed.
     let todo: Vec<usize> = (0..work.len()).filter(|i| work[*i].needs_hash()).collect();
-    progress.phase(
-        "hashing",
-        todo.len() as u64,
-        todo.iter().map(|i| work[*i].entry.size).sum(),
-    );
     let paths = &*work;
     let results: Vec<(usize, Observed)> = stream::iter(todo)
         .map(|i| (i, root.join(&paths[i].entry.path)))
@@ -357,38 +393,4 @@ async fn hash_work(
 fn work_index(work: &[Work], path: &str) -> Result<usize, SyncError> {
     work.binary_search_by(|x| path_cmp(&x.entry.path, path))
         .map_err(|_| SyncError::Internal(format!("wrote an unplanned path {path}")))
-}
-
-/// Which existing objects hold wanted content, from the copy sources the merge
-/// found (see [`Merged::candidates`]): no second read of the manifest or listing.
-async fn find_copy_sources(
-    candidates: File,
-    transfers: &[Transfer],
-) -> Result<HashMap<Sha256, String>, SyncError> {
-    let wanted: HashSet<Sha256> = transfers
-        .iter()
-        .filter(|t| t.size > 0)
-        .map(|t| t.sha256.clone())
-        .collect();
-    let overwritten: HashSet<String> = transfers.iter().map(|t| t.path.clone()).collect();
-    tokio::task::spawn_blocking(move || {
-        let fail = |err| SyncError::io("reading", "copy sources scratch file", err);
-        let mut file = candidates;
-        file.rewind().map_err(fail)?;
-        let mut found = HashMap::new();
-        for line in BufReader::new(file).lines() {
-            let line = line.map_err(fail)?;
-            let Some((sha, path)) = line.split_once(' ') else {
-                continue;
-            };
-            if let Some(sha) = wanted.get(sha)
-                && !overwritten.contains(path)
-            {
-                found.entry(sha.clone()).or_insert_with(|| path.to_string());
-            }
-        }
-        Ok(found)
-    })
-    .await
-    .map_err(join_error)?
 }

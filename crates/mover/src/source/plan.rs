@@ -3,14 +3,19 @@
 //! ([`merge_pass`]) decides every path it can on the spot — an unchanged file is
 //! written straight to the new manifest's sink and forgotten — and keeps only the
 //! work: entries that must be hashed or transferred, and objects to delete. Memory
-//! is independent of the number of unchanged files. [`finish`] completes the work
-//! items once their files are hashed.
+//! is independent of the number of unchanged files. [`merge_into`] hands the work
+//! and the deletes to a [`MergeOut`] as they are found (the source spills them to
+//! scratch files); [`merge_pass`] collects them in a [`Pass`]. [`finish`] completes
+//! the work items once their files are hashed.
 
 use std::borrow::Borrow;
 use std::collections::HashMap;
 
+use serde::{Deserialize, Serialize};
+
 use crate::error::SyncError;
 use crate::fs::local::FileKind;
+use crate::fs::paths::path_cmp;
 use crate::fs::scan::ScanEntry;
 use crate::manifest::{Entry, EntryKind};
 use crate::source::diff::{
@@ -19,7 +24,7 @@ use crate::source::diff::{
 use crate::source::digest::Sha256;
 
 /// A path the merge could not settle: it needs hashing, or a transfer.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Work {
     /// The new manifest entry (no digests yet when it must be hashed).
     pub entry: Entry,
@@ -29,6 +34,9 @@ pub struct Work {
     pub remote: Option<Box<RemoteObject>>,
     /// Whether the object must be written (set by the merge or by [`finish`]).
     pub transfer: bool,
+    /// The first path of a multiply-linked inode (later paths are hardlinks to it).
+    #[serde(default)]
+    pub linked: bool,
 }
 
 impl Work {
@@ -41,10 +49,16 @@ impl Work {
 /// What one merge pass found.
 #[derive(Debug, Default)]
 pub struct Pass {
-    /// Work items, in path order.
+    /// Work items, in path order (filled by [`merge_pass`] only).
     pub work: Vec<Work>,
-    /// Remote objects no path needs any more, in path order.
+    /// Remote objects no path needs any more, in path order ([`merge_pass`] only).
     pub deletes: Vec<String>,
+    /// Work items and deletes handed out (kept after collecting too).
+    pub work_items: usize,
+    pub delete_items: usize,
+    /// Files of the work still to hash, and their bytes.
+    pub to_hash: usize,
+    pub to_hash_bytes: u64,
     /// Entries of the new manifest (sink lines plus work items).
     pub entries: usize,
     /// Entries handed to the sink (complete, unchanged).
@@ -87,6 +101,19 @@ where
     merge_pass_with(local, prev, remote, opts, sink, &mut |_, _| Ok(()))
 }
 
+/// Where a merge pass puts what it finds, in path order.
+pub trait MergeOut {
+    /// A complete, unchanged entry of the new manifest.
+    fn settled(&mut self, e: &Entry) -> Result<(), SyncError>;
+    /// A usable server-side copy source (see [`copy_candidate`]); `work` when its
+    /// path is also a work item (it may be overwritten in this run).
+    fn candidate(&mut self, sha: &str, path: &str, work: bool) -> Result<(), SyncError>;
+    /// A path to hash or transfer.
+    fn work(&mut self, w: Work) -> Result<(), SyncError>;
+    /// A remote object no path needs any more.
+    fn delete(&mut self, path: String) -> Result<(), SyncError>;
+}
+
 /// [`merge_pass`], also handing every usable server-side copy source (see
 /// [`copy_candidate`]: sha256 and path, in path order) to `candidates`, so the
 /// previous manifest is read only once per run.
@@ -106,6 +133,57 @@ where
     R: Iterator,
     R::Item: Borrow<RemoteObject> + Keyed,
 {
+    struct Collect<'a> {
+        sink: &'a mut dyn FnMut(&Entry) -> Result<(), SyncError>,
+        candidates: &'a mut dyn FnMut(&str, &str) -> Result<(), SyncError>,
+        work: Vec<Work>,
+        deletes: Vec<String>,
+    }
+    impl MergeOut for Collect<'_> {
+        fn settled(&mut self, e: &Entry) -> Result<(), SyncError> {
+            (self.sink)(e)
+        }
+        fn candidate(&mut self, sha: &str, path: &str, _work: bool) -> Result<(), SyncError> {
+            (self.candidates)(sha, path)
+        }
+        fn work(&mut self, w: Work) -> Result<(), SyncError> {
+            self.work.push(w);
+            Ok(())
+        }
+        fn delete(&mut self, path: String) -> Result<(), SyncError> {
+            self.deletes.push(path);
+            Ok(())
+        }
+    }
+    let mut out = Collect {
+        sink,
+        candidates,
+        work: Vec::new(),
+        deletes: Vec::new(),
+    };
+    let mut pass = merge_into(local, prev, remote, opts, &mut out)?;
+    pass.work = out.work;
+    pass.deletes = out.deletes;
+    Ok(pass)
+}
+
+/// Merges the three sorted streams, handing everything it finds to `out`; the
+/// returned [`Pass`] holds the counts only.
+pub fn merge_into<L, P, R>(
+    local: L,
+    prev: P,
+    remote: R,
+    opts: MergeOptions,
+    out: &mut dyn MergeOut,
+) -> Result<Pass, SyncError>
+where
+    L: Iterator,
+    L::Item: Borrow<ScanEntry> + Keyed,
+    P: Iterator,
+    P::Item: Borrow<Entry> + Keyed,
+    R: Iterator,
+    R::Item: Borrow<RemoteObject> + Keyed,
+{
     let mut pass = Pass::default();
     // First path of each multiply-linked inode → its digests, once known.
     let mut first_links: HashMap<String, Option<(String, String)>> = HashMap::new();
@@ -114,93 +192,140 @@ where
         let remote = row.c.as_ref().map(Borrow::borrow);
         pass.prev_entries += usize::from(prev.is_some());
         pass.remote_objects += usize::from(remote.is_some());
+        let local = row.a.as_ref().map(Borrow::borrow);
+        let work = match local {
+            Some(s) => decide(s, prev, remote, opts, &mut pass, &mut first_links, out)?,
+            None => {
+                if let Some(r) = remote {
+                    pass.delete_items += 1;
+                    out.delete(r.path.clone())?;
+                }
+                false
+            }
+        };
         if let (Some(p), Some(r)) = (prev, remote)
             && let Some(sha) = copy_candidate(p, r)
         {
-            candidates(sha, &p.path)?;
+            out.candidate(sha, &p.path, work)?;
         }
-        let Some(s) = row.a.as_ref().map(Borrow::borrow) else {
-            if let Some(r) = remote {
-                pass.deletes.push(r.path.clone());
-            }
-            continue;
-        };
-        let mut e = to_entry(s);
-        pass.entries += 1;
-        if e.kind.has_object() {
-            pass.files_checked += 1;
-            pass.bytes_checked += e.size;
-        }
-        if !opts.checksum && prev.is_some_and(|p| reusable(&e, p)) {
-            let p = prev.expect("checked");
-            e.sha256.clone_from(&p.sha256);
-            e.md5.clone_from(&p.md5);
-            pass.reused += 1;
-        }
-        if e.kind == EntryKind::File && s.meta.nlink > 1 {
-            first_links.insert(e.path.clone(), e.sha256.clone().zip(e.md5.clone()));
-        }
-        if e.kind == EntryKind::Hardlink
-            && let Some(Some((sha, md5))) = e.target.as_ref().and_then(|t| first_links.get(t))
-        {
-            e.sha256 = Some(sha.clone());
-            e.md5 = Some(md5.clone());
-        }
-        forget_racy_stat(&mut e, opts.scan_started);
-        if e.kind.has_object() && e.sha256.is_none() {
-            pass.work.push(Work {
-                entry: e,
-                prev: prev.cloned().map(Box::new),
-                remote: remote.cloned().map(Box::new),
-                transfer: false,
-            });
-            continue;
-        }
-        match classify(Row {
-            a: Some(&e),
-            b: prev,
-            c: remote,
-        }) {
-            Some(Action::Transfer { .. }) => {
-                pass.work.push(Work {
-                    entry: e,
-                    prev: prev.cloned().map(Box::new),
-                    remote: remote.cloned().map(Box::new),
-                    transfer: true,
-                });
-                continue;
-            }
-            Some(Action::Keep { etag, .. }) => e.etag = etag,
-            Some(Action::Delete { path }) => pass.deletes.push(path),
-            None => {}
-        }
-        pass.same_as_prev += usize::from(prev == Some(&e));
-        sink(&e)?;
-        pass.settled += 1;
     }
     Ok(pass)
 }
+
+/// Decides one local path; returns whether it became a work item.
+fn decide(
+    s: &ScanEntry,
+    prev: Option<&Entry>,
+    remote: Option<&RemoteObject>,
+    opts: MergeOptions,
+    pass: &mut Pass,
+    first_links: &mut HashMap<String, Option<(String, String)>>,
+    out: &mut dyn MergeOut,
+) -> Result<bool, SyncError> {
+    let mut e = to_entry(s);
+    pass.entries += 1;
+    if e.kind.has_object() {
+        pass.files_checked += 1;
+        pass.bytes_checked += e.size;
+    }
+    if !opts.checksum && prev.is_some_and(|p| reusable(&e, p)) {
+        let p = prev.expect("checked");
+        e.sha256.clone_from(&p.sha256);
+        e.md5.clone_from(&p.md5);
+        pass.reused += 1;
+    }
+    let linked = e.kind == EntryKind::File && s.meta.nlink > 1;
+    if linked {
+        first_links.insert(e.path.clone(), e.sha256.clone().zip(e.md5.clone()));
+    }
+    if e.kind == EntryKind::Hardlink
+        && let Some(Some((sha, md5))) = e.target.as_ref().and_then(|t| first_links.get(t))
+    {
+        e.sha256 = Some(sha.clone());
+        e.md5 = Some(md5.clone());
+    }
+    forget_racy_stat(&mut e, opts.scan_started);
+    let work = |e: Entry, transfer: bool| Work {
+        entry: e,
+        prev: prev.cloned().map(Box::new),
+        remote: remote.cloned().map(Box::new),
+        transfer,
+        linked,
+    };
+    if e.kind.has_object() && e.sha256.is_none() {
+        pass.work_items += 1;
+        if e.kind == EntryKind::File {
+            pass.to_hash += 1;
+            pass.to_hash_bytes += e.size;
+        }
+        out.work(work(e, false))?;
+        return Ok(true);
+    }
+    match classify(Row {
+        a: Some(&e),
+        b: prev,
+        c: remote,
+    }) {
+        Some(Action::Transfer { .. }) => {
+            pass.work_items += 1;
+            out.work(work(e, true))?;
+            return Ok(true);
+        }
+        Some(Action::Keep { etag, .. }) => e.etag = etag,
+        Some(Action::Delete { path }) => {
+            pass.delete_items += 1;
+            out.delete(path)?;
+        }
+        None => {}
+    }
+    pass.same_as_prev += usize::from(prev == Some(&e));
+    out.settled(&e)?;
+    pass.settled += 1;
+    Ok(false)
+}
+
+/// Digests of the first path of a multiply-linked inode, for its hardlinks in a
+/// later batch of work.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkDigests {
+    pub sha256: Option<String>,
+    pub md5: Option<String>,
+    pub size: u64,
+}
+
+/// First paths of multiply-linked inodes hashed in earlier batches.
+pub type Links = HashMap<String, LinkDigests>;
 
 /// Completes the work items once every file among them is hashed: hardlinks take
 /// their first path's digests, then each item is classified. Returns the transfers
 /// in path order.
 pub fn finish(work: &mut [Work]) -> Result<Vec<Transfer>, SyncError> {
+    finish_with(work, &Links::new())
+}
+
+/// [`finish`] for one batch of the work: a hardlink whose first path is not in
+/// `work` takes the digests recorded in `links`.
+pub fn finish_with(work: &mut [Work], links: &Links) -> Result<Vec<Transfer>, SyncError> {
     for i in 0..work.len() {
         let e = &work[i].entry;
         if e.kind != EntryKind::Hardlink || e.sha256.is_some() {
             continue;
         }
         let target = e.target.clone().unwrap_or_default();
-        let Ok(j) = work.binary_search_by(|w| w.entry.path.as_bytes().cmp(target.as_bytes()))
-        else {
+        let found = match work.binary_search_by(|w| path_cmp(&w.entry.path, &target)) {
+            Ok(j) => {
+                let f = &work[j].entry;
+                Some((f.sha256.clone(), f.md5.clone(), f.size))
+            }
+            Err(_) => links
+                .get(&target)
+                .map(|l| (l.sha256.clone(), l.md5.clone(), l.size)),
+        };
+        let Some((sha, md5, size)) = found else {
             return Err(SyncError::Internal(format!(
                 "hardlink {} lost its first path {target}",
                 e.path
             )));
-        };
-        let (sha, md5, size) = {
-            let f = &work[j].entry;
-            (f.sha256.clone(), f.md5.clone(), f.size)
         };
         let e = &mut work[i].entry;
         (e.sha256, e.md5, e.size) = (sha, md5, size);

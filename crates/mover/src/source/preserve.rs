@@ -2,10 +2,10 @@
 //!
 //! A source run writes data objects in place before it commits its manifest, so
 //! until the commit the committed manifest names content some of its keys no
-//! longer hold. Before the first write, every committed content this run is about
-//! to overwrite is server-side copied to `<prefix>/.scribe/committed/<sha256>`
-//! (content-addressed: one copy per distinct content, none when a copy is already
-//! there). A destination that finds a key not holding what the manifest promises
+//! longer hold. Before the first write of each batch of work, every committed
+//! content the batch is about to overwrite is server-side copied to
+//! `<prefix>/.scribe/committed/<sha256>` (content-addressed: one copy per distinct
+//! content in the batch, none when a copy was already there before the run). A destination that finds a key not holding what the manifest promises
 //! takes that copy instead (see `destination::fetch`), so it restores the last
 //! commit exactly at every moment, whether a run is in progress or was killed.
 //!
@@ -177,8 +177,11 @@ pub async fn preserve(
 /// After the commit: deletes the committed copies (`shas`); a failure is only
 /// logged (the next run finds the copy in its listing and deletes it then).
 /// Returns how many were deleted.
-pub async fn release(remote: &Remote, shas: &HashSet<String>, transfers: usize) -> usize {
-    let done: Vec<bool> = stream::iter(shas.iter().cloned())
+pub async fn release<I>(remote: &Remote, shas: I, transfers: usize) -> usize
+where
+    I: IntoIterator<Item = String>,
+{
+    let done: Vec<bool> = stream::iter(shas)
         .map(|sha: String| async move {
             let key = committed_key(&remote.prefix, &sha);
             match remote.store.delete(&key).await {
@@ -251,6 +254,7 @@ mod tests {
             prev: prev.map(Box::new),
             remote: remote.map(Box::new),
             transfer: true,
+            linked: false,
         }
     }
 

@@ -1,24 +1,28 @@
-//! The stages of a source run, in the order of the module doc: merge, hash, plan
-//! the transfers (diff), keep committed versions (preserve), transfer, commit the
-//! manifest, then release the kept versions and delete. Each stage is one function
-//! of [`Run`]; `sync` calls them in turn.
+//! The stages of a source run, in the order of the module doc: merge, hash, then
+//! per batch of work plan the writes (diff), keep committed versions (preserve)
+//! and transfer; commit the manifest, then release the kept versions and delete.
+//! Each stage is one function of [`Run`]; `sync` calls them in turn. The work
+//! passes from stage to stage through scratch files (see `spill`), at most
+//! `SyncOptions::source_batch` items in memory at once.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::fs::File;
 use std::path::Path;
 use std::sync::Arc;
 
 use tracing::{info, warn};
 
-use super::diff::{Step, Transfer, plan_transfers};
-use super::plan::{Pass, finish};
+use super::diff::{Transfer, copy_candidate, plan_transfers};
+use super::digest::Sha256;
+use super::plan::{LinkDigests, Links, Pass, Work, finish_with};
+use super::spill::{self, Sources};
 use super::steps::delete_objects;
-use super::unsettled::Unsettled;
-use super::{MergeError, Merged, chunked, find_copy_sources, first_upload, hash_work, preserve};
+use super::unsettled::{Unsettled, convert_links};
+use super::{MergeError, Merged, chunked, first_upload, hash_work, preserve};
 use crate::error::SyncError;
 use crate::fs::local::{LocalMeta, is_mount_point};
-use crate::manifest::RootMeta;
-use crate::manifest::stream::write_merged;
+use crate::manifest::stream::write_merged_results;
+use crate::manifest::{Entry, RootMeta};
 use crate::options::SyncOptions;
 use crate::progress::Progress;
 use crate::store::listing::lists_in_order;
@@ -34,12 +38,16 @@ pub(super) struct Run<'a> {
     pub progress: &'a Arc<Progress>,
 }
 
-/// What the merge stage leaves besides the work (`Pass`).
+/// What the merge stage leaves besides the counts (`Pass`).
 pub(super) struct Scanned {
     /// The settled entries as JSON lines (see [`Merged::body`]).
     pub body: File,
-    /// Server-side copy sources (see [`Merged::candidates`]); the diff stage takes it.
-    pub candidates: Option<File>,
+    /// Server-side copy sources, then this run's uploads.
+    pub sources: Sources,
+    /// The work items (the hash stage takes them).
+    pub work: Option<spill::Writer<Work>>,
+    /// Objects to delete after the commit.
+    pub deletes: spill::Writer<String>,
     pub root: RootMeta,
     pub prev_root: Option<RootMeta>,
     /// Committed versions kept under `.scribe/committed/`.
@@ -50,13 +58,20 @@ pub(super) struct Scanned {
     pub skipped: usize,
 }
 
-/// The writes and deletes the diff stage planned.
-pub(super) struct Planned {
-    pub steps: Vec<Step>,
-    /// Transfers planned (before copies are merged into steps) and their bytes.
-    pub count: usize,
+/// The work once hashed and classified.
+pub(super) struct Hashed {
+    pub work: spill::Reader<Work>,
+    /// Objects to write and their bytes.
+    pub transfers: usize,
     pub bytes: u64,
-    pub deletes: Vec<String>,
+}
+
+/// What the write stage leaves for the commit.
+pub(super) struct Written {
+    /// The work's entries as written, in path order.
+    pub entries: spill::Writer<Entry>,
+    /// Committed versions kept by this run, to release after the commit.
+    pub release: spill::Writer<String>,
 }
 
 impl Run<'_> {
@@ -88,7 +103,9 @@ impl Run<'_> {
         self.check_merged(&merged)?;
         let scanned = Scanned {
             body: merged.body,
-            candidates: Some(merged.candidates),
+            sources: merged.sources,
+            work: Some(merged.work),
+            deletes: merged.deletes,
             root: root_meta(&merged.root),
             prev_root: merged.prev_root,
             held: merged.held,
@@ -126,84 +143,81 @@ impl Run<'_> {
         Ok(())
     }
 
-    /// Hash stage: hashes every work file until each holds still or is given up
-    /// on, then classifies the work; returns the transfers.
+    /// Hash stage: hashes the work batch by batch, each file until it holds still
+    /// or is given up on, then classifies it; the hashed work goes to a scratch file.
     pub async fn hash(
         &self,
         pass: &mut Pass,
+        scanned: &mut Scanned,
         unsettled: &mut Unsettled,
-        skipped: usize,
-    ) -> Result<Vec<Transfer>, SyncError> {
+    ) -> Result<Hashed, SyncError> {
+        let mut work = scanned
+            .work
+            .take()
+            .ok_or_else(|| SyncError::Internal("the work was hashed twice".into()))?
+            .into_reader()?;
+        let mut out = spill::Writer::new("hashed work scratch file")?;
+        self.progress
+            .phase("hashing", pass.to_hash as u64, pass.to_hash_bytes);
+        let (mut links, mut targets) = (Links::new(), HashSet::new());
+        let (mut transfers, mut bytes) = (0, 0);
         loop {
-            let seen = hash_work(&mut pass.work, self.local, self.opts, self.progress).await?;
-            if seen.is_empty() {
+            let mut batch = work.batch(self.opts.source_batch)?;
+            if batch.is_empty() {
                 break;
             }
-            // Hardlinks of a file left unsettled become files of their own, hashed next round.
-            unsettled.settle(pass, seen, true);
+            convert_links(&mut batch, &targets, true);
+            loop {
+                let seen = hash_work(&mut batch, self.local, self.opts, self.progress).await?;
+                if seen.is_empty() {
+                    break;
+                }
+                // Hardlinks of a file left unsettled become files of their own, hashed next round.
+                pass.entries -= unsettled.settle(&mut batch, seen, true, &mut targets);
+                for path in unsettled.deletes.drain(..) {
+                    scanned.deletes.push(&path)?;
+                }
+            }
+            let planned = finish_with(&mut batch, &links)?;
+            transfers += planned.len();
+            bytes += planned.iter().map(|t| t.size).sum::<u64>();
+            for w in &batch {
+                if w.linked {
+                    let e = &w.entry;
+                    links.insert(
+                        e.path.clone(),
+                        LinkDigests {
+                            sha256: e.sha256.clone(),
+                            md5: e.md5.clone(),
+                            size: e.size,
+                        },
+                    );
+                }
+                out.push(w)?;
+            }
         }
-        let transfers = finish(&mut pass.work)?;
         info!(
             entries = pass.entries,
             unchanged = pass.settled,
-            work = pass.work.len(),
+            work = out.count(),
             reused = pass.reused,
-            skipped,
+            transfers,
+            deletes = scanned.deletes.count(),
+            skipped = scanned.skipped,
             "merged and hashed"
         );
-        Ok(transfers)
+        Ok(Hashed {
+            work: out.into_reader()?,
+            transfers,
+            bytes,
+        })
     }
 
-    /// Diff stage: orders the transfers into writes (server-side copies where an
-    /// existing object holds the content) and gathers the deletes.
-    pub async fn diff(
-        &self,
-        pass: &mut Pass,
-        unsettled: &mut Unsettled,
-        transfers: Vec<Transfer>,
-        scanned: &mut Scanned,
-    ) -> Planned {
-        let candidates = scanned.candidates.take();
-        let sources = match candidates {
-            Some(candidates)
-                if scanned.used_prev
-                    && pass.prev_entries > 0
-                    && transfers.iter().any(|t| t.size > 0) =>
-            {
-                match find_copy_sources(candidates, &transfers).await {
-                    Ok(s) => s,
-                    Err(e) => {
-                        warn!(error = %e, "could not look for server-side copy sources; uploading instead");
-                        HashMap::new()
-                    }
-                }
-            }
-            _ => HashMap::new(),
-        };
-        let steps = plan_transfers(&transfers, &sources);
-        drop(sources);
-        let mut deletes = std::mem::take(&mut pass.deletes);
-        deletes.append(&mut unsettled.deletes);
-        let planned = Planned {
-            steps,
-            count: transfers.len(),
-            bytes: transfers.iter().map(|t| t.size).sum(),
-            deletes,
-        };
-        info!(
-            transfers = planned.steps.len(),
-            deletes = planned.deletes.len(),
-            unchanged = pass.entries - planned.count,
-            "diff done"
-        );
-        planned
-    }
-
-    /// A dry run ends after the diff: the summary of what would be written.
-    pub fn dry_run(&self, planned: &Planned, summary: &mut Summary) {
-        summary.files_transferred = planned.steps.len() as u64;
-        summary.bytes_transferred = planned.bytes;
-        summary.files_deleted = planned.deletes.len() as u64;
+    /// A dry run ends after the hash stage: the summary of what would be written.
+    pub fn dry_run(&self, hashed: &Hashed, scanned: &Scanned, summary: &mut Summary) {
+        summary.files_transferred = hashed.transfers as u64;
+        summary.bytes_transferred = hashed.bytes;
+        summary.files_deleted = scanned.deletes.count() as u64;
         info!("dry run: nothing written");
     }
 
@@ -225,29 +239,19 @@ impl Run<'_> {
         Ok(marker)
     }
 
-    /// Preserve stage: keeps the committed version of every object the run
-    /// overwrites; returns every kept version to release after the commit.
-    pub async fn preserve(
+    /// Write stage, batch by batch: orders the batch's transfers into writes
+    /// (server-side copies where an object holds the content, see [`Sources`]),
+    /// keeps the committed version of every object it overwrites (see `preserve`),
+    /// then runs the writes in chunks; files that changed while uploaded keep their
+    /// committed entry (see `unsettled`). Each finished batch goes to a scratch file.
+    pub async fn write(
         &self,
-        pass: &Pass,
-        held: HashSet<String>,
-    ) -> Result<HashSet<String>, SyncError> {
-        let keep = preserve::plan(&pass.work, &held);
-        let mut release = held;
-        let opts = self.opts;
-        release.extend(preserve::preserve(self.remote, &keep, opts.transfers, &opts.cancel).await?);
-        Ok(release)
-    }
-
-    /// Transfer stage: runs the planned writes in chunks; files that changed
-    /// while uploaded keep their committed entry (see `unsettled`).
-    pub async fn transfer(
-        &self,
+        mut hashed: Hashed,
         pass: &mut Pass,
+        scanned: &mut Scanned,
         unsettled: &mut Unsettled,
-        planned: &mut Planned,
         summary: &mut Summary,
-    ) -> Result<(), SyncError> {
+    ) -> Result<Written, SyncError> {
         let uploader = Uploader::new(
             self.remote.clone(),
             self.local.to_path_buf(),
@@ -255,78 +259,175 @@ impl Run<'_> {
             Arc::clone(self.progress),
         )
         .with_cancel(self.opts.cancel.clone());
-        let steps = std::mem::take(&mut planned.steps);
         self.progress
-            .phase("transferring", steps.len() as u64, planned.bytes);
-        let seen = chunked::run_chunked(
-            &uploader,
+            .phase("transferring", hashed.transfers as u64, hashed.bytes);
+        let mut written = Written {
+            entries: spill::Writer::new("written entries scratch file")?,
+            release: spill::Writer::new("kept versions scratch file")?,
+        };
+        let mut targets = HashSet::new();
+        loop {
+            if self.opts.cancel.is_cancelled() {
+                return Err(SyncError::Interrupted);
+            }
+            let mut batch = hashed.work.batch(self.opts.source_batch)?;
+            if batch.is_empty() {
+                break;
+            }
+            convert_links(&mut batch, &targets, false);
+            let seen = self
+                .write_batch(&uploader, &mut batch, scanned, &mut written, summary)
+                .await?;
+            // Their hardlinks were written as objects of their own: they become plain files.
+            pass.entries -= unsettled.settle(&mut batch, seen, false, &mut targets);
+            summary.files_skipped_changing = unsettled.changing;
+            for path in unsettled.deletes.drain(..) {
+                scanned.deletes.push(&path)?;
+            }
+            if self.opts.cancel.is_cancelled() {
+                return Err(SyncError::Interrupted);
+            }
+            for w in batch {
+                if w.transfer && w.entry.size > 0 {
+                    // Written and verified: a copy source for later batches.
+                    if let Some(sha) = &w.entry.sha256 {
+                        scanned.sources.add(sha, &w.entry.path, false)?;
+                    }
+                } else if !w.transfer
+                    && let (Some(p), Some(r)) = (&w.prev, &w.remote)
+                    && let Some(sha) = copy_candidate(p, r)
+                {
+                    // Not overwritten after all: still a copy source for later batches.
+                    scanned.sources.add(sha, &p.path, false)?;
+                }
+                written.entries.push(&w.entry)?;
+            }
+        }
+        Ok(written)
+    }
+
+    /// One batch of the write stage; returns the items given up on: (index, vanished?).
+    async fn write_batch(
+        &self,
+        uploader: &Uploader,
+        batch: &mut [Work],
+        scanned: &mut Scanned,
+        written: &mut Written,
+        summary: &mut Summary,
+    ) -> Result<Vec<(usize, bool)>, SyncError> {
+        let transfers: Vec<Transfer> = batch
+            .iter()
+            .filter(|w| w.transfer)
+            .filter_map(|w| {
+                Some(Transfer {
+                    path: w.entry.path.clone(),
+                    sha256: w.entry.sha256.as_deref().and_then(Sha256::parse)?,
+                    size: w.entry.size,
+                })
+            })
+            .collect();
+        if transfers.is_empty() {
+            return Ok(Vec::new());
+        }
+        let wanted: HashSet<Sha256> = transfers
+            .iter()
+            .filter(|t| t.size > 0)
+            .map(|t| t.sha256.clone())
+            .collect();
+        let overwritten: HashSet<&str> = transfers.iter().map(|t| t.path.as_str()).collect();
+        let first = batch.first().map_or("", |w| w.entry.path.as_str());
+        let sources = match scanned.sources.find(&wanted, first, &overwritten) {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(error = %e, "could not look for server-side copy sources; uploading instead");
+                Default::default()
+            }
+        };
+        drop(overwritten);
+        let steps = plan_transfers(&transfers, &sources);
+        drop((sources, wanted, transfers));
+        let keep = preserve::plan(batch, &scanned.held);
+        let opts = self.opts;
+        for sha in preserve::preserve(self.remote, &keep, opts.transfers, &opts.cancel).await? {
+            written.release.push(&sha)?;
+        }
+        drop(keep);
+        chunked::run_chunked(
+            uploader,
             &steps,
-            &mut pass.work,
-            self.opts.transfers,
+            batch,
+            opts.transfers,
             self.progress,
             summary,
         )
-        .await?;
-        drop(steps);
-        // Their hardlinks were written as objects of their own: they become plain files.
-        unsettled.settle(pass, seen, false);
-        summary.files_skipped_changing = unsettled.changing;
-        planned.deletes.append(&mut unsettled.deletes);
-        if self.opts.cancel.is_cancelled() {
-            return Err(SyncError::Interrupted);
-        }
-        Ok(())
+        .await
     }
 
     /// Commit stage: writes the new manifest (the settled entries merged with the
-    /// work), then clears the first-upload marker and releases the kept versions.
+    /// written work), then clears the first-upload marker.
     pub async fn commit(
         &self,
-        pass: Pass,
-        scanned: Scanned,
+        pass: &Pass,
+        body: File,
+        root: RootMeta,
+        work: spill::Writer<Entry>,
         marker: bool,
-        release: &HashSet<String>,
     ) -> Result<(), SyncError> {
         let entries = pass.entries;
         let created_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-        let work = pass.work.into_iter().map(|w| w.entry);
-        write_merged(
-            self.remote,
-            scanned.body,
-            work,
-            entries,
-            &created_at,
-            scanned.root,
-        )
-        .await?;
+        let work = work.into_reader()?;
+        write_merged_results(self.remote, body, work, entries, &created_at, root).await?;
         info!(entries, "manifest committed");
         if marker {
             first_upload::finish(self.remote).await;
         }
-        preserve::release(self.remote, release, self.opts.transfers).await;
         Ok(())
     }
 
-    /// Delete stage, after the commit: objects no longer in the source.
-    pub async fn delete(&self, deletes: &[String], summary: &mut Summary) -> Result<(), SyncError> {
+    /// After the commit: releases the committed versions kept (found, or made by
+    /// this run), a batch at a time.
+    pub async fn release(
+        &self,
+        held: HashSet<String>,
+        kept: spill::Writer<String>,
+    ) -> Result<(), SyncError> {
+        let transfers = self.opts.transfers;
+        preserve::release(self.remote, held, transfers).await;
+        let mut kept = kept.into_reader()?;
+        loop {
+            let batch = kept.batch(self.opts.source_batch)?;
+            if batch.is_empty() {
+                return Ok(());
+            }
+            preserve::release(self.remote, batch, transfers).await;
+        }
+    }
+
+    /// Delete stage, after the commit: objects no longer in the source, a batch at
+    /// a time.
+    pub async fn delete(
+        &self,
+        deletes: spill::Writer<String>,
+        summary: &mut Summary,
+    ) -> Result<(), SyncError> {
+        let mut deletes = deletes.into_reader()?;
         self.progress.phase("deleting", deletes.len() as u64, 0);
-        summary.files_deleted =
-            delete_objects(self.remote, deletes, self.opts.transfers, self.progress).await?;
-        Ok(())
+        loop {
+            let batch = deletes.batch(self.opts.source_batch)?;
+            if batch.is_empty() {
+                return Ok(());
+            }
+            summary.files_deleted +=
+                delete_objects(self.remote, &batch, self.opts.transfers, self.progress).await?;
+        }
     }
 }
 
 /// Nothing to write and every entry as committed: the manifest stays as it is.
-pub(super) fn nothing_changed(
-    pass: &Pass,
-    scanned: &Scanned,
-    planned: &Planned,
-    unsettled: &Unsettled,
-) -> bool {
+pub(super) fn nothing_changed(pass: &Pass, scanned: &Scanned, unsettled: &Unsettled) -> bool {
     scanned.used_prev
-        && planned.steps.is_empty()
-        && planned.deletes.is_empty()
-        && pass.work.is_empty()
+        && pass.work_items == 0
+        && scanned.deletes.count() == 0
         && unsettled.changing == 0
         && pass.entries == pass.prev_entries
         && pass.same_as_prev == pass.prev_entries

@@ -2,13 +2,13 @@
 //! during a run (see `changing`): it keeps its last committed entry when the
 //! remote object still holds exactly that, or is left out of the new manifest;
 //! a vanished file is left out and its object deleted after the commit. Hardlinks
-//! to such a path become files of their own.
+//! to such a path become files of their own, in its batch of work or a later one.
 
 use std::collections::HashSet;
 
 use crate::manifest::{Entry, EntryKind};
 use crate::source::diff::{Action, Row, classify};
-use crate::source::plan::{Pass, Work};
+use crate::source::plan::Work;
 
 /// Paths given up on so far in this run.
 #[derive(Debug, Default)]
@@ -38,17 +38,29 @@ fn keepable(w: &Work) -> Option<Entry> {
 }
 
 impl Unsettled {
-    /// Settles the work items at `seen` (index, vanished?). With `rehash`, the
-    /// hardlinks that become files lose their digests, to be hashed as files.
-    pub fn settle(&mut self, pass: &mut Pass, seen: Vec<(usize, bool)>, rehash: bool) {
+    /// Settles the items of one batch of work at `seen` (index, vanished?); returns
+    /// how many left the new manifest. Hardlinks to a settled path become files of
+    /// their own; with `rehash` they lose their digests, to be hashed as files.
+    /// Settled first paths of multiply-linked inodes are added to `targets`, for
+    /// the hardlinks of later batches (see [`convert_links`]).
+    pub fn settle(
+        &mut self,
+        work: &mut Vec<Work>,
+        seen: Vec<(usize, bool)>,
+        rehash: bool,
+        targets: &mut HashSet<String>,
+    ) -> usize {
         if seen.is_empty() {
-            return;
+            return 0;
         }
         let mut gone = HashSet::new();
         let mut affected = HashSet::new();
         for (i, vanished) in seen {
-            let w = &mut pass.work[i];
+            let w = &mut work[i];
             affected.insert(w.entry.path.clone());
+            if w.linked {
+                targets.insert(w.entry.path.clone());
+            }
             let kept = if vanished { None } else { keepable(w) };
             if !vanished {
                 self.changing += 1;
@@ -66,22 +78,40 @@ impl Unsettled {
                 }
             }
         }
-        for w in &mut pass.work {
+        for w in work.iter_mut() {
             let e = &mut w.entry;
             if e.kind == EntryKind::Hardlink
                 && !affected.contains(&e.path)
                 && e.target.as_ref().is_some_and(|t| affected.contains(t))
             {
-                e.kind = EntryKind::File;
-                e.target = None;
-                if rehash {
-                    e.sha256 = None;
-                    e.md5 = None;
-                }
+                to_file(e, rehash);
             }
         }
-        let before = pass.work.len();
-        pass.work.retain(|w| !gone.contains(&w.entry.path));
-        pass.entries -= before - pass.work.len();
+        let before = work.len();
+        work.retain(|w| !gone.contains(&w.entry.path));
+        before - work.len()
+    }
+}
+
+/// Hardlinks of `work` whose first path was settled in an earlier batch (in
+/// `targets`) become files of their own (without digests with `rehash`).
+pub fn convert_links(work: &mut [Work], targets: &HashSet<String>, rehash: bool) {
+    if targets.is_empty() {
+        return;
+    }
+    for w in work {
+        let e = &mut w.entry;
+        if e.kind == EntryKind::Hardlink && e.target.as_ref().is_some_and(|t| targets.contains(t)) {
+            to_file(e, rehash);
+        }
+    }
+}
+
+fn to_file(e: &mut Entry, rehash: bool) {
+    e.kind = EntryKind::File;
+    e.target = None;
+    if rehash {
+        e.sha256 = None;
+        e.md5 = None;
     }
 }
