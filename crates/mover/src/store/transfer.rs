@@ -10,7 +10,8 @@
 //! of at most one part is one single put (read into memory: at most one part), and
 //! any larger file — or any file of `upload_cutoff` or more, when the cutoff is the
 //! smaller — is a multipart upload reading one part at a time, at most
-//! `upload_concurrency` parts in flight. A global memory budget (a semaphore in MiB,
+//! `upload_concurrency` parts in flight, more (up to 64 MiB of parts) while half the
+//! budget is free. A global memory budget (a semaphore in MiB,
 //! `SyncOptions::memory_budget`) caps the file data held by all concurrent uploads.
 //!
 //! A file is uploaded only as the version its entry names: same size and mtime
@@ -34,13 +35,14 @@ use object_store::{
     Attribute, AttributeValue, Attributes, CopyOptions, ObjectStore, ObjectStoreExt,
     PutMultipartOptions, PutOptions, PutPayload,
 };
+use sha2::Sha256;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use crate::error::{SyncError, join_error};
 use crate::fs::hash::{
-    DualHasher, etag_md5, format_rclone_mtime, format_rfc3339_mtime, is_multipart_etag, md5chksum,
+    etag_md5, format_rclone_mtime, format_rfc3339_mtime, is_multipart_etag, md5chksum,
     multipart_etag, normalize_etag,
 };
 use crate::fs::local::open_nofollow;
@@ -53,6 +55,8 @@ use crate::store::remote::{CopyMetadata, MtimeFormat, Remote, UploadOptions};
 const MIB: u64 = 1024 * 1024;
 /// S3's limit on parts per upload.
 const MAX_PARTS: u64 = 10_000;
+/// Bytes of one file's parts in flight beyond `upload_concurrency`, budget permitting.
+const FILE_IN_FLIGHT: u64 = 64 * MIB;
 
 /// Shared state of the uploads of one run.
 pub struct Uploader {
@@ -148,6 +152,16 @@ impl Uploader {
             .map_err(|e| SyncError::Internal(format!("memory budget closed: {e}")))
     }
 
+    /// A permit for one more part beyond `upload_concurrency`, while at least half
+    /// the budget stays free for the uploads' own permits (so extra parts never take
+    /// more than half the budget).
+    fn spare_permit(&self, mib: u32) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        if self.budget.available_permits() < (self.budget_mib / 2 + mib) as usize {
+            return None;
+        }
+        Arc::clone(&self.budget).try_acquire_many_owned(mib).ok()
+    }
+
     /// Uploads the local file of `e` (whose sha256/md5 the scan computed) and verifies it.
     pub async fn upload(&self, e: &Entry) -> Result<Written, SyncError> {
         self.check_cancelled()?;
@@ -158,20 +172,26 @@ impl Uploader {
         } else {
             self.upload_single(&key, e).await?
         };
-        let etag = self.verify(&key, e.size, Some(&expected_etag)).await?;
+        let etag = self.verify(&key, e.size, expected_etag.as_ref()).await?;
         Ok(Written {
             etag,
             bytes_sent: sent,
         })
     }
 
-    async fn upload_single(&self, key: &Key, e: &Entry) -> Result<(String, u64), SyncError> {
+    async fn upload_single(
+        &self,
+        key: &Key,
+        e: &Entry,
+    ) -> Result<(Option<String>, u64), SyncError> {
         let _permit = self.permits(e.size.div_ceil(MIB)).await?;
         let path = self.root.join(&e.path);
         let want = e.size;
         let e_path = e.path.clone();
         let stamp = Stamp::of_entry(e);
-        let (data, digests) = tokio::task::spawn_blocking(move || {
+        // The MD5 only where the ETag is checked against it (see `verify`).
+        let with_md5 = !self.remote.upload.etag_is_not_md5;
+        let (data, sha256, md5) = tokio::task::spawn_blocking(move || {
             use std::io::Read;
             let mut f = open_for_upload(&path, &e_path)?;
             let mut data = Vec::with_capacity(want as usize);
@@ -183,13 +203,13 @@ impl Uploader {
             if file_stamp(&f) != Some(stamp) {
                 return Err(SyncError::SourceChanged { path: e_path });
             }
-            let mut h = DualHasher::default();
-            h.update(&data);
-            Ok::<_, SyncError>((data, h.finish()))
+            let sha256 = hex::encode(Sha256::digest(&data));
+            let md5 = with_md5.then(|| hex::encode(Md5::digest(&data)));
+            Ok::<_, SyncError>((data, sha256, md5))
         })
         .await
         .map_err(join_error)??;
-        if Some(&digests.sha256) != e.sha256.as_ref() || digests.size != e.size {
+        if Some(&sha256) != e.sha256.as_ref() || data.len() as u64 != e.size {
             return Err(SyncError::SourceChanged {
                 path: e.path.clone(),
             });
@@ -219,13 +239,19 @@ impl Uploader {
             }
         }
         self.progress.add_bytes(e.size);
-        Ok((digests.md5, e.size))
+        Ok((md5, e.size))
     }
 
-    async fn upload_multipart(&self, key: &Key, e: &Entry) -> Result<(String, u64), SyncError> {
+    async fn upload_multipart(
+        &self,
+        key: &Key,
+        e: &Entry,
+    ) -> Result<(Option<String>, u64), SyncError> {
         let opts = &self.remote.upload;
         let chunk = part_size(e.size, opts);
         let concurrency = opts.upload_concurrency.max(1);
+        let most = most_in_flight(chunk, concurrency);
+        let part_mib = (chunk.div_ceil(MIB).min(self.budget_mib as u64)) as u32;
         let _permit = self
             .permits((chunk * concurrency as u64).div_ceil(MIB))
             .await?;
@@ -260,35 +286,55 @@ impl Uploader {
                 }
             }
         };
+        // Part MD5s only where the ETag is checked against them (see `verify`).
+        let with_md5 = !opts.etag_is_not_md5;
         let parts = async {
-            let mut hasher = DualHasher::default();
+            let mut hasher = Sha256::new();
             let mut part_md5s = Vec::new();
             let mut in_flight: FuturesUnordered<object_store::UploadPart> = FuturesUnordered::new();
             let mut offset = 0u64;
             while offset < e.size {
                 // Wait for a free slot before reading, so at most `concurrency` parts
-                // (what the budget permit covers) are in memory at once.
-                while in_flight.len() >= concurrency {
+                // (what the budget permit covers) are in memory at once, plus those
+                // holding a permit of their own for budget that was free (see
+                // `most_in_flight`).
+                let extra = loop {
+                    if in_flight.len() < concurrency {
+                        break None;
+                    }
+                    if in_flight.len() < most
+                        && let Some(p) = self.spare_permit(part_mib)
+                    {
+                        break Some(p);
+                    }
                     if let Some(r) = in_flight.next().await {
                         r.map_err(|err| SyncError::store("uploading part", key, err))?;
                     }
-                }
+                };
                 let len = chunk.min(e.size - offset);
                 let f = Arc::clone(&file);
                 let p = path.clone();
-                let (buf, h) = tokio::task::spawn_blocking(move || {
+                let (buf, h, md5) = tokio::task::spawn_blocking(move || {
                     let mut buf = vec![0u8; len as usize];
                     f.read_exact_at(&mut buf, offset)
                         .map_err(|err| SyncError::io("reading for upload", &p, err))?;
                     let mut h = hasher;
                     h.update(&buf);
-                    Ok::<_, SyncError>((buf, h))
+                    let md5: Option<[u8; 16]> = with_md5.then(|| Md5::digest(&buf).into());
+                    Ok::<_, SyncError>((buf, h, md5))
                 })
                 .await
                 .map_err(join_error)??;
                 hasher = h;
-                part_md5s.push(Md5::digest(&buf).into());
-                in_flight.push(upload.put_part(PutPayload::from(bytes::Bytes::from(buf))));
+                part_md5s.extend(md5);
+                let part = upload.put_part(PutPayload::from(bytes::Bytes::from(buf)));
+                in_flight.push(match extra {
+                    None => part,
+                    Some(permit) => Box::pin(async move {
+                        let _permit = permit;
+                        part.await
+                    }),
+                });
                 self.progress.add_bytes(len);
                 offset += len;
             }
@@ -297,7 +343,7 @@ impl Uploader {
             }
             Ok::<_, SyncError>((hasher, part_md5s))
         };
-        let result: Result<(DualHasher, Vec<[u8; 16]>), SyncError> = tokio::select! {
+        let result: Result<(Sha256, Vec<[u8; 16]>), SyncError> = tokio::select! {
             r = parts => r,
             () = self.cancel.cancelled() => Err(SyncError::Interrupted),
         };
@@ -310,8 +356,8 @@ impl Uploader {
         };
         // A file whose size, mtime or bytes changed must not be committed.
         let moved = file_stamp(&file) != Some(Stamp::of_entry(e));
-        let d = hasher.finish();
-        if moved || Some(&d.sha256) != e.sha256.as_ref() {
+        let sha256 = hex::encode(hasher.finalize());
+        if moved || Some(&sha256) != e.sha256.as_ref() {
             let _ = upload.abort().await;
             return Err(SyncError::SourceChanged {
                 path: e.path.clone(),
@@ -325,7 +371,7 @@ impl Uploader {
             .complete()
             .await
             .map_err(|err| SyncError::store("completing multipart upload", key, err))?;
-        Ok((multipart_etag(&part_md5s), e.size))
+        Ok((with_md5.then(|| multipart_etag(&part_md5s)), e.size))
     }
 
     /// Server-side copy of an object holding the same content, carrying the metadata
@@ -402,6 +448,14 @@ pub fn part_size(size: u64, opts: &UploadOptions) -> u64 {
     opts.chunk_size.max(5 * MIB).max(size.div_ceil(MAX_PARTS))
 }
 
+/// Parts of one file in flight at most: `upload_concurrency`, or more while half
+/// the memory budget is free (see `spare_permit`), up to [`FILE_IN_FLIGHT`] bytes of parts: one
+/// large file alone keeps enough requests going to fill the link (a server answers
+/// each part only once it has stored it, so a few parts at once leave it idle).
+pub fn most_in_flight(chunk: u64, concurrency: usize) -> usize {
+    concurrency.max((FILE_IN_FLIGHT / chunk.max(1)) as usize)
+}
+
 /// Whether a file of `size` bytes is uploaded in parts: when it is larger than one
 /// part (so no upload buffers more than a part), or reaches `upload_cutoff`.
 pub fn is_multipart(size: u64, opts: &UploadOptions) -> bool {
@@ -446,6 +500,18 @@ mod tests {
         );
         assert!(is_multipart(5 * MIB + 1, &o), "more than one part");
         assert!(is_multipart(150 * MIB, &o), "below the 200 MiB cutoff");
+    }
+
+    #[test]
+    fn large_files_keep_up_to_64_mib_of_parts_in_flight_never_fewer_than_configured() {
+        assert_eq!(most_in_flight(5 * MIB, 4), 12, "64 MiB of 5 MiB parts");
+        assert_eq!(most_in_flight(8 * MIB, 4), 8);
+        assert_eq!(
+            most_in_flight(64 * MIB, 4),
+            4,
+            "upload_concurrency is the floor"
+        );
+        assert_eq!(most_in_flight(5 * MIB, 32), 32);
     }
 
     #[test]

@@ -301,9 +301,13 @@ impl ObjectStore for CryptStore {
         opts: PutOptions,
     ) -> object_store::Result<PutResult> {
         let key = self.core.file_key(location)?;
-        let plain: Vec<u8> = payload.iter().flat_map(|b| b.iter().copied()).collect();
+        let plain = Bytes::from(payload);
         let nonce = data::random_nonce().map_err(|e| generic(format!("random nonce: {e}")))?;
-        let body = data::encrypt_all(&self.core.data_key, nonce, &plain);
+        let data_key = self.core.data_key;
+        // Sealed on the blocking pool, off the threads driving the network I/O.
+        let body = tokio::task::spawn_blocking(move || data::encrypt_all(&data_key, nonce, &plain))
+            .await
+            .map_err(|e| generic(format!("encrypting {location}: {e}")))?;
         let mode = match opts.mode {
             PutMode::Update(mut v) => {
                 v.e_tag = unwrap_etag(v.e_tag);
