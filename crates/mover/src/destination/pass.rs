@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use futures::{StreamExt, TryStreamExt, stream};
+use tokio::sync::Semaphore;
 use tracing::{info, warn};
 
 use super::fetch::{Claimed, Kept, download};
@@ -24,6 +25,9 @@ use crate::options::SyncOptions;
 use crate::progress::Progress;
 use crate::store::remote::Remote;
 use crate::summary::{Direction, Summary};
+
+/// Files up to this size take half a download slot (see [`Pass::fetch`]).
+const SMALL_FILE: u64 = 1 << 20;
 
 /// What every stage of a pass works with.
 pub(super) struct Pass<'a> {
@@ -265,6 +269,10 @@ impl Pass<'_> {
             .filter(|i| !claimed_index.contains(i))
             .collect();
         todo.sort_by_key(|i| std::cmp::Reverse(entries[*i].size));
+        // `--transfers` large files at once, or twice as many small ones: a small
+        // file's time is the request's round trip, not bandwidth.
+        let transfers = self.opts.transfers.max(1);
+        let slots = Semaphore::new(2 * transfers);
         let results: Vec<Result<Download, SyncError>> = stream::iter(todo)
             .map(|i| {
                 let staged_copy = entries[i]
@@ -273,9 +281,17 @@ impl Pass<'_> {
                     .and_then(|s| claimed.sources.get(s))
                     .cloned();
                 let src = staged_copy.or_else(|| planned.local_copy(self.local, &entries[i]));
-                self.fetch_one(&entries[i], i, src)
+                let weight = if entries[i].size > SMALL_FILE { 2 } else { 1 };
+                let slots = &slots;
+                async move {
+                    let _slot = slots
+                        .acquire_many(weight)
+                        .await
+                        .map_err(|e| SyncError::Internal(format!("download slots: {e}")))?;
+                    self.fetch_one(&entries[i], i, src).await
+                }
             })
-            .buffer_unordered(self.opts.transfers.max(1))
+            .buffer_unordered(2 * transfers)
             .collect()
             .await;
         tally(
