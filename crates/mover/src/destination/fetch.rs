@@ -26,7 +26,7 @@ use tracing::info;
 
 use super::Download;
 use super::SparseWriter;
-use super::restore::Staged;
+use super::restore::{Staged, staged_name};
 use crate::error::{SyncError, join_error};
 use crate::fs::local::{create_new_nofollow, remove_any};
 use crate::fs::paths::{committed_key, key_for};
@@ -61,7 +61,7 @@ pub(super) async fn download(
     if !ok {
         return Ok(Download::Mismatch(e.path.clone()));
     }
-    Ok(Download::Verified(Staged { index, temp }))
+    Ok(Download::Verified(Staged { index }))
 }
 
 /// Bytes of a body gathered before one blocking call writes (and hashes) them: an
@@ -236,8 +236,11 @@ impl Kept {
             if self.files.contains_key(sha) {
                 continue;
             }
-            let to = staging.join(format!("k-{sha}"));
-            std::fs::rename(&s.temp, &to).map_err(|e| SyncError::io("keeping", &s.temp, e))?;
+            let (from, to) = (
+                staging.join(staged_name(s.index)),
+                staging.join(format!("k-{sha}")),
+            );
+            std::fs::rename(&from, &to).map_err(|e| SyncError::io("keeping", &from, e))?;
             self.files.insert(sha.to_string(), to);
         }
         let listing =
@@ -274,7 +277,7 @@ impl Kept {
                 let to = temp(i);
                 std::fs::rename(&from, &to).map_err(|e| SyncError::io("moving", &from, e))?;
                 out.sources.insert(sha.to_string(), to.clone());
-                out.staged.push(Staged { index: i, temp: to });
+                out.staged.push(Staged { index: i });
             }
         }
         Ok(out)
@@ -301,16 +304,7 @@ mod tests {
             std::fs::write(staging.join(format!("f-{i}")), format!("{i}")).unwrap();
         }
         // Pass one: a and c verified, b mismatched.
-        let staged = [
-            Staged {
-                index: 0,
-                temp: staging.join("f-0"),
-            },
-            Staged {
-                index: 2,
-                temp: staging.join("f-2"),
-            },
-        ];
+        let staged = [Staged { index: 0 }, Staged { index: 2 }];
         let mut kept = Kept::default();
         kept.keep(staging, &staged, &first).unwrap();
         let mut names: Vec<String> = std::fs::read_dir(staging)
