@@ -2,8 +2,9 @@
 //! `<prefix>/.scribe/manifest.jsonl` (a header line, then one entry per line in
 //! byte order of path). Written last by the source, atomically (one put, or a
 //! multipart upload visible only once complete) — it is the commit point — and
-//! streamed both ways by the source (see [`stream`]); read whole by the destination,
-//! which trusts nothing in it until [`Manifest::parse`] has validated every path.
+//! streamed both ways by the source (see [`stream`]); parsed as it arrives by the
+//! destination ([`read`]), which trusts nothing in it until [`Parser`] has validated
+//! every path.
 
 use bytes::Bytes;
 use object_store::ObjectStoreExt;
@@ -143,120 +144,164 @@ impl Manifest {
     /// Parses and validates (paths safe, sorted, unique, kinds consistent, nothing
     /// below a non-directory entry). `key` only names the manifest in errors.
     pub fn parse(key: &str, bytes: &[u8]) -> Result<Self, SyncError> {
-        let bad = |line: usize, reason: String| SyncError::ManifestInvalid {
+        let text = std::str::from_utf8(bytes).map_err(|e| SyncError::ManifestInvalid {
             key: key.to_string(),
+            line: 0,
+            reason: format!("not UTF-8: {e}"),
+        })?;
+        let mut parser = Parser::new(key);
+        for line in text.lines() {
+            parser.line(line)?;
+        }
+        parser.finish()
+    }
+}
+
+/// [`Manifest::parse`] one line at a time, so a manifest read from the store is
+/// parsed as it arrives instead of being held whole next to its entries.
+pub struct Parser {
+    key: String,
+    /// Lines seen, blank ones included (for error messages).
+    line: usize,
+    header: Option<Header>,
+    entries: Vec<Entry>,
+}
+
+impl Parser {
+    pub fn new(key: &str) -> Self {
+        Self {
+            key: key.to_string(),
+            line: 0,
+            header: None,
+            entries: Vec::new(),
+        }
+    }
+
+    fn bad(&self, line: usize, reason: String) -> SyncError {
+        SyncError::ManifestInvalid {
+            key: self.key.clone(),
             line,
             reason,
-        };
-        let text = std::str::from_utf8(bytes).map_err(|e| bad(0, format!("not UTF-8: {e}")))?;
-        let mut lines = text
-            .lines()
-            .enumerate()
-            .filter(|(_, l)| !l.trim().is_empty());
-        let (_, first) = lines
-            .next()
-            .ok_or_else(|| bad(1, "empty manifest".into()))?;
-        let header: Header =
-            serde_json::from_str(first).map_err(|e| bad(1, format!("header: {e}")))?;
-        if header.format != FORMAT {
-            return Err(bad(
-                1,
-                format!("format is {:?}, expected {FORMAT:?}", header.format),
-            ));
         }
-        if header.version != VERSION {
-            return Err(bad(
-                1,
-                format!(
-                    "version {} is not supported (this mover reads {VERSION})",
-                    header.version
-                ),
-            ));
+    }
+
+    /// Parses and checks the next line (without its newline).
+    pub fn line(&mut self, line: &str) -> Result<(), SyncError> {
+        self.line += 1;
+        let n = self.line;
+        let key = &self.key;
+        if line.trim().is_empty() {
+            return Ok(());
         }
-        let mut entries: Vec<Entry> = Vec::with_capacity(header.entries.min(1 << 20));
-        for (i, line) in lines {
-            let n = i + 1;
-            let e: Entry = serde_json::from_str(line).map_err(|err| bad(n, err.to_string()))?;
-            check_relative(&format!("manifest {key} line {n}"), &e.path)?;
-            if let Some(prev) = entries.last()
-                && path_cmp(&prev.path, &e.path) != std::cmp::Ordering::Less
-            {
-                return Err(bad(
+        if self.header.is_none() {
+            let header: Header =
+                serde_json::from_str(line).map_err(|e| self.bad(n, format!("header: {e}")))?;
+            if header.format != FORMAT {
+                return Err(self.bad(
+                    n,
+                    format!("format is {:?}, expected {FORMAT:?}", header.format),
+                ));
+            }
+            if header.version != VERSION {
+                return Err(self.bad(
                     n,
                     format!(
-                        "path {:?} is not after {:?} (unsorted or duplicate)",
-                        e.path, prev.path
+                        "version {} is not supported (this mover reads {VERSION})",
+                        header.version
                     ),
                 ));
             }
-            match e.kind {
-                EntryKind::File if e.sha256.is_none() && e.md5.is_none() => {
-                    return Err(bad(n, format!("file {:?} has no sha256", e.path)));
-                }
-                EntryKind::Symlink if e.target.as_deref().is_none_or(str::is_empty) => {
-                    return Err(bad(n, format!("symlink {:?} has no target", e.path)));
-                }
-                EntryKind::Hardlink => {
-                    let t = e.target.as_deref().unwrap_or("");
-                    check_relative(&format!("manifest {key} line {n} hardlink target"), t)?;
-                    let ok = entries
-                        .binary_search_by(|p| path_cmp(&p.path, t))
-                        .is_ok_and(|i| entries[i].kind == EntryKind::File);
-                    if !ok {
-                        return Err(bad(
-                            n,
-                            format!(
-                                "hardlink {:?} targets {t:?}, which is not an earlier file entry",
-                                e.path
-                            ),
-                        ));
-                    }
-                }
-                _ => {}
+            self.entries = Vec::with_capacity(header.entries.min(1 << 20));
+            self.header = Some(header);
+            return Ok(());
+        }
+        let entries = &self.entries;
+        let e: Entry = serde_json::from_str(line).map_err(|err| self.bad(n, err.to_string()))?;
+        check_relative(&format!("manifest {key} line {n}"), &e.path)?;
+        if let Some(prev) = entries.last()
+            && path_cmp(&prev.path, &e.path) != std::cmp::Ordering::Less
+        {
+            return Err(self.bad(
+                n,
+                format!(
+                    "path {:?} is not after {:?} (unsorted or duplicate)",
+                    e.path, prev.path
+                ),
+            ));
+        }
+        match e.kind {
+            EntryKind::File if e.sha256.is_none() && e.md5.is_none() => {
+                return Err(self.bad(n, format!("file {:?} has no sha256", e.path)));
             }
-            // No entry may live under anything but a directory entry: one below a
-            // symlink entry would have the restore write wherever the link points.
-            let mut above = crate::fs::local::parent_rel(&e.path);
-            while !above.is_empty() {
-                if let Ok(i) = entries.binary_search_by(|p| path_cmp(&p.path, above))
-                    && entries[i].kind != EntryKind::Dir
-                {
-                    return Err(bad(
+            EntryKind::Symlink if e.target.as_deref().is_none_or(str::is_empty) => {
+                return Err(self.bad(n, format!("symlink {:?} has no target", e.path)));
+            }
+            EntryKind::Hardlink => {
+                let t = e.target.as_deref().unwrap_or("");
+                check_relative(&format!("manifest {key} line {n} hardlink target"), t)?;
+                let ok = entries
+                    .binary_search_by(|p| path_cmp(&p.path, t))
+                    .is_ok_and(|i| entries[i].kind == EntryKind::File);
+                if !ok {
+                    return Err(self.bad(
                         n,
                         format!(
-                            "{:?} is inside {above:?}, which is a {} entry, not a directory \
-                             (refusing to restore through it)",
-                            e.path,
-                            format!("{:?}", entries[i].kind).to_lowercase()
+                            "hardlink {:?} targets {t:?}, which is not an earlier file entry",
+                            e.path
                         ),
                     ));
                 }
-                above = crate::fs::local::parent_rel(above);
             }
-            if let Some(sha) = &e.sha256
-                && (sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()))
+            _ => {}
+        }
+        // No entry may live under anything but a directory entry: one below a
+        // symlink entry would have the restore write wherever the link points.
+        let mut above = crate::fs::local::parent_rel(&e.path);
+        while !above.is_empty() {
+            if let Ok(i) = entries.binary_search_by(|p| path_cmp(&p.path, above))
+                && entries[i].kind != EntryKind::Dir
             {
-                return Err(bad(
+                return Err(self.bad(
                     n,
-                    format!("sha256 of {:?} is not 64 hex digits", e.path),
+                    format!(
+                        "{:?} is inside {above:?}, which is a {} entry, not a directory \
+                         (refusing to restore through it)",
+                        e.path,
+                        format!("{:?}", entries[i].kind).to_lowercase()
+                    ),
                 ));
             }
-            entries.push(e);
+            above = crate::fs::local::parent_rel(above);
         }
-        if entries.len() != header.entries {
-            return Err(bad(
+        if let Some(sha) = &e.sha256
+            && (sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()))
+        {
+            return Err(self.bad(n, format!("sha256 of {:?} is not 64 hex digits", e.path)));
+        }
+        self.entries.push(e);
+        Ok(())
+    }
+
+    /// The manifest, once every line was given.
+    pub fn finish(self) -> Result<Manifest, SyncError> {
+        let Some(header) = &self.header else {
+            return Err(self.bad(1, "empty manifest".into()));
+        };
+        if self.entries.len() != header.entries {
+            return Err(self.bad(
                 0,
                 format!(
                     "header says {} entries, found {}",
                     header.entries,
-                    entries.len()
+                    self.entries.len()
                 ),
             ));
         }
-        Ok(Self {
+        let header = self.header.expect("checked above");
+        Ok(Manifest {
             created_at: header.created_at,
             root: header.root,
-            entries,
+            entries: self.entries,
         })
     }
 }
@@ -271,16 +316,40 @@ pub async fn read(remote: &Remote) -> Result<Option<(Manifest, Option<String>)>,
         Err(e) => return Err(SyncError::store("reading manifest", &key, e)),
     };
     let etag = got.meta.e_tag.clone();
-    let bytes = got
-        .bytes()
-        .await
-        .map_err(|e| SyncError::store("reading manifest", &key, e))?;
+    // Parsed as it arrives: the body is never held whole next to its entries.
+    let mut body = got.into_stream();
+    let mut digest = stream::BodyDigest::default();
+    let mut parser = Parser::new(key.as_ref());
+    let mut buf: Vec<u8> = Vec::new();
+    let text = |raw: &[u8]| {
+        std::str::from_utf8(raw)
+            .map(|l| l.strip_suffix('\r').unwrap_or(l).to_string())
+            .map_err(|e| SyncError::ManifestInvalid {
+                key: key.to_string(),
+                line: 0,
+                reason: format!("not UTF-8: {e}"),
+            })
+    };
+    while let Some(chunk) = futures::StreamExt::next(&mut body).await {
+        let chunk = chunk.map_err(|e| SyncError::store("reading manifest", &key, e))?;
+        digest.update(&chunk);
+        buf.extend_from_slice(&chunk);
+        let mut start = 0;
+        while let Some(i) = buf[start..].iter().position(|b| *b == b'\n') {
+            parser.line(&text(&buf[start..start + i])?)?;
+            start += i + 1;
+        }
+        buf.drain(..start);
+    }
+    // Before the last (possibly cut) line and the count check: a short body is a
+    // transfer fault to retry, not an invalid manifest.
     if !remote.upload.etag_is_not_md5 {
-        let mut digest = stream::BodyDigest::default();
-        digest.update(&bytes);
         digest.check(key.as_ref(), etag.as_deref())?;
     }
-    Ok(Some((Manifest::parse(key.as_ref(), &bytes)?, etag)))
+    if !buf.is_empty() {
+        parser.line(&text(&buf)?)?;
+    }
+    Ok(Some((parser.finish()?, etag)))
 }
 
 /// The header line (with its newline) of a manifest of `entries` entries.

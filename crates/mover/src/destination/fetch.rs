@@ -16,16 +16,18 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use bytes::Bytes;
 use futures::StreamExt;
+use md5::{Digest as _, Md5};
 use object_store::ObjectStoreExt;
 use object_store::path::Path as Key;
+use sha2::Sha256;
 use tracing::info;
 
 use super::Download;
 use super::SparseWriter;
-use super::restore::Staged;
+use super::restore::{Staged, staged_name};
 use crate::error::{SyncError, join_error};
-use crate::fs::hash::DualHasher;
 use crate::fs::local::{create_new_nofollow, remove_any};
 use crate::fs::paths::{committed_key, key_for};
 use crate::manifest::Entry;
@@ -59,8 +61,13 @@ pub(super) async fn download(
     if !ok {
         return Ok(Download::Mismatch(e.path.clone()));
     }
-    Ok(Download::Verified(Staged { index, temp }))
+    Ok(Download::Verified(Staged { index }))
 }
+
+/// Bytes of a body gathered before one blocking call writes (and hashes) them: an
+/// object up to this size is written by a single call, so a small file costs one
+/// trip to the blocking pool, and no digest is computed on the async threads.
+const BATCH: usize = 1 << 20;
 
 /// Streams the object at `key` into `temp`; whether it is exactly `e`'s content.
 /// A missing object, or one of another size, is not read at all.
@@ -80,38 +87,117 @@ async fn fetch(
         return Ok(false);
     }
     let mut body = got.into_stream();
-    let t = temp.to_path_buf();
-    let mut writer = Some(
-        tokio::task::spawn_blocking(move || create_new_nofollow(&t).map(SparseWriter::new))
-            .await
-            .map_err(join_error)?
-            .map_err(|err| SyncError::io("creating", temp, err))?,
-    );
-    let mut hasher = DualHasher::default();
-    while let Some(chunk) = body.next().await {
-        let chunk = chunk.map_err(|err| SyncError::store("downloading", key, err))?;
-        hasher.update(&chunk);
-        progress.add_bytes(chunk.len() as u64);
-        let mut w = writer.take().expect("writer present between chunks");
-        writer = Some(
-            tokio::task::spawn_blocking(move || w.write(&chunk).map(|()| w))
-                .await
-                .map_err(join_error)?
-                .map_err(|err| SyncError::io("writing", temp, err))?,
-        );
-    }
-    let w = writer.take().expect("writer present at end");
-    tokio::task::spawn_blocking(move || w.finish())
-        .await
-        .map_err(join_error)?
-        .map_err(|err| SyncError::io("writing", temp, err))?;
-    let d = hasher.finish();
-    Ok(d.size == e.size
-        && match (&e.sha256, &e.md5) {
-            (Some(s), _) => *s == d.sha256,
-            (None, Some(m)) => *m == d.md5,
-            (None, None) => true,
+    let mut sink: Option<Sink> = None;
+    let mut batch: Vec<Bytes> = Vec::new();
+    let mut batched = 0usize;
+    loop {
+        let chunk = body.next().await;
+        let done = chunk.is_none();
+        if let Some(chunk) = chunk {
+            let chunk = chunk.map_err(|err| SyncError::store("downloading", key, err))?;
+            progress.add_bytes(chunk.len() as u64);
+            batched += chunk.len();
+            batch.push(chunk);
+            if batched < BATCH {
+                continue;
+            }
+        }
+        let (t, want) = (temp.to_path_buf(), Want::of(e));
+        let (open, chunks) = (sink.take(), std::mem::take(&mut batch));
+        batched = 0;
+        let step = tokio::task::spawn_blocking(move || {
+            let mut s = match open {
+                Some(s) => s,
+                None => Sink::create(&t, want)?,
+            };
+            s.write(&chunks, &t)?;
+            if done {
+                return s.finish(&t).map(Err);
+            }
+            Ok(Ok(s))
         })
+        .await
+        .map_err(join_error)??;
+        match step {
+            Ok(s) => sink = Some(s),
+            Err(verified) => return Ok(verified),
+        }
+    }
+}
+
+/// Which digest proves a download is the wanted content: SHA-256 when the entry
+/// has one, else the MD5 a bucket written by plain rclone offers; only that one is
+/// computed.
+enum Check {
+    Sha256(Sha256, String),
+    Md5(Md5, String),
+    SizeOnly,
+}
+
+/// The wanted size and [`Check`] of an entry.
+struct Want {
+    size: u64,
+    check: Check,
+}
+
+impl Want {
+    fn of(e: &Entry) -> Self {
+        let check = match (&e.sha256, &e.md5) {
+            (Some(s), _) => Check::Sha256(Sha256::new(), s.clone()),
+            (None, Some(m)) => Check::Md5(Md5::new(), m.clone()),
+            (None, None) => Check::SizeOnly,
+        };
+        Self {
+            size: e.size,
+            check,
+        }
+    }
+}
+
+/// A staging file being written and checked (blocking).
+struct Sink {
+    writer: SparseWriter,
+    want: Want,
+    size: u64,
+}
+
+impl Sink {
+    fn create(temp: &Path, want: Want) -> Result<Self, SyncError> {
+        let file = create_new_nofollow(temp).map_err(|err| SyncError::io("creating", temp, err))?;
+        Ok(Self {
+            writer: SparseWriter::new(file),
+            want,
+            size: 0,
+        })
+    }
+
+    fn write(&mut self, chunks: &[Bytes], temp: &Path) -> Result<(), SyncError> {
+        for c in chunks {
+            match &mut self.want.check {
+                Check::Sha256(h, _) => h.update(c),
+                Check::Md5(h, _) => h.update(c),
+                Check::SizeOnly => {}
+            }
+            self.size += c.len() as u64;
+            self.writer
+                .write(c)
+                .map_err(|err| SyncError::io("writing", temp, err))?;
+        }
+        Ok(())
+    }
+
+    /// Completes the file; whether it holds exactly the wanted content.
+    fn finish(self, temp: &Path) -> Result<bool, SyncError> {
+        self.writer
+            .finish()
+            .map_err(|err| SyncError::io("writing", temp, err))?;
+        Ok(self.size == self.want.size
+            && match self.want.check {
+                Check::Sha256(h, want) => hex::encode(h.finalize()) == want,
+                Check::Md5(h, want) => hex::encode(h.finalize()) == want,
+                Check::SizeOnly => true,
+            })
+    }
 }
 
 /// Verified content staged by passes that failed on a mismatch, by SHA-256, as
@@ -150,8 +236,11 @@ impl Kept {
             if self.files.contains_key(sha) {
                 continue;
             }
-            let to = staging.join(format!("k-{sha}"));
-            std::fs::rename(&s.temp, &to).map_err(|e| SyncError::io("keeping", &s.temp, e))?;
+            let (from, to) = (
+                staging.join(staged_name(s.index)),
+                staging.join(format!("k-{sha}")),
+            );
+            std::fs::rename(&from, &to).map_err(|e| SyncError::io("keeping", &from, e))?;
             self.files.insert(sha.to_string(), to);
         }
         let listing =
@@ -188,7 +277,7 @@ impl Kept {
                 let to = temp(i);
                 std::fs::rename(&from, &to).map_err(|e| SyncError::io("moving", &from, e))?;
                 out.sources.insert(sha.to_string(), to.clone());
-                out.staged.push(Staged { index: i, temp: to });
+                out.staged.push(Staged { index: i });
             }
         }
         Ok(out)
@@ -215,16 +304,7 @@ mod tests {
             std::fs::write(staging.join(format!("f-{i}")), format!("{i}")).unwrap();
         }
         // Pass one: a and c verified, b mismatched.
-        let staged = [
-            Staged {
-                index: 0,
-                temp: staging.join("f-0"),
-            },
-            Staged {
-                index: 2,
-                temp: staging.join("f-2"),
-            },
-        ];
+        let staged = [Staged { index: 0 }, Staged { index: 2 }];
         let mut kept = Kept::default();
         kept.keep(staging, &staged, &first).unwrap();
         let mut names: Vec<String> = std::fs::read_dir(staging)

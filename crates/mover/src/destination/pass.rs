@@ -8,10 +8,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use futures::{StreamExt, TryStreamExt, stream};
+use tokio::sync::Semaphore;
 use tracing::{info, warn};
 
 use super::fetch::{Claimed, Kept, download};
-use super::restore::{Commit, Plan, Staged, commit, plan};
+use super::restore::{Commit, Plan, Staged, commit, plan, staged_name};
 use super::restored::{self, Record};
 use super::{Download, manifest_from_listing, reuse};
 use crate::error::{SyncError, join_error};
@@ -24,6 +25,9 @@ use crate::options::SyncOptions;
 use crate::progress::Progress;
 use crate::store::remote::Remote;
 use crate::summary::{Direction, Summary};
+
+/// Files up to this size take half a download slot (see [`Pass::fetch`]).
+const SMALL_FILE: u64 = 1 << 20;
 
 /// What every stage of a pass works with.
 pub(super) struct Pass<'a> {
@@ -218,7 +222,7 @@ impl Pass<'_> {
     }
 
     fn temp_of(&self, i: usize) -> PathBuf {
-        self.staging.join(format!("f-{i}"))
+        self.staging.join(staged_name(i))
     }
 
     /// Claim stage: creates the staging directory (a kept one is reused, see
@@ -265,7 +269,11 @@ impl Pass<'_> {
             .filter(|i| !claimed_index.contains(i))
             .collect();
         todo.sort_by_key(|i| std::cmp::Reverse(entries[*i].size));
-        let results: Vec<Result<Download, SyncError>> = stream::iter(todo)
+        // `--transfers` large files at once, or twice as many small ones: a small
+        // file's time is the request's round trip, not bandwidth.
+        let transfers = self.opts.transfers.max(1);
+        let slots = Semaphore::new(2 * transfers);
+        let results = stream::iter(todo)
             .map(|i| {
                 let staged_copy = entries[i]
                     .sha256
@@ -273,17 +281,24 @@ impl Pass<'_> {
                     .and_then(|s| claimed.sources.get(s))
                     .cloned();
                 let src = staged_copy.or_else(|| planned.local_copy(self.local, &entries[i]));
-                self.fetch_one(&entries[i], i, src)
+                let weight = if entries[i].size > SMALL_FILE { 2 } else { 1 };
+                let slots = &slots;
+                async move {
+                    let _slot = slots
+                        .acquire_many(weight)
+                        .await
+                        .map_err(|e| SyncError::Internal(format!("download slots: {e}")))?;
+                    self.fetch_one(&entries[i], i, src).await
+                }
             })
-            .buffer_unordered(self.opts.transfers.max(1))
-            .collect()
-            .await;
+            .buffer_unordered(2 * transfers);
         tally(
             entries,
             claimed.staged,
             results,
             planned.plan.downloads.len(),
         )
+        .await
     }
 
     /// One download: a verified copy of `src` when it still holds the content, else
@@ -305,7 +320,7 @@ impl Pass<'_> {
             if copied == reuse::Copied::Verified {
                 self.progress.add_bytes(e.size);
                 self.progress.file_done();
-                return Ok(Download::Local(Staged { index: i, temp }));
+                return Ok(Download::Local(Staged { index: i }));
             }
             warn!(path = %e.path, from = %src.display(), "local file no longer holds the wanted content; downloading");
         }
@@ -362,39 +377,47 @@ impl Pass<'_> {
     }
 }
 
-/// Counts the downloads; the first error fails the pass (before a mismatch).
-fn tally(
+/// Counts the downloads as they finish (no list of results is held); the first
+/// error fails the pass (before a mismatch).
+async fn tally(
     entries: &[Entry],
     claimed: Vec<Staged>,
-    results: Vec<Result<Download, SyncError>>,
+    results: impl futures::Stream<Item = Result<Download, SyncError>>,
     total: usize,
 ) -> Result<Fetched, SyncError> {
     // Content kept from an earlier pass was downloaded by this run.
-    let mut f = Fetched {
+    let f = Fetched {
         remote_files: claimed.len() as u64,
         remote_bytes: claimed.iter().map(|s| entries[s.index].size).sum(),
         staged: claimed,
         ..Fetched::default()
     };
-    let mut errors = Vec::new();
-    for r in results {
-        match r {
-            Ok(Download::Verified(s)) => {
-                f.remote_files += 1;
-                f.remote_bytes += entries[s.index].size;
-                f.staged.push(s);
-            }
-            Ok(Download::Local(s)) => {
-                f.local_files += 1;
-                f.local_bytes += entries[s.index].size;
-                f.staged.push(s);
-            }
-            Ok(Download::Mismatch(path)) => f.mismatch = f.mismatch.or(Some(path)),
-            Err(e) => errors.push(e),
-        }
-    }
-    let failed = errors.len();
-    if let Some(first) = errors.into_iter().next() {
+    let (f, failed, first) = results
+        .fold(
+            (f, 0usize, None),
+            |(mut f, mut failed, mut first), r| async move {
+                match r {
+                    Ok(Download::Verified(s)) => {
+                        f.remote_files += 1;
+                        f.remote_bytes += entries[s.index].size;
+                        f.staged.push(s);
+                    }
+                    Ok(Download::Local(s)) => {
+                        f.local_files += 1;
+                        f.local_bytes += entries[s.index].size;
+                        f.staged.push(s);
+                    }
+                    Ok(Download::Mismatch(path)) => f.mismatch = f.mismatch.or(Some(path)),
+                    Err(e) => {
+                        failed += 1;
+                        first = first.or(Some(e));
+                    }
+                }
+                (f, failed, first)
+            },
+        )
+        .await;
+    if let Some(first) = first {
         return Err(SyncError::Transfers {
             failed,
             total,

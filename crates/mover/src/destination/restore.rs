@@ -81,11 +81,16 @@ pub fn plan(
     p
 }
 
-/// A downloaded, verified file waiting in staging.
-#[derive(Debug, Clone)]
+/// A downloaded, verified file waiting in staging, as [`staged_name`] of its index
+/// (no path is kept per file).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Staged {
     pub index: usize,
-    pub temp: PathBuf,
+}
+
+/// The name, in the staging directory, of the file staged for manifest entry `index`.
+pub fn staged_name(index: usize) -> String {
+    format!("f-{index}")
 }
 
 /// Counts from a commit.
@@ -150,7 +155,7 @@ pub fn commit(tree: &Tree, c: &Commit<'_>) -> Result<CommitStats, SyncError> {
 
     for s in c.staged {
         let e = &entries[s.index];
-        let temp = staging_rel(&s.temp)?;
+        let temp = format!("{STAGING_DIR}/{}", staged_name(s.index));
         record(tree, &temp, e, None, &mut stats)?;
         apply_meta(tree, &temp, e, None, &mut stats)?;
         tree.rename_into(&temp, &e.path)
@@ -248,14 +253,6 @@ fn report(stats: &CommitStats) {
             "could not record what was restored (no user extended attributes here, or not permitted); those files are re-hashed on the next restore"
         );
     }
-}
-
-/// The root-relative path of a staged file.
-fn staging_rel(temp: &Path) -> Result<String, SyncError> {
-    let name = temp.file_name().and_then(|n| n.to_str()).ok_or_else(|| {
-        SyncError::Internal(format!("staged file {} has no name", temp.display()))
-    })?;
-    Ok(format!("{STAGING_DIR}/{name}"))
 }
 
 /// Writes the restore record of `rel` (which holds `e`'s content) unless `have`
