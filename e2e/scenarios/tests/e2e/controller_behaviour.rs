@@ -495,6 +495,9 @@ async fn switching_snapshot_to_clone_leaves_no_pit_snapshot() -> Result<()> {
     rs.spec.trigger = crs::manual("1");
     crs::create(s.client(), &ns, &rs).await?;
     let _: ReplicationSource = s.wait_manual_synced(&ns, "switch", "1", SYNC).await?;
+    // The Snapshot iteration's PiT PVC (same name) goes after the sync: record only
+    // what the Clone iteration makes.
+    common::wait_source_cleaned_up(&s, &ns, "switch").await?;
     let pvcs = Recorder::<PersistentVolumeClaim>::start(s.client(), &ns).await?;
     objects::patch_spec::<ReplicationSource>(
         s.client(),
