@@ -6,8 +6,8 @@
 //! rclone still copies the plain mirror; a destination keeps what it verified
 //! across a mismatch; and the protection costs nothing when nothing changes.
 
+use crate::support::local_remote;
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::sync::atomic::Ordering::SeqCst;
 
 use crate::conformance::tree::{self, Node, assert_same, snapshot};
@@ -17,25 +17,12 @@ use crate::support::mover::{assert_same_files, files};
 use crate::support::rclone::rclone;
 use futures::TryStreamExt;
 use object_store::ObjectStoreExt;
-use object_store::local::LocalFileSystem;
-use object_store::path::Path as Key;
 use scribe_mover::config::Env;
 use scribe_mover::fs::paths::key_for;
-use scribe_mover::store::remote::{Remote, UploadOptions};
+use scribe_mover::store::remote::Remote;
 use scribe_mover::store::{OpenArgs, open};
 use scribe_mover::{SyncError, SyncOptions, destination, source};
 use sha2::{Digest, Sha256};
-
-/// A fresh remote in a directory (`type = local`), under a prefix.
-fn local_remote(dir: &tempfile::TempDir) -> Remote {
-    Remote {
-        store: Arc::new(LocalFileSystem::new_with_prefix(dir.path()).unwrap()),
-        prefix: Key::from("replica/db"),
-        upload: UploadOptions::default(),
-        incomplete: None,
-        description: "local".into(),
-    }
-}
 
 /// A fresh bucket on moto, opened from an rclone.conf section like the binary does.
 async fn moto_remote(conf: &std::path::Path, bucket: &str) -> Remote {

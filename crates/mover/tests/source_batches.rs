@@ -5,28 +5,16 @@
 //! copy instead of an upload, committed versions are kept until the commit and
 //! released after it, and a dry run reports what the real run then does.
 
-use std::sync::Arc;
+use crate::support::local_remote;
 use std::sync::atomic::Ordering::SeqCst;
 
 use crate::conformance::tree::{self, assert_same, snapshot};
 use crate::conformance::{manifest_bytes, opts, pull, tmp, wrap};
 use futures::TryStreamExt;
 use object_store::ObjectStore;
-use object_store::local::LocalFileSystem;
-use object_store::path::Path as Key;
-use scribe_mover::store::remote::{Remote, UploadOptions};
+use scribe_mover::store::remote::Remote;
 use scribe_mover::summary::Outcome;
 use scribe_mover::{Summary, SyncOptions, source};
-
-fn local_remote(dir: &tempfile::TempDir) -> Remote {
-    Remote {
-        store: Arc::new(LocalFileSystem::new_with_prefix(dir.path()).unwrap()),
-        prefix: Key::from("replica/db"),
-        upload: UploadOptions::default(),
-        incomplete: None,
-        description: "local".into(),
-    }
-}
 
 fn batched() -> SyncOptions {
     SyncOptions {

@@ -383,27 +383,10 @@ struct PathOnly {
 
 /// Writes a new manifest of `entries` entries: header, then the lines of `body` (a
 /// file of JSON lines in path order, e.g. from [`scratch_file`]) merged with `extra`
-/// (entries in path order, consumed as they are written), uploaded in parts while it
-/// is assembled.
+/// (entries in path order, read fallibly, e.g. from another scratch file, and
+/// consumed as they are written), uploaded in parts while it is assembled. The
+/// first error of `extra` fails the write before anything is committed.
 pub async fn write_merged<I>(
-    remote: &Remote,
-    body: File,
-    extra: I,
-    entries: usize,
-    created_at: &str,
-    root: RootMeta,
-) -> Result<(), SyncError>
-where
-    I: IntoIterator<Item = Entry>,
-    I::IntoIter: Send + 'static,
-{
-    let extra = extra.into_iter().map(Ok);
-    write_merged_results(remote, body, extra, entries, created_at, root).await
-}
-
-/// [`write_merged`] with `extra` read fallibly (e.g. from another scratch file): its
-/// first error fails the write before anything is committed.
-pub async fn write_merged_results<I>(
     remote: &Remote,
     body: File,
     extra: I,

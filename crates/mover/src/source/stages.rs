@@ -21,7 +21,7 @@ use super::unsettled::{Unsettled, convert_links};
 use super::{MergeError, Merged, chunked, first_upload, hash_work, preserve};
 use crate::error::SyncError;
 use crate::fs::local::{LocalMeta, is_mount_point};
-use crate::manifest::stream::write_merged_results;
+use crate::manifest::stream::write_merged;
 use crate::manifest::{Entry, RootMeta};
 use crate::options::SyncOptions;
 use crate::progress::Progress;
@@ -376,7 +376,7 @@ impl Run<'_> {
         let entries = pass.entries;
         let created_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         let work = work.into_reader()?;
-        write_merged_results(self.remote, body, work, entries, &created_at, root).await?;
+        write_merged(self.remote, body, work, entries, &created_at, root).await?;
         info!(entries, "manifest committed");
         if marker {
             first_upload::finish(self.remote).await;

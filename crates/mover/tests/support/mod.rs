@@ -38,3 +38,17 @@ pub fn free_port() -> u16 {
         }
     }
 }
+
+/// A fresh remote in a directory (`type = local` through object_store's
+/// `LocalFileSystem`), under the prefix `replica/db`.
+pub fn local_remote(dir: &tempfile::TempDir) -> scribe_mover::store::remote::Remote {
+    scribe_mover::store::remote::Remote {
+        store: std::sync::Arc::new(
+            object_store::local::LocalFileSystem::new_with_prefix(dir.path()).unwrap(),
+        ),
+        prefix: object_store::path::Path::from("replica/db"),
+        upload: scribe_mover::store::remote::UploadOptions::default(),
+        incomplete: None,
+        description: "local".into(),
+    }
+}
