@@ -16,9 +16,9 @@
 //! whatever the number of files, changed or not. What still scales with the tree:
 //! the names of the widest directory being walked, one small record per
 //! multiply-linked inode (its first path, and its digests while hardlinks in later
-//! batches need them), the committed versions a killed run left, a listing from a
-//! store that does not list in order (see `listing`), and a fixed 8 MiB filter of
-//! the server-side copy sources.
+//! batches need them), the committed versions a killed run left, and a fixed 8 MiB filter
+//! of the server-side copy sources. A listing from a store that does not list in
+//! order (local, crypt) is sorted through scratch files (see `store::external_sort`).
 //!
 //! Copy sources are the objects that, by the previous manifest, hold a content
 //! (noted by the merge, so a run reads the previous manifest and lists the prefix

@@ -3,8 +3,9 @@
 //! source's merge. S3 lists keys in UTF-8 byte order (so does `InMemory`), so a
 //! listing is streamed as it arrives — and checked: a store that breaks the order
 //! makes the source redo its merge with a sorted listing. `LocalFileSystem`
-//! (`type = local`) walks directories in whatever order the OS gives, so its
-//! listing is collected and sorted first, and is held in memory.
+//! (`type = local`) walks directories in whatever order the OS gives, and crypt
+//! stores encrypted names, so their listing is sorted first: in memory for the
+//! destination, through scratch files for the source (see `external_sort`).
 //!
 //! Folder markers — zero-byte keys ending in `/` that the S3 console, some tools and
 //! `rclone mkdir` write for a directory — are not data: the S3 listing hands them
@@ -25,6 +26,7 @@ use tokio::sync::mpsc;
 use crate::error::SyncError;
 use crate::fs::paths::{committed_name, is_scribe_internal, path_cmp, rel_for};
 use crate::source::diff::RemoteObject;
+use crate::store::external_sort::{ExternalSort, RUN, Sorted};
 use crate::store::remote::Remote;
 
 /// `ObjectMeta::version` of a folder marker as the S3 listing reports it (its
@@ -119,8 +121,27 @@ async fn list_tree_noting(
     Ok((objects, folders))
 }
 
+/// The whole listing in path order, sorted through scratch files (see `external_sort`).
+async fn sort_externally(
+    remote: &Remote,
+    held: Option<&Held>,
+    run: usize,
+) -> Result<Sorted, SyncError> {
+    let prefix = (!remote.prefix.as_ref().is_empty()).then_some(&remote.prefix);
+    let mut sort = ExternalSort::with_run(run);
+    let mut listing = remote.store.list(prefix);
+    while let Some(m) = listing.next().await {
+        let m = m.map_err(|e| SyncError::store("listing", &remote.prefix, e))?;
+        if let Some(o) = to_object(remote, m, held) {
+            sort.push(o)?;
+        }
+    }
+    sort.finish()
+}
+
 /// Starts listing into a channel of `capacity`, in path order: streamed as the store
-/// returns it, or (`sort`) collected and sorted first. An error is the last item.
+/// returns it, or (`sort`) collected and sorted first (through scratch files, so
+/// memory does not grow with the count). An error is the last item.
 /// Committed versions seen go to `held` (complete once the channel is closed).
 pub fn spawn_listing(
     remote: &Remote,
@@ -132,16 +153,17 @@ pub fn spawn_listing(
     let remote = remote.clone();
     tokio::spawn(async move {
         if sort {
-            match list_tree_noting(&remote, held.as_ref()).await {
-                Ok((all, _)) => {
-                    for o in all {
-                        if tx.send(Ok(o)).await.is_err() {
-                            return;
-                        }
-                    }
-                }
+            let sorted = match sort_externally(&remote, held.as_ref(), RUN).await {
+                Ok(s) => s,
                 Err(e) => {
                     let _ = tx.send(Err(ListError::Failed(e))).await;
+                    return;
+                }
+            };
+            for o in sorted {
+                let stop = o.is_err();
+                if tx.send(o.map_err(ListError::Failed)).await.is_err() || stop {
+                    return;
                 }
             }
             return;
@@ -265,5 +287,35 @@ mod tests {
             got.push(o.map_err(|e| format!("{e:?}")).unwrap().path);
         }
         assert_eq!(got, ["full/f"]);
+    }
+
+    #[tokio::test]
+    async fn a_local_listing_sorted_through_scratch_files_is_in_path_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let names = ["b/x", "a.b", "a/x/y", "a/x.z", "c", "a-b", "a/w", "é/1", "b.c/d"];
+        for n in names {
+            let p = dir.path().join("p").join(n);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(&p, n.as_bytes()).unwrap();
+        }
+        let remote = Remote {
+            store: Arc::new(crate::store::local::LocalStore::new(dir.path()).unwrap()),
+            prefix: Path::from("p"),
+            upload: UploadOptions::default(),
+            incomplete: None,
+            description: "test".into(),
+        };
+        let mut want: Vec<&str> = names.to_vec();
+        want.sort_by(|a, b| path_cmp(a, b));
+        for run in [1, 2, 4, RUN] {
+            let got: Vec<_> = sort_externally(&remote, None, run)
+                .await
+                .unwrap()
+                .map(|o| o.unwrap())
+                .collect();
+            let paths: Vec<&str> = got.iter().map(|o| o.path.as_str()).collect();
+            assert_eq!(paths, want, "run of {run}");
+            assert!(got.iter().all(|o| o.size == o.path.len() as u64));
+        }
     }
 }

@@ -16,6 +16,7 @@ use crate::store::remote::{ErrorCategory, Remote};
 pub(crate) mod azure;
 pub mod azure_settings;
 pub mod crypt;
+pub mod external_sort;
 pub(crate) mod gcs;
 mod gcs_object;
 pub mod gcs_settings;
