@@ -476,13 +476,21 @@ async fn local_sources(
     checks: Vec<(usize, bool, String)>,
     opts: &SyncOptions,
 ) -> Result<HashMap<String, String>, SyncError> {
+    // Nothing local to take content from (e.g. a restore into an empty directory):
+    // no index of the wanted digests at all.
+    let any_local_file = scanned
+        .iter()
+        .any(|l| l.meta.kind == crate::fs::local::FileKind::File);
+    if !any_local_file || p.downloads.is_empty() {
+        return Ok(HashMap::new());
+    }
     let wanted = reuse::wanted(entries, &p.downloads);
     if wanted.is_empty() {
         return Ok(HashMap::new());
     }
     let checked: HashMap<usize, String> = checks
         .into_iter()
-        .filter(|(_, _, d)| wanted.contains_key(d))
+        .filter(|(_, _, d)| wanted.contains_key(d.as_str()))
         .map(|(i, _, d)| (i, d))
         .collect();
     let mut ip = reuse::index_plan(entries, scanned, p, &checked, &wanted);
@@ -501,7 +509,7 @@ async fn local_sources(
         .try_collect()
         .await?;
     for (rel, d) in hashed {
-        if let Some(d) = d.filter(|d| wanted.contains_key(d)) {
+        if let Some(d) = d.filter(|d| wanted.contains_key(d.as_str())) {
             ip.known.entry(d).or_insert(rel);
         }
     }

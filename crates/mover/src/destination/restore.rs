@@ -6,7 +6,7 @@
 //! through [`Tree`], one real directory at a time, so nothing outside the root is
 //! ever written, removed or changed.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 
@@ -194,9 +194,13 @@ pub fn commit(tree: &Tree, c: &Commit<'_>) -> Result<CommitStats, SyncError> {
         }
     }
 
-    let downloaded: HashSet<usize> = c.staged.iter().map(|s| s.index).collect();
+    // Sorted indexes, not a set: 8 bytes per download.
+    let mut downloaded: Vec<usize> = c.staged.iter().map(|s| s.index).collect();
+    downloaded.sort_unstable();
     for (i, e) in entries.iter().enumerate() {
-        if matches!(e.kind, EntryKind::File | EntryKind::Symlink) && !downloaded.contains(&i) {
+        if matches!(e.kind, EntryKind::File | EntryKind::Symlink)
+            && downloaded.binary_search(&i).is_err()
+        {
             let have = tree.lstat(&e.path).map_err(io("reading", &e.path))?;
             if e.kind == EntryKind::File {
                 record(tree, &e.path, e, c.records.get(&e.path), &mut stats)?;

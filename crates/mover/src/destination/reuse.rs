@@ -22,10 +22,10 @@ use crate::fs::scan::ScanEntry;
 use crate::manifest::{Entry, EntryKind};
 
 /// What the pass wants: SHA-256 → size, of every file it would download.
-pub fn wanted(entries: &[Entry], downloads: &[usize]) -> HashMap<String, u64> {
+pub fn wanted<'a>(entries: &'a [Entry], downloads: &[usize]) -> HashMap<&'a str, u64> {
     downloads
         .iter()
-        .filter_map(|&i| entries[i].sha256.clone().map(|s| (s, entries[i].size)))
+        .filter_map(|&i| entries[i].sha256.as_deref().map(|s| (s, entries[i].size)))
         .collect()
 }
 
@@ -50,7 +50,7 @@ pub fn index_plan(
     local: &[ScanEntry],
     plan: &Plan,
     checked: &HashMap<usize, String>,
-    wanted: &HashMap<String, u64>,
+    wanted: &HashMap<&str, u64>,
 ) -> IndexPlan {
     let sizes: HashSet<u64> = wanted.values().copied().collect();
     let mut out = IndexPlan::default();
@@ -71,7 +71,7 @@ pub fn index_plan(
                 continue;
             }
         };
-        if let Some(d) = digest.filter(|d| wanted.contains_key(d)) {
+        if let Some(d) = digest.filter(|d| wanted.contains_key(d.as_str())) {
             out.known.entry(d).or_insert_with(|| l.path.clone());
         }
     }

@@ -154,7 +154,7 @@ mod tests {
         RemoteObject {
             path: path.into(),
             size,
-            etag: (size % 2 == 0).then(|| format!("\"{size}\"")),
+            etag: size.is_multiple_of(2).then(|| format!("\"{size}\"")),
         }
     }
 
@@ -170,7 +170,9 @@ mod tests {
     #[test]
     fn every_run_size_gives_the_same_path_order_as_an_in_memory_sort() {
         // Names where path byte order differs from per-component order ("a.b" < "a/x").
-        let names = ["a/x", "a.b", "a", "b/c/d", "a/x/y", "é", "z", "a-b/c", "b/c", "a\u{1}"];
+        let names = [
+            "a/x", "a.b", "a", "b/c/d", "a/x/y", "é", "z", "a-b/c", "b/c", "a\u{1}",
+        ];
         let mut input = Vec::new();
         for round in 0..7u64 {
             for (i, n) in names.iter().enumerate() {

@@ -292,7 +292,9 @@ mod tests {
     #[tokio::test]
     async fn a_local_listing_sorted_through_scratch_files_is_in_path_order() {
         let dir = tempfile::tempdir().unwrap();
-        let names = ["b/x", "a.b", "a/x/y", "a/x.z", "c", "a-b", "a/w", "é/1", "b.c/d"];
+        let names = [
+            "b/x", "a.b", "a/x/y", "a/x.z", "c", "a-b", "a/w", "é/1", "b.c/d",
+        ];
         for n in names {
             let p = dir.path().join("p").join(n);
             std::fs::create_dir_all(p.parent().unwrap()).unwrap();

@@ -59,7 +59,10 @@ fn index_plan_trusts_unchanged_paths_reuses_rehash_results_and_hashes_only_wante
         deletes: vec!["old-name".into(), "wrong-size".into()],
     };
     let w = wanted(&entries, &plan.downloads);
-    assert_eq!(w, HashMap::from([(sha('a'), 10), (sha('c'), 20)]));
+    assert_eq!(
+        w,
+        HashMap::from([(sha('a').as_str(), 10), (sha('c').as_str(), 20)])
+    );
     let checked = HashMap::from([(2usize, sha('c'))]);
     let ip = index_plan(&entries, &here, &plan, &checked, &w);
     assert_eq!(
