@@ -262,6 +262,17 @@ mod tests {
         assert_eq!(sorted, got);
     }
 
+    /// A `type = local` remote with prefix `p` under `root`.
+    fn local_remote(root: &std::path::Path) -> Remote {
+        Remote {
+            store: Arc::new(crate::store::local::LocalStore::new(root).unwrap()),
+            prefix: Path::from("p"),
+            upload: UploadOptions::default(),
+            incomplete: None,
+            description: "test".into(),
+        }
+    }
+
     #[tokio::test]
     async fn folder_markers_are_directories_for_the_destination_and_nothing_for_the_source() {
         let dir = tempfile::tempdir().unwrap();
@@ -270,13 +281,7 @@ mod tests {
         }
         std::fs::write(dir.path().join("p/full/f"), b"1").unwrap();
         std::fs::write(dir.path().join("p/.scribe/manifest.jsonl"), b"").unwrap();
-        let remote = Remote {
-            store: Arc::new(crate::store::local::LocalStore::new(dir.path()).unwrap()),
-            prefix: Path::from("p"),
-            upload: UploadOptions::default(),
-            incomplete: None,
-            description: "test".into(),
-        };
+        let remote = local_remote(dir.path());
         let (objects, folders) = list_tree(&remote).await.unwrap();
         let objects: Vec<_> = objects.into_iter().map(|o| o.path).collect();
         assert_eq!(objects, ["full/f"]);
@@ -300,13 +305,7 @@ mod tests {
             std::fs::create_dir_all(p.parent().unwrap()).unwrap();
             std::fs::write(&p, n.as_bytes()).unwrap();
         }
-        let remote = Remote {
-            store: Arc::new(crate::store::local::LocalStore::new(dir.path()).unwrap()),
-            prefix: Path::from("p"),
-            upload: UploadOptions::default(),
-            incomplete: None,
-            description: "test".into(),
-        };
+        let remote = local_remote(dir.path());
         let mut want: Vec<&str> = names.to_vec();
         want.sort_by(|a, b| path_cmp(a, b));
         for run in [1, 2, 4, RUN] {
