@@ -467,6 +467,7 @@ fn upload_options(cfg: &RemoteConfig) -> Result<UploadOptions, ConfigError> {
         // Blob ETags are opaque versions (`0x8D…`), never content MD5s.
         etag_is_not_md5: true,
         mtime_format: MtimeFormat::Rfc3339,
+        sealed_copy: false,
     })
 }
 

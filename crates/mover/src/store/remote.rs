@@ -46,6 +46,10 @@ pub struct UploadOptions {
     pub etag_is_not_md5: bool,
     /// How rclone writes the `mtime` metadata on this backend.
     pub mtime_format: MtimeFormat,
+    /// The store sends an encrypted copy of a single-request upload's payload (crypt),
+    /// so while it is sent the file is held twice: such uploads count twice against
+    /// the memory budget.
+    pub sealed_copy: bool,
 }
 
 /// The `mtime` metadata's spelling, per rclone backend.
@@ -68,6 +72,7 @@ impl Default for UploadOptions {
             storage_class: None,
             etag_is_not_md5: false,
             mtime_format: MtimeFormat::UnixSeconds,
+            sealed_copy: false,
         }
     }
 }

@@ -184,7 +184,8 @@ impl Uploader {
         key: &Key,
         e: &Entry,
     ) -> Result<(Option<String>, u64), SyncError> {
-        let _permit = self.permits(e.size.div_ceil(MIB)).await?;
+        let held = single_upload_held(e.size, &self.remote.upload);
+        let _permit = self.permits(held.div_ceil(MIB)).await?;
         let path = self.root.join(&e.path);
         let want = e.size;
         let e_path = e.path.clone();
@@ -442,6 +443,12 @@ impl Uploader {
     }
 }
 
+/// Bytes a single-request upload of `size` bytes holds while it is sent: the file,
+/// and the sealed copy of a store that makes one (crypt).
+pub fn single_upload_held(size: u64, opts: &UploadOptions) -> u64 {
+    if opts.sealed_copy { 2 * size } else { size }
+}
+
 /// Part size of a multipart upload of `size` bytes: `chunk_size`, at least S3's 5 MiB
 /// minimum, raised so the file needs at most 10,000 parts.
 pub fn part_size(size: u64, opts: &UploadOptions) -> u64 {
@@ -488,6 +495,18 @@ mod tests {
             chunk_size: chunk,
             ..UploadOptions::default()
         }
+    }
+
+    #[test]
+    fn a_store_that_seals_a_copy_counts_the_file_twice_against_the_budget() {
+        let plain = opts(200 * MIB, 5 * MIB);
+        assert_eq!(single_upload_held(64 * MIB, &plain), 64 * MIB);
+        let crypt = UploadOptions {
+            sealed_copy: true,
+            ..plain
+        };
+        assert_eq!(single_upload_held(64 * MIB, &crypt), 128 * MIB);
+        assert_eq!(single_upload_held(0, &crypt), 0);
     }
 
     #[test]

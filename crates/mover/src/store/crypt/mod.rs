@@ -245,6 +245,8 @@ pub async fn open(
     let mut upload = inner.upload.clone();
     // Stored ETags are of the ciphertext: verification relies on sizes and SHA-256.
     upload.etag_is_not_md5 = true;
+    // A single-request upload is sealed into a copy of the file (see `transfer`).
+    upload.sealed_copy = true;
     Ok(Remote {
         store: Arc::new(store),
         prefix,
