@@ -481,10 +481,11 @@ async fn local_sources(
     let any_local_file = scanned
         .iter()
         .any(|l| l.meta.kind == crate::fs::local::FileKind::File);
-    if !any_local_file || p.downloads.is_empty() {
-        return Ok(HashMap::new());
-    }
-    let wanted = reuse::wanted(entries, &p.downloads);
+    let wanted = if any_local_file {
+        reuse::wanted(entries, &p.downloads)
+    } else {
+        HashMap::new()
+    };
     if wanted.is_empty() {
         return Ok(HashMap::new());
     }

@@ -167,7 +167,6 @@ impl GcsSettings {
                 // JSON API ETags are opaque (base64 of a generation), never content MD5s.
                 etag_is_not_md5: true,
                 mtime_format: MtimeFormat::Rfc3339,
-                sealed_copy: false,
                 ..UploadOptions::default()
             },
         })

@@ -59,6 +59,11 @@ pub fn lists_in_order(remote: &Remote) -> bool {
     !(store.starts_with("LocalFileSystem") || store.starts_with("CryptStore"))
 }
 
+/// The prefix to list under (`None` for the whole store).
+fn list_prefix(remote: &Remote) -> Option<&object_store::path::Path> {
+    (!remote.prefix.as_ref().is_empty()).then_some(&remote.prefix)
+}
+
 /// SHA-256 names of the committed versions a listing saw under `.scribe/committed/`.
 pub type Held = Arc<Mutex<Vec<String>>>;
 
@@ -90,26 +95,19 @@ fn to_object(remote: &Remote, m: ObjectMeta, held: Option<&Held>) -> Option<Remo
 
 /// Lists the data objects under the prefix, sorted by path (held in memory).
 pub async fn list_objects(remote: &Remote) -> Result<Vec<RemoteObject>, SyncError> {
-    Ok(list_tree_noting(remote, None).await?.0)
+    Ok(list_tree(remote).await?.0)
 }
 
 /// Lists the data objects under the prefix and the directories folder markers
 /// stand for, each sorted by path (held in memory).
 pub async fn list_tree(remote: &Remote) -> Result<(Vec<RemoteObject>, Vec<String>), SyncError> {
-    list_tree_noting(remote, None).await
-}
-
-async fn list_tree_noting(
-    remote: &Remote,
-    held: Option<&Held>,
-) -> Result<(Vec<RemoteObject>, Vec<String>), SyncError> {
-    let prefix = (!remote.prefix.as_ref().is_empty()).then_some(&remote.prefix);
+    let prefix = list_prefix(remote);
     // Classified as they arrive: only the small listed form is held, not every ObjectMeta.
     let (mut objects, mut folders) = (Vec::new(), Vec::new());
     let mut listing = remote.store.list(prefix);
     while let Some(m) = listing.next().await {
         let m = m.map_err(|e| SyncError::store("listing", &remote.prefix, e))?;
-        match classify(remote, m, held) {
+        match classify(remote, m, None) {
             Some(Listed::Object(o)) => objects.push(o),
             Some(Listed::Folder(f)) => folders.push(f),
             None => {}
@@ -127,7 +125,7 @@ async fn sort_externally(
     held: Option<&Held>,
     run: usize,
 ) -> Result<Sorted, SyncError> {
-    let prefix = (!remote.prefix.as_ref().is_empty()).then_some(&remote.prefix);
+    let prefix = list_prefix(remote);
     let mut sort = ExternalSort::with_run(run);
     let mut listing = remote.store.list(prefix);
     while let Some(m) = listing.next().await {
@@ -168,7 +166,7 @@ pub fn spawn_listing(
             }
             return;
         }
-        let prefix = (!remote.prefix.as_ref().is_empty()).then_some(&remote.prefix);
+        let prefix = list_prefix(&remote);
         let mut listing = remote.store.list(prefix);
         let mut last: Option<String> = None;
         while let Some(m) = listing.next().await {
