@@ -165,6 +165,7 @@ pub struct Parser {
     line: usize,
     header: Option<Header>,
     entries: Vec<Entry>,
+    tree: TreeCheck,
 }
 
 impl Parser {
@@ -174,6 +175,7 @@ impl Parser {
             line: 0,
             header: None,
             entries: Vec::new(),
+            tree: TreeCheck::default(),
         }
     }
 
@@ -254,24 +256,8 @@ impl Parser {
             }
             _ => {}
         }
-        // No entry may live under anything but a directory entry: one below a
-        // symlink entry would have the restore write wherever the link points.
-        let mut above = crate::fs::local::parent_rel(&e.path);
-        while !above.is_empty() {
-            if let Ok(i) = entries.binary_search_by(|p| path_cmp(&p.path, above))
-                && entries[i].kind != EntryKind::Dir
-            {
-                return Err(self.bad(
-                    n,
-                    format!(
-                        "{:?} is inside {above:?}, which is a {} entry, not a directory \
-                         (refusing to restore through it)",
-                        e.path,
-                        format!("{:?}", entries[i].kind).to_lowercase()
-                    ),
-                ));
-            }
-            above = crate::fs::local::parent_rel(above);
+        if let Err(reason) = self.tree.check(&e) {
+            return Err(self.bad(n, reason));
         }
         if let Some(sha) = &e.sha256
             && (sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()))
@@ -303,6 +289,46 @@ impl Parser {
             root: header.root,
             entries: self.entries,
         })
+    }
+}
+
+/// Checks, one entry at a time (paths in increasing byte order), that no entry lives
+/// under anything but a directory entry: one below a symlink entry would have the
+/// restore write wherever the link points. Keeps only the non-directory entries
+/// whose path is a byte prefix of the latest one (every path between `x` and
+/// `x/…` in byte order starts with `x`), so memory follows the depth, not the count.
+#[derive(Debug, Default)]
+pub struct TreeCheck {
+    blockers: Vec<(String, EntryKind)>,
+}
+
+impl TreeCheck {
+    /// The reason `e` cannot be restored, if it lies under a non-directory entry.
+    pub fn check(&mut self, e: &Entry) -> Result<(), String> {
+        while self
+            .blockers
+            .last()
+            .is_some_and(|(b, _)| !e.path.starts_with(b.as_str()))
+        {
+            self.blockers.pop();
+        }
+        if let Some((above, kind)) = self
+            .blockers
+            .iter()
+            .rev()
+            .find(|(b, _)| e.path.as_bytes().get(b.len()) == Some(&b'/'))
+        {
+            return Err(format!(
+                "{:?} is inside {above:?}, which is a {} entry, not a directory \
+                 (refusing to restore through it)",
+                e.path,
+                format!("{kind:?}").to_lowercase()
+            ));
+        }
+        if e.kind != EntryKind::Dir {
+            self.blockers.push((e.path.clone(), e.kind));
+        }
+        Ok(())
     }
 }
 

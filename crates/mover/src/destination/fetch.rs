@@ -26,7 +26,8 @@ use tracing::info;
 
 use super::Download;
 use super::SparseWriter;
-use super::restore::{Staged, staged_name};
+use super::entries::{Bits, Entries};
+use super::restore::staged_name;
 use crate::error::{SyncError, join_error};
 use crate::fs::local::{create_new_nofollow, remove_any};
 use crate::fs::paths::{committed_key, key_for};
@@ -61,7 +62,7 @@ pub(super) async fn download(
     if !ok {
         return Ok(Download::Mismatch(e.path.clone()));
     }
-    Ok(Download::Verified(Staged { index }))
+    Ok(Download::Verified(index, e.size))
 }
 
 /// Bytes of a body gathered before one blocking call writes (and hashes) them: an
@@ -211,7 +212,10 @@ pub(super) struct Kept {
 #[derive(Debug, Default)]
 pub(super) struct Claimed {
     /// Downloads whose content is already staged (moved to their staging names).
-    pub staged: Vec<Staged>,
+    pub staged: Bits,
+    /// How many, and their bytes.
+    pub files: u64,
+    pub bytes: u64,
     /// Further downloads of claimed content: SHA-256 → the staged file to copy.
     pub sources: HashMap<String, PathBuf>,
 }
@@ -222,34 +226,39 @@ impl Kept {
     }
 
     /// After a pass failed on a mismatch: keeps each of its verified staged files
-    /// by content and removes every other file from `staging`.
+    /// (`staged`) by content and removes every other file from `staging`.
     pub fn keep(
         &mut self,
         staging: &Path,
-        staged: &[Staged],
-        entries: &[Entry],
+        staged: &Bits,
+        entries: &Entries,
     ) -> Result<(), SyncError> {
-        for s in staged {
-            let Some(sha) = entries[s.index].sha256.as_deref() else {
+        for r in entries.selected(staged)? {
+            let (i, e) = r?;
+            let Some(sha) = e.sha256 else {
                 continue;
             };
-            if self.files.contains_key(sha) {
+            if self.files.contains_key(&sha) {
                 continue;
             }
             let (from, to) = (
-                staging.join(staged_name(s.index)),
+                staging.join(staged_name(i)),
                 staging.join(format!("k-{sha}")),
             );
             std::fs::rename(&from, &to).map_err(|e| SyncError::io("keeping", &from, e))?;
-            self.files.insert(sha.to_string(), to);
+            self.files.insert(sha, to);
         }
         let listing =
             std::fs::read_dir(staging).map_err(|e| SyncError::io("reading", staging, e))?;
         for item in listing {
-            let path = item
-                .map_err(|e| SyncError::io("reading", staging, e))?
-                .path();
-            if !self.files.values().any(|k| *k == path) {
+            let item = item.map_err(|e| SyncError::io("reading", staging, e))?;
+            let name = item.file_name();
+            let kept = name
+                .to_str()
+                .and_then(|n| n.strip_prefix("k-"))
+                .is_some_and(|sha| self.files.contains_key(sha));
+            if !kept {
+                let path = item.path();
                 remove_any(&path).map_err(|e| SyncError::io("removing", &path, e))?;
             }
         }
@@ -261,23 +270,28 @@ impl Kept {
     /// the others copy it.
     pub fn claim(
         &mut self,
-        entries: &[Entry],
-        downloads: &[usize],
+        downloads: impl IntoIterator<Item = Result<(usize, Entry), SyncError>>,
         temp: impl Fn(usize) -> PathBuf,
     ) -> Result<Claimed, SyncError> {
         let mut out = Claimed::default();
-        for &i in downloads {
-            let Some(sha) = entries[i].sha256.as_deref() else {
+        if self.is_empty() {
+            return Ok(out);
+        }
+        for r in downloads {
+            let (i, e) = r?;
+            let Some(sha) = e.sha256 else {
                 continue;
             };
-            if out.sources.contains_key(sha) {
+            if out.sources.contains_key(&sha) {
                 continue;
             }
-            if let Some(from) = self.files.remove(sha) {
+            if let Some(from) = self.files.remove(&sha) {
                 let to = temp(i);
                 std::fs::rename(&from, &to).map_err(|e| SyncError::io("moving", &from, e))?;
-                out.sources.insert(sha.to_string(), to.clone());
-                out.staged.push(Staged { index: i });
+                out.sources.insert(sha, to);
+                out.staged.set(i);
+                out.files += 1;
+                out.bytes += e.size;
             }
         }
         Ok(out)
@@ -304,7 +318,10 @@ mod tests {
             std::fs::write(staging.join(format!("f-{i}")), format!("{i}")).unwrap();
         }
         // Pass one: a and c verified, b mismatched.
-        let staged = [Staged { index: 0 }, Staged { index: 2 }];
+        let mut staged = Bits::default();
+        staged.set(0);
+        staged.set(2);
+        let first = Entries::from_entries(first, None).unwrap();
         let mut kept = Kept::default();
         kept.keep(staging, &staged, &first).unwrap();
         let mut names: Vec<String> = std::fs::read_dir(staging)
@@ -316,10 +333,12 @@ mod tests {
         // Pass two (a new manifest): C wanted at two paths, A no more, D new.
         let second = [entry("c", "C"), entry("c2", "C"), entry("d", "D")];
         let claimed = kept
-            .claim(&second, &[0, 1, 2], |i| staging.join(format!("f-{i}")))
+            .claim(second.into_iter().enumerate().map(Ok), |i| {
+                staging.join(format!("f-{i}"))
+            })
             .unwrap();
-        assert_eq!(claimed.staged.len(), 1);
-        assert_eq!(claimed.staged[0].index, 0);
+        assert_eq!(claimed.staged.ones().collect::<Vec<_>>(), [0]);
+        assert_eq!(claimed.files, 1);
         assert_eq!(std::fs::read(staging.join("f-0")).unwrap(), b"2");
         assert_eq!(claimed.sources["C"], staging.join("f-0"));
         assert!(!kept.is_empty(), "A stays kept until the run ends");

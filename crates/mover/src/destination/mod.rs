@@ -3,7 +3,9 @@
 //! tree, download what changed into a staging directory inside the tree while
 //! verifying every byte, and only when the whole pass verified commit it (see
 //! `restore`). Content a local file already holds is copied from it instead (see
-//! `reuse`); the summary counts only what was downloaded.
+//! `reuse`); the summary counts only what was downloaded. The manifest waits in a
+//! scratch file and every per-file decision is a bit per entry (see `entries`), so
+//! memory does not follow the number of files.
 //!
 //! The last committed state is restorable at every moment: an object that does not
 //! hold what the manifest promises (a source run overwrote it and has not committed
@@ -19,6 +21,7 @@
 //! without a usable record is re-hashed. Local names no manifest can hold (not
 //! UTF-8, control characters) are removed like any other path the manifest lacks.
 
+pub mod entries;
 pub mod fetch;
 mod pass;
 pub mod restore;
@@ -35,7 +38,6 @@ use tracing::{info, warn};
 
 use self::fetch::Kept;
 use self::pass::{Pass, PassResult};
-use self::restore::Staged;
 use crate::error::SyncError;
 use crate::fs::hash::{etag_md5, md5_from_chksum, parse_rclone_mtime};
 use crate::fs::local::parent_rel;
@@ -130,10 +132,11 @@ fn drop_staging(local: &Path, staging: &Path, root: Option<&LocalMeta>) -> Resul
     Ok(())
 }
 
+/// How one download ended: staged (manifest index and size), or a mismatch (path).
 enum Download {
-    Verified(Staged),
+    Verified(usize, u64),
     /// Copied from a local file holding the same content, verified while copying.
-    Local(Staged),
+    Local(usize, u64),
     Mismatch(String),
 }
 

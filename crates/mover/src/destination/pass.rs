@@ -1,9 +1,12 @@
-//! One destination pass, in the stages of the module doc: read the manifest,
-//! scan the local tree and plan (hash checks, local files holding wanted
-//! content), claim content kept from an earlier pass, download (see `fetch`) into
-//! the staging directory, and commit. [`Pass::run`] calls one method per stage.
+//! One destination pass, in the stages of the module doc: read the manifest into
+//! its scratch file (see `entries`), plan against a sorted walk of the local tree
+//! (restore records, hash checks), find local files holding wanted content, claim
+//! content kept from an earlier pass, download (see `fetch`) into the staging
+//! directory, and commit. Per-file state is a bit per manifest entry, so memory
+//! does not follow the number of files. [`Pass::run`] calls one method per stage.
 
-use std::collections::{HashMap, HashSet};
+use std::cmp::Reverse;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -11,23 +14,28 @@ use futures::{StreamExt, TryStreamExt, stream};
 use tokio::sync::Semaphore;
 use tracing::{info, warn};
 
+use super::entries::{Bits, Entries};
 use super::fetch::{Claimed, Kept, download};
-use super::restore::{Commit, Plan, Staged, commit, plan, staged_name};
-use super::restored::{self, Record};
-use super::{Download, manifest_from_listing, reuse};
+use super::restore::{Commit, Delete, Plan, commit, plan, staged_name};
+use super::{Download, manifest_from_listing, restored, reuse};
 use crate::error::{SyncError, join_error};
 use crate::fs::hash::hash_file;
 use crate::fs::local::remove_any;
-use crate::fs::paths::path_cmp;
-use crate::fs::scan::{Scan, ScanEntry, scan};
-use crate::manifest::{self, Entry, EntryKind, Manifest};
+use crate::fs::scan::Walk;
+use crate::manifest::Entry;
 use crate::options::SyncOptions;
 use crate::progress::Progress;
+use crate::source::spill;
 use crate::store::remote::Remote;
 use crate::summary::{Direction, Summary};
 
 /// Files up to this size take half a download slot (see [`Pass::fetch`]).
 const SMALL_FILE: u64 = 1 << 20;
+/// Downloads larger than this start first, largest first (at most [`BIG_HELD`] of
+/// them are held to sort), so a few big files overlap the many small ones instead
+/// of trailing alone at the end of the pass.
+const BIG: u64 = 4 << 20;
+const BIG_HELD: usize = 65_536;
 
 /// What every stage of a pass works with.
 pub(super) struct Pass<'a> {
@@ -46,13 +54,13 @@ pub(super) enum PassResult {
 
 /// The plan stage's result.
 struct Planned {
-    scan: Scan,
-    /// Restore records of local files, by path (see `restored`).
-    records: HashMap<String, Record>,
     plan: Plan,
+    /// Local paths the manifest lacks (see `restore::Delete`).
+    deletes: spill::Writer<Delete>,
+    /// Local names no manifest can hold, removed by the commit.
+    foreign: Vec<PathBuf>,
     /// Wanted SHA-256 → a local relative path holding it (see `reuse`).
     sources: HashMap<String, String>,
-    download_bytes: u64,
 }
 
 impl Planned {
@@ -68,7 +76,7 @@ impl Planned {
 /// What the download stage staged and counted.
 #[derive(Default)]
 struct Fetched {
-    staged: Vec<Staged>,
+    staged: Bits,
     /// Downloaded (including content kept from an earlier pass).
     remote_files: u64,
     remote_bytes: u64,
@@ -81,30 +89,28 @@ struct Fetched {
 impl Pass<'_> {
     /// Runs the stages in turn.
     pub async fn run(&self, kept: &mut Kept) -> Result<PassResult, SyncError> {
-        let manifest = self.read_manifest().await?;
-        let entries = &manifest.entries;
-        let planned = self.scan_plan(&manifest).await?;
+        let entries = self.read_manifest().await?;
+        let planned = self.scan_plan(&entries).await?;
         let mut summary = Summary::new(Direction::Destination);
-        for e in entries.iter().filter(|e| e.kind.has_object()) {
-            summary.files_checked += 1;
-            summary.bytes_checked += e.size;
-        }
+        summary.files_checked = entries.objects;
+        summary.bytes_checked = entries.object_bytes;
         if self.opts.dry_run {
-            let remote_only = planned.plan.downloads.iter();
-            let remote_only =
-                remote_only.filter(|i| planned.local_copy(self.local, &entries[**i]).is_none());
-            summary.files_transferred = remote_only.clone().count() as u64;
-            summary.bytes_transferred = remote_only.map(|i| entries[*i].size).sum();
-            summary.files_deleted =
-                (planned.plan.deletes.len() + planned.scan.unsupported.len()) as u64;
+            for r in entries.selected(&planned.plan.downloads)? {
+                let (_, e) = r?;
+                if planned.local_copy(self.local, &e).is_none() {
+                    summary.files_transferred += 1;
+                    summary.bytes_transferred += e.size;
+                }
+            }
+            summary.files_deleted = planned.plan.deleted_paths + planned.foreign.len() as u64;
             info!("dry run: nothing written");
             return Ok(PassResult::Done(summary));
         }
-        let claimed = self.claim(kept, entries, &planned)?;
-        let fetched = self.fetch(entries, &planned, claimed).await?;
+        let claimed = self.claim(kept, &entries, &planned)?;
+        let fetched = self.fetch(&entries, &planned, claimed).await?;
         if let Some(path) = fetched.mismatch {
             // What verified is kept for the next pass; the staging stays.
-            kept.keep(self.staging, &fetched.staged, entries)?;
+            kept.keep(self.staging, &fetched.staged, &entries)?;
             return Ok(PassResult::Mismatch(path));
         }
         // The summary counts what crossed the network; local copies are only logged.
@@ -117,69 +123,48 @@ impl Pass<'_> {
                 "produced from local files holding the same content instead of downloading"
             );
         }
-        summary.files_deleted = self.commit(manifest, planned, fetched.staged).await?;
+        summary.files_deleted = self.commit(&entries, planned, fetched.staged).await?;
         Ok(PassResult::Done(summary))
     }
 
     /// Read stage: the manifest, or for a bucket plain rclone wrote, the listing.
-    async fn read_manifest(&self) -> Result<Manifest, SyncError> {
-        Ok(match manifest::read(self.remote).await? {
-            Some((m, _)) => m,
-            None => {
-                let remote = crate::source::first_upload::restorable(self.remote).await?;
-                manifest_from_listing(remote).await?
-            }
-        })
+    async fn read_manifest(&self) -> Result<Entries, SyncError> {
+        if let Some(entries) = Entries::read(self.remote).await? {
+            return Ok(entries);
+        }
+        let remote = crate::source::first_upload::restorable(self.remote).await?;
+        let m = manifest_from_listing(remote).await?;
+        Entries::from_entries(m.entries, m.root)
     }
 
-    /// Scan/plan stage: scans the local tree, plans against it, hashes files of the
-    /// right size to decide, and finds local files holding wanted content.
-    async fn scan_plan(&self, manifest: &Manifest) -> Result<Planned, SyncError> {
-        let scan = self.scan_local(manifest).await?;
-        let entries = &manifest.entries;
-        let records = read_records(self.local, entries, &scan.entries).await?;
-        let mut p = plan(entries, &scan.entries, &records, self.opts.checksum);
-        let checks = self.check_hashes(entries, &p.hash_checks).await?;
-        p.downloads
-            .extend(checks.iter().filter(|(_, same, _)| !same).map(|(i, ..)| *i));
-        p.downloads.sort_unstable();
-        let sources =
-            local_sources(self.local, entries, &scan.entries, &p, checks, self.opts).await?;
-        let download_bytes = p.downloads.iter().map(|i| entries[*i].size).sum();
-        let planned = Planned {
-            scan,
-            records,
-            plan: p,
-            sources,
-            download_bytes,
-        };
-        let p = &planned.plan;
-        info!(
-            downloads = p.downloads.len(),
-            local_candidates = p
-                .downloads
-                .iter()
-                .filter(|i| planned.local_copy(self.local, &entries[**i]).is_some())
-                .count(),
-            deletes = p.deletes.len(),
-            entries = entries.len(),
-            "plan done"
-        );
-        Ok(planned)
-    }
-
-    /// Scans the local tree; refuses an empty manifest over a non-empty tree
-    /// (unless allowed).
-    async fn scan_local(&self, manifest: &Manifest) -> Result<Scan, SyncError> {
+    /// Scan/plan stage: walks the local tree against the manifest, hashes files of
+    /// the right size to decide, and finds local files holding wanted content.
+    /// Refuses an empty manifest over a non-empty tree (unless allowed).
+    async fn scan_plan(&self, entries: &Entries) -> Result<Planned, SyncError> {
         self.progress.phase("scanning", 0, 0);
-        let root = self.local.to_path_buf();
-        let scanned = tokio::task::spawn_blocking(move || scan(&root, false))
-            .await
-            .map_err(join_error)??;
-        if manifest.entries.is_empty()
-            && !scanned.entries.is_empty()
-            && !self.opts.allow_empty_source
-        {
+        let (root, es, checksum) = (
+            self.local.to_path_buf(),
+            entries.clone(),
+            self.opts.checksum,
+        );
+        let (mut p, deletes, foreign) = tokio::task::spawn_blocking(move || {
+            let mut walk = Walk::new(&root, false)?;
+            let mut deletes = spill::Writer::new("deletes scratch file")?;
+            let p = plan(
+                es.iter()?,
+                es.len(),
+                &mut walk,
+                |rel| restored::read(&root.join(rel)),
+                checksum,
+                |d| deletes.push(&d),
+            )?;
+            let foreign: Vec<PathBuf> =
+                walk.take_unsupported().into_iter().map(|u| u.rel).collect();
+            Ok::<_, SyncError>((p, deletes, foreign))
+        })
+        .await
+        .map_err(join_error)??;
+        if entries.is_empty() && p.local_entries > 0 && !self.opts.allow_empty_source {
             return Err(SyncError::EmptySource {
                 path: self.local.to_path_buf(),
                 mount_note: "",
@@ -189,40 +174,126 @@ impl Pass<'_> {
                 ),
             });
         }
-        Ok(scanned)
+        let digests = self.check_hashes(entries, &mut p).await?;
+        let sources = self.local_sources(entries, &p, digests).await?;
+        info!(
+            downloads = p.downloads.count(),
+            download_bytes = p.download_bytes,
+            hash_checks = p.hash_checks.count(),
+            local_sources = sources.len(),
+            deletes = p.deleted_paths,
+            entries = entries.len(),
+            "plan done"
+        );
+        Ok(Planned {
+            plan: p,
+            deletes,
+            foreign,
+            sources,
+        })
     }
 
     /// Same size, other mtime: hash locally; only a real difference is downloaded.
-    /// Returns (index, same content?, local SHA-256) per check.
+    /// Returns the local SHA-256 of every checked entry, by index (see
+    /// [`Pass::local_sources`]).
     async fn check_hashes(
         &self,
-        entries: &[Entry],
-        hash_checks: &[usize],
-    ) -> Result<Vec<(usize, bool, String)>, SyncError> {
-        self.progress.phase("checking", hash_checks.len() as u64, 0);
-        stream::iter(hash_checks.to_vec())
-            .map(|i| {
-                let path = self.local.join(&entries[i].path);
-                let e = entries[i].clone();
-                async move {
-                    let d = tokio::task::spawn_blocking(move || hash_file(&path))
-                        .await
-                        .map_err(join_error)??;
-                    let same = match (&e.sha256, &e.md5) {
-                        (Some(s), _) => *s == d.sha256,
-                        (None, Some(m)) => *m == d.md5,
-                        (None, None) => false,
-                    };
-                    Ok::<_, SyncError>((i, same, d.sha256))
-                }
+        entries: &Entries,
+        p: &mut Plan,
+    ) -> Result<spill::Writer<(usize, String)>, SyncError> {
+        let n = p.hash_checks.count();
+        self.progress.phase("checking", n as u64, 0);
+        let mut digests = spill::Writer::new("hash checks scratch file")?;
+        if n == 0 {
+            return Ok(digests);
+        }
+        let mut results = stream::iter(entries.selected(&p.hash_checks)?)
+            .map(|r| async move {
+                let (i, e) = r?;
+                let path = self.local.join(&e.path);
+                let d = tokio::task::spawn_blocking(move || hash_file(&path))
+                    .await
+                    .map_err(join_error)??;
+                let same = match (&e.sha256, &e.md5) {
+                    (Some(s), _) => *s == d.sha256,
+                    (None, Some(m)) => *m == d.md5,
+                    (None, None) => false,
+                };
+                Ok::<_, SyncError>((i, e.size, same, d.sha256))
             })
-            .buffer_unordered(self.opts.hash_threads.max(1))
-            .try_collect()
-            .await
+            .buffer_unordered(self.opts.hash_threads.max(1));
+        let mut changed: Vec<(usize, u64)> = Vec::new();
+        while let Some(r) = results.next().await {
+            let (i, size, same, sha) = r?;
+            if !same {
+                changed.push((i, size));
+            }
+            digests.push(&(i, sha))?;
+        }
+        drop(results);
+        for (i, size) in changed {
+            p.download(i, size);
+        }
+        Ok(digests)
     }
 
     fn temp_of(&self, i: usize) -> PathBuf {
         self.staging.join(staged_name(i))
+    }
+
+    /// Finds, for the content this pass must download, local files already holding
+    /// it (see `reuse`): wanted SHA-256 → local relative path. Hashes only local
+    /// files of a wanted size whose content the plan does not already know.
+    async fn local_sources(
+        &self,
+        entries: &Entries,
+        p: &Plan,
+        digests: spill::Writer<(usize, String)>,
+    ) -> Result<HashMap<String, String>, SyncError> {
+        // Nothing local to take content from (e.g. a restore into an empty
+        // directory): no index of the wanted digests at all.
+        if !p.any_local_file || p.downloads.count() == 0 {
+            return Ok(HashMap::new());
+        }
+        let wanted = reuse::wanted(entries.selected(&p.downloads)?)?;
+        if wanted.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let mut checked: HashMap<usize, String> = HashMap::new();
+        for r in digests.into_reader()? {
+            let (i, d) = r?;
+            if wanted.contains_key(&d) {
+                checked.insert(i, d);
+            }
+        }
+        let (root, es, plan) = (self.local.to_path_buf(), entries.clone(), p.clone());
+        let (mut ip, wanted) = tokio::task::spawn_blocking(move || {
+            let walk = Walk::new(&root, false)?;
+            let ip = reuse::index_plan(es.iter()?, walk, &plan, &checked, &wanted)?;
+            Ok::<_, SyncError>((ip, wanted))
+        })
+        .await
+        .map_err(join_error)??;
+        let hashed: Vec<(String, Option<String>)> = stream::iter(std::mem::take(&mut ip.to_hash))
+            .map(|rel| {
+                let path = self.local.join(&rel);
+                async move {
+                    // A file that vanished or cannot be read is simply no candidate.
+                    let d = tokio::task::spawn_blocking(move || hash_file(&path).ok())
+                        .await
+                        .map_err(join_error)?;
+                    Ok::<_, SyncError>((rel, d.map(|d| d.sha256)))
+                }
+            })
+            .buffer_unordered(self.opts.hash_threads.max(1))
+            .try_collect()
+            .await?;
+        for (rel, d) in hashed {
+            if let Some(d) = d.filter(|d| wanted.contains_key(d.as_str())) {
+                ip.known.entry(d).or_insert(rel);
+            }
+        }
+        Ok(ip.known)
     }
 
     /// Claim stage: creates the staging directory (a kept one is reused, see
@@ -230,75 +301,86 @@ impl Pass<'_> {
     fn claim(
         &self,
         kept: &mut Kept,
-        entries: &[Entry],
+        entries: &Entries,
         planned: &Planned,
     ) -> Result<Claimed, SyncError> {
         if kept.is_empty() {
             std::fs::create_dir(self.staging)
                 .map_err(|e| SyncError::io("creating staging directory", self.staging, e))?;
         }
-        let downloads = &planned.plan.downloads;
-        let claimed = kept.claim(entries, downloads, |i| self.temp_of(i))?;
-        self.progress.phase(
-            "downloading",
-            downloads.len() as u64,
-            planned.download_bytes,
-        );
-        for s in &claimed.staged {
-            self.progress.add_bytes(entries[s.index].size);
+        let p = &planned.plan;
+        let claimed = kept.claim(entries.selected(&p.downloads)?, |i| self.temp_of(i))?;
+        self.progress
+            .phase("downloading", p.downloads.count() as u64, p.download_bytes);
+        self.progress.add_bytes(claimed.bytes);
+        for _ in 0..claimed.files {
             self.progress.file_done();
         }
         Ok(claimed)
     }
 
-    /// Download stage: every download not claimed, largest first (a few big files
-    /// then overlap the many small ones instead of trailing alone at the end of the
-    /// pass), each copied from a local or staged file holding its content if any.
+    /// Download stage: every download not claimed — the large ones first, largest
+    /// first, then the rest in path order as they are read back — each copied from
+    /// a local or staged file holding its content if any.
     async fn fetch(
         &self,
-        entries: &[Entry],
+        entries: &Entries,
         planned: &Planned,
         claimed: Claimed,
     ) -> Result<Fetched, SyncError> {
-        let claimed_index: HashSet<usize> = claimed.staged.iter().map(|s| s.index).collect();
-        let mut todo: Vec<usize> = planned
-            .plan
-            .downloads
-            .iter()
-            .copied()
-            .filter(|i| !claimed_index.contains(i))
-            .collect();
-        todo.sort_by_key(|i| std::cmp::Reverse(entries[*i].size));
+        let Claimed {
+            staged,
+            files,
+            bytes,
+            sources: claimed_sources,
+        } = claimed;
+        let downloads = &planned.plan.downloads;
+        let mut big: Vec<(usize, Entry)> = Vec::new();
+        for r in entries.selected(downloads)? {
+            let (i, e) = r?;
+            if e.size > BIG && !staged.get(i) && big.len() < BIG_HELD {
+                big.push((i, e));
+            }
+        }
+        big.sort_by_key(|(_, e)| Reverse(e.size));
+        // Claimed already, or started first.
+        let mut skip = staged.clone();
+        big.iter().for_each(|(i, _)| skip.set(*i));
+        let rest = entries
+            .selected(downloads)?
+            .filter(move |r| r.as_ref().map_or(true, |(i, _)| !skip.get(*i)));
+        let todo = big.into_iter().map(Ok).chain(rest);
         // `--transfers` large files at once, or twice as many small ones: a small
         // file's time is the request's round trip, not bandwidth.
         let transfers = self.opts.transfers.max(1);
         let slots = Semaphore::new(2 * transfers);
         let results = stream::iter(todo)
-            .map(|i| {
-                let staged_copy = entries[i]
-                    .sha256
-                    .as_ref()
-                    .and_then(|s| claimed.sources.get(s))
-                    .cloned();
-                let src = staged_copy.or_else(|| planned.local_copy(self.local, &entries[i]));
-                let weight = if entries[i].size > SMALL_FILE { 2 } else { 1 };
-                let slots = &slots;
+            .map(|r| {
+                let (slots, claimed_sources) = (&slots, &claimed_sources);
                 async move {
+                    let (i, e) = r?;
+                    let staged_copy = e
+                        .sha256
+                        .as_ref()
+                        .and_then(|s| claimed_sources.get(s))
+                        .cloned();
+                    let src = staged_copy.or_else(|| planned.local_copy(self.local, &e));
+                    let weight = if e.size > SMALL_FILE { 2 } else { 1 };
                     let _slot = slots
                         .acquire_many(weight)
                         .await
                         .map_err(|e| SyncError::Internal(format!("download slots: {e}")))?;
-                    self.fetch_one(&entries[i], i, src).await
+                    self.fetch_one(&e, i, src).await
                 }
             })
             .buffer_unordered(2 * transfers);
-        tally(
-            entries,
-            claimed.staged,
-            results,
-            planned.plan.downloads.len(),
-        )
-        .await
+        let f = Fetched {
+            staged,
+            remote_files: files,
+            remote_bytes: bytes,
+            ..Fetched::default()
+        };
+        tally(f, results, downloads.count()).await
     }
 
     /// One download: a verified copy of `src` when it still holds the content, else
@@ -320,7 +402,7 @@ impl Pass<'_> {
             if copied == reuse::Copied::Verified {
                 self.progress.add_bytes(e.size);
                 self.progress.file_done();
-                return Ok(Download::Local(Staged { index: i }));
+                return Ok(Download::Local(i, e.size));
             }
             warn!(path = %e.path, from = %src.display(), "local file no longer holds the wanted content; downloading");
         }
@@ -332,21 +414,20 @@ impl Pass<'_> {
     /// Returns the number of paths deleted.
     async fn commit(
         &self,
-        manifest: Manifest,
+        entries: &Entries,
         planned: Planned,
-        staged: Vec<Staged>,
+        staged: Bits,
     ) -> Result<u64, SyncError> {
         self.progress.phase("committing", 0, 0);
         let root = self.local.to_path_buf();
         let staging_dir = self.staging.to_path_buf();
         let Planned {
-            scan,
-            records,
             plan: p,
+            deletes,
+            foreign,
             ..
         } = planned;
-        let deletes = p.deletes;
-        let foreign: Vec<PathBuf> = scan.unsupported.into_iter().map(|u| u.rel).collect();
+        let es = entries.clone();
         let stats = tokio::task::spawn_blocking(move || {
             let r = flush_staged(&staging_dir)
                 .and_then(|()| {
@@ -354,17 +435,13 @@ impl Pass<'_> {
                         .map_err(|e| SyncError::io("opening", &root, e))
                 })
                 .and_then(|tree| {
-                    commit(
-                        &tree,
-                        &Commit {
-                            entries: &manifest.entries,
-                            root_meta: manifest.root.as_ref(),
-                            staged: &staged,
-                            deletes: &deletes,
-                            foreign: &foreign,
-                            records: &records,
-                        },
-                    )
+                    let c = Commit {
+                        entries: &es,
+                        staged: &staged,
+                        record_current: &p.record_current,
+                        foreign: &foreign,
+                    };
+                    commit(&tree, &c, deletes.into_reader()?)
                 });
             let cleanup = remove_any(&staging_dir);
             let stats = r?;
@@ -380,32 +457,24 @@ impl Pass<'_> {
 /// Counts the downloads as they finish (no list of results is held); the first
 /// error fails the pass (before a mismatch).
 async fn tally(
-    entries: &[Entry],
-    claimed: Vec<Staged>,
+    f: Fetched,
     results: impl futures::Stream<Item = Result<Download, SyncError>>,
     total: usize,
 ) -> Result<Fetched, SyncError> {
-    // Content kept from an earlier pass was downloaded by this run.
-    let f = Fetched {
-        remote_files: claimed.len() as u64,
-        remote_bytes: claimed.iter().map(|s| entries[s.index].size).sum(),
-        staged: claimed,
-        ..Fetched::default()
-    };
     let (f, failed, first) = results
         .fold(
             (f, 0usize, None),
             |(mut f, mut failed, mut first), r| async move {
                 match r {
-                    Ok(Download::Verified(s)) => {
+                    Ok(Download::Verified(i, size)) => {
                         f.remote_files += 1;
-                        f.remote_bytes += entries[s.index].size;
-                        f.staged.push(s);
+                        f.remote_bytes += size;
+                        f.staged.set(i);
                     }
-                    Ok(Download::Local(s)) => {
+                    Ok(Download::Local(i, size)) => {
                         f.local_files += 1;
-                        f.local_bytes += entries[s.index].size;
-                        f.staged.push(s);
+                        f.local_bytes += size;
+                        f.staged.set(i);
                     }
                     Ok(Download::Mismatch(path)) => f.mismatch = f.mismatch.or(Some(path)),
                     Err(e) => {
@@ -435,84 +504,4 @@ fn flush_staged(staging: &Path) -> Result<(), SyncError> {
         .map_err(|e| SyncError::io("opening staging directory", staging, e))?;
     rustix::fs::syncfs(&dir)
         .map_err(|e| SyncError::io("flushing staged files to disk", staging, e.into()))
-}
-
-/// Reads the restore records of the local files that could already hold a manifest
-/// file (a regular file of the same size at the same path), by path.
-async fn read_records(
-    local: &Path,
-    entries: &[Entry],
-    scanned: &[ScanEntry],
-) -> Result<HashMap<String, Record>, SyncError> {
-    let candidates: Vec<String> = scanned
-        .iter()
-        .filter(|l| l.meta.kind == crate::fs::local::FileKind::File)
-        .filter(|l| {
-            entries
-                .binary_search_by(|e| path_cmp(&e.path, &l.path))
-                .is_ok_and(|i| entries[i].kind == EntryKind::File && entries[i].size == l.meta.size)
-        })
-        .map(|l| l.path.clone())
-        .collect();
-    let root = local.to_path_buf();
-    tokio::task::spawn_blocking(move || {
-        candidates
-            .into_iter()
-            .filter_map(|rel| restored::read(&root.join(&rel)).map(|r| (rel, r)))
-            .collect()
-    })
-    .await
-    .map_err(join_error)
-}
-
-/// Finds, for the content this pass must download, local files already holding it
-/// (see `reuse`): wanted SHA-256 → local relative path. Hashes only local files of
-/// a wanted size whose content the plan does not already know.
-async fn local_sources(
-    local: &Path,
-    entries: &[Entry],
-    scanned: &[ScanEntry],
-    p: &Plan,
-    checks: Vec<(usize, bool, String)>,
-    opts: &SyncOptions,
-) -> Result<HashMap<String, String>, SyncError> {
-    // Nothing local to take content from (e.g. a restore into an empty directory):
-    // no index of the wanted digests at all.
-    let any_local_file = scanned
-        .iter()
-        .any(|l| l.meta.kind == crate::fs::local::FileKind::File);
-    let wanted = if any_local_file {
-        reuse::wanted(entries, &p.downloads)
-    } else {
-        HashMap::new()
-    };
-    if wanted.is_empty() {
-        return Ok(HashMap::new());
-    }
-    let checked: HashMap<usize, String> = checks
-        .into_iter()
-        .filter(|(_, _, d)| wanted.contains_key(d.as_str()))
-        .map(|(i, _, d)| (i, d))
-        .collect();
-    let mut ip = reuse::index_plan(entries, scanned, p, &checked, &wanted);
-    let hashed: Vec<(String, Option<String>)> = stream::iter(std::mem::take(&mut ip.to_hash))
-        .map(|rel| {
-            let path = local.join(&rel);
-            async move {
-                // A file that vanished or cannot be read is simply no candidate.
-                let d = tokio::task::spawn_blocking(move || hash_file(&path).ok())
-                    .await
-                    .map_err(join_error)?;
-                Ok::<_, SyncError>((rel, d.map(|d| d.sha256)))
-            }
-        })
-        .buffer_unordered(opts.hash_threads.max(1))
-        .try_collect()
-        .await?;
-    for (rel, d) in hashed {
-        if let Some(d) = d.filter(|d| wanted.contains_key(d.as_str())) {
-            ip.known.entry(d).or_insert(rel);
-        }
-    }
-    Ok(ip.known)
 }

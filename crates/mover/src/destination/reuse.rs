@@ -13,20 +13,26 @@ use std::io::Read;
 use std::path::Path;
 
 use crate::destination::SparseWriter;
-use crate::destination::restore::Plan;
+use crate::destination::restore::{Plan, join};
 use crate::error::SyncError;
 use crate::fs::hash::{BUF_SIZE, DualHasher};
 use crate::fs::local::{FileKind, create_new_nofollow, open_nofollow, remove_any};
-use crate::fs::paths::path_cmp;
 use crate::fs::scan::ScanEntry;
 use crate::manifest::{Entry, EntryKind};
 
-/// What the pass wants: SHA-256 → size, of every file it would download.
-pub fn wanted<'a>(entries: &'a [Entry], downloads: &[usize]) -> HashMap<&'a str, u64> {
-    downloads
-        .iter()
-        .filter_map(|&i| entries[i].sha256.as_deref().map(|s| (s, entries[i].size)))
-        .collect()
+/// What the pass wants: SHA-256 → size, of every file it would download (given
+/// the download entries).
+pub fn wanted(
+    downloads: impl IntoIterator<Item = Result<(usize, Entry), SyncError>>,
+) -> Result<HashMap<String, u64>, SyncError> {
+    let mut out = HashMap::new();
+    for r in downloads {
+        let (_, e) = r?;
+        if let Some(s) = e.sha256 {
+            out.insert(s, e.size);
+        }
+    }
+    Ok(out)
 }
 
 /// Where wanted content may be found locally.
@@ -39,43 +45,45 @@ pub struct IndexPlan {
     pub to_hash: Vec<String>,
 }
 
-/// Pure: sorts the local regular files of a wanted size into known and unknown
-/// content. A path the manifest has, with the size and mtime the plan trusted (not
-/// to download, not to re-hash), holds the manifest's digest; a path the plan
-/// re-hashed holds the digest in `checked` (manifest index → SHA-256, needed only
-/// for wanted digests; a re-hashed path missing from it holds nothing wanted); any
-/// other file must be hashed. `plan.downloads` and `plan.hash_checks` are sorted.
-pub fn index_plan(
-    entries: &[Entry],
-    local: &[ScanEntry],
+/// Pure: sorts the local regular files of a wanted size (merge-joined with the
+/// manifest) into known and unknown content. A path the manifest has, with the size
+/// and mtime the plan trusted (not to download, not to re-hash), holds the
+/// manifest's digest; a path the plan re-hashed holds the digest in `checked`
+/// (manifest index → SHA-256, needed only for wanted digests; a re-hashed path
+/// missing from it holds nothing wanted); any other file must be hashed.
+pub fn index_plan<M, L>(
+    manifest: M,
+    local: L,
     plan: &Plan,
     checked: &HashMap<usize, String>,
-    wanted: &HashMap<&str, u64>,
-) -> IndexPlan {
+    wanted: &HashMap<String, u64>,
+) -> Result<IndexPlan, SyncError>
+where
+    M: IntoIterator<Item = Result<(usize, Entry), SyncError>>,
+    L: IntoIterator<Item = Result<ScanEntry, SyncError>>,
+{
     let sizes: HashSet<u64> = wanted.values().copied().collect();
     let mut out = IndexPlan::default();
-    for l in local
-        .iter()
-        .filter(|l| l.meta.kind == FileKind::File && sizes.contains(&l.meta.size))
-    {
-        let at = entries
-            .binary_search_by(|e| path_cmp(&e.path, &l.path))
-            .ok()
-            .filter(|&i| entries[i].kind == EntryKind::File);
-        let digest = match at {
+    join(manifest, local, |m, l| {
+        let Some(l) = l.filter(|l| l.meta.kind == FileKind::File && sizes.contains(&l.meta.size))
+        else {
+            return Ok(());
+        };
+        let digest = match m.filter(|(_, e)| e.kind == EntryKind::File) {
             // Hashed already this pass: `checked` has it if it is wanted at all.
-            Some(i) if plan.hash_checks.binary_search(&i).is_ok() => checked.get(&i).cloned(),
-            Some(i) if plan.downloads.binary_search(&i).is_err() => entries[i].sha256.clone(),
+            Some((i, _)) if plan.hash_checks.get(i) => checked.get(&i).cloned(),
+            Some((i, e)) if !plan.downloads.get(i) => e.sha256,
             _ => {
-                out.to_hash.push(l.path.clone());
-                continue;
+                out.to_hash.push(l.path);
+                return Ok(());
             }
         };
         if let Some(d) = digest.filter(|d| wanted.contains_key(d.as_str())) {
-            out.known.entry(d).or_insert_with(|| l.path.clone());
+            out.known.entry(d).or_insert(l.path);
         }
-    }
-    out
+        Ok(())
+    })?;
+    Ok(out)
 }
 
 /// Outcome of [`copy_verified`].

@@ -264,6 +264,11 @@ impl LineChecker {
         Ok(Some(e))
     }
 
+    /// The header's root metadata, once the header was read.
+    pub fn root(&self) -> Option<&RootMeta> {
+        self.header.as_ref().and_then(|h| h.root.as_ref())
+    }
+
     /// Checks the end: a header was seen and its entry count matches.
     pub fn finish(self) -> Result<(), SyncError> {
         match &self.header {

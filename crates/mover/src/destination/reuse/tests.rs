@@ -1,4 +1,5 @@
 use super::*;
+use crate::destination::entries::Bits;
 use crate::fs::local::LocalMeta;
 
 fn local(path: &str, size: u64) -> ScanEntry {
@@ -35,6 +36,41 @@ fn sha(c: char) -> String {
     c.to_string().repeat(64)
 }
 
+fn bits(set: &[usize]) -> Bits {
+    let mut b = Bits::default();
+    set.iter().for_each(|i| b.set(*i));
+    b
+}
+
+fn pick<'a>(
+    entries: &'a [Entry],
+    set: &'a Bits,
+) -> impl Iterator<Item = Result<(usize, Entry), SyncError>> + 'a {
+    entries
+        .iter()
+        .cloned()
+        .enumerate()
+        .filter(|(i, _)| set.get(*i))
+        .map(Ok)
+}
+
+fn run(
+    entries: &[Entry],
+    here: &[ScanEntry],
+    plan: &Plan,
+    checked: &HashMap<usize, String>,
+    wanted: &HashMap<String, u64>,
+) -> IndexPlan {
+    index_plan(
+        entries.iter().cloned().enumerate().map(Ok),
+        here.iter().cloned().map(Ok),
+        plan,
+        checked,
+        wanted,
+    )
+    .unwrap()
+}
+
 #[test]
 fn index_plan_trusts_unchanged_paths_reuses_rehash_results_and_hashes_only_wanted_sizes() {
     // new: wanted (downloaded), size 10, content "a"; same: trusted, holds "a" too;
@@ -54,17 +90,14 @@ fn index_plan_trusts_unchanged_paths_reuses_rehash_results_and_hashes_only_wante
         local("x-rehashed", 20),
     ];
     let plan = Plan {
-        downloads: vec![0, 3],
-        hash_checks: vec![2, 4],
-        deletes: vec!["old-name".into(), "wrong-size".into()],
+        downloads: bits(&[0, 3]),
+        hash_checks: bits(&[2, 4]),
+        ..Plan::default()
     };
-    let w = wanted(&entries, &plan.downloads);
-    assert_eq!(
-        w,
-        HashMap::from([(sha('a').as_str(), 10), (sha('c').as_str(), 20)])
-    );
+    let w = wanted(pick(&entries, &plan.downloads)).unwrap();
+    assert_eq!(w, HashMap::from([(sha('a'), 10), (sha('c'), 20)]));
     let checked = HashMap::from([(2usize, sha('c'))]);
-    let ip = index_plan(&entries, &here, &plan, &checked, &w);
+    let ip = run(&entries, &here, &plan, &checked, &w);
     assert_eq!(
         ip.known,
         HashMap::from([
@@ -84,11 +117,11 @@ fn a_path_the_plan_downloads_is_hashed_not_trusted() {
     let entries = [file("a", 4, 'a'), file("b", 4, 'b')];
     let here = [local("a", 4), local("b", 4)];
     let plan = Plan {
-        downloads: vec![0, 1],
+        downloads: bits(&[0, 1]),
         ..Plan::default()
     };
-    let w = wanted(&entries, &plan.downloads);
-    let ip = index_plan(&entries, &here, &plan, &HashMap::new(), &w);
+    let w = wanted(pick(&entries, &plan.downloads)).unwrap();
+    let ip = run(&entries, &here, &plan, &HashMap::new(), &w);
     assert!(ip.known.is_empty());
     assert_eq!(ip.to_hash, vec!["a".to_string(), "b".to_string()]);
 }
