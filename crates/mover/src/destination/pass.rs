@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use futures::{StreamExt, TryStreamExt, stream};
+use futures::{StreamExt, stream};
 use tokio::sync::Semaphore;
 use tracing::{info, warn};
 
@@ -60,15 +60,19 @@ struct Planned {
     /// Local names no manifest can hold, removed by the commit.
     foreign: Vec<PathBuf>,
     /// Wanted SHA-256 → a local relative path holding it (see `reuse`).
-    sources: HashMap<String, String>,
+    sources: reuse::Known,
 }
 
 impl Planned {
     /// The local file holding `e`'s content, if any.
     fn local_copy(&self, local: &Path, e: &Entry) -> Option<PathBuf> {
+        if self.sources.is_empty() {
+            return None;
+        }
         e.sha256
-            .as_ref()
-            .and_then(|s| self.sources.get(s))
+            .as_deref()
+            .and_then(reuse::digest)
+            .and_then(|d| self.sources.get(&d))
             .map(|rel| local.join(rel))
     }
 }
@@ -249,51 +253,52 @@ impl Pass<'_> {
         entries: &Entries,
         p: &Plan,
         digests: spill::Writer<(usize, String)>,
-    ) -> Result<HashMap<String, String>, SyncError> {
+    ) -> Result<reuse::Known, SyncError> {
         // Nothing local to take content from (e.g. a restore into an empty
         // directory): no index of the wanted digests at all.
         if !p.any_local_file || p.downloads.count() == 0 {
-            return Ok(HashMap::new());
+            return Ok(reuse::Known::new());
         }
         let wanted = reuse::wanted(entries.selected(&p.downloads)?)?;
         if wanted.is_empty() {
-            return Ok(HashMap::new());
+            return Ok(reuse::Known::new());
         }
-        let mut checked: HashMap<usize, String> = HashMap::new();
+        let mut checked: HashMap<usize, reuse::Digest> = HashMap::new();
         for r in digests.into_reader()? {
-            let (i, d) = r?;
-            if wanted.contains_key(&d) {
+            let (i, hex) = r?;
+            if let Some(d) = reuse::digest(&hex).filter(|d| wanted.contains_key(d)) {
                 checked.insert(i, d);
             }
         }
         let (root, es, plan) = (self.local.to_path_buf(), entries.clone(), p.clone());
-        let (mut ip, wanted) = tokio::task::spawn_blocking(move || {
+        let (mut known, to_hash, wanted) = tokio::task::spawn_blocking(move || {
             let walk = Walk::new(&root, false)?;
-            let ip = reuse::index_plan(es.iter()?, walk, &plan, &checked, &wanted)?;
-            Ok::<_, SyncError>((ip, wanted))
+            let mut to_hash = spill::Writer::<String>::new("local files to hash scratch file")?;
+            let known = reuse::index_plan(es.iter()?, walk, &plan, &checked, &wanted, |rel| {
+                to_hash.push(&rel)
+            })?;
+            Ok::<_, SyncError>((known, to_hash.into_reader()?, wanted))
         })
         .await
         .map_err(join_error)??;
-        let hashed: Vec<(String, Option<String>)> = stream::iter(std::mem::take(&mut ip.to_hash))
-            .map(|rel| {
+        let mut hashed = stream::iter(to_hash)
+            .map(|rel| async move {
+                let rel = rel?;
                 let path = self.local.join(&rel);
-                async move {
-                    // A file that vanished or cannot be read is simply no candidate.
-                    let d = tokio::task::spawn_blocking(move || hash_file(&path).ok())
-                        .await
-                        .map_err(join_error)?;
-                    Ok::<_, SyncError>((rel, d.map(|d| d.sha256)))
-                }
+                // A file that vanished or cannot be read is simply no candidate.
+                let d = tokio::task::spawn_blocking(move || hash_file(&path).ok())
+                    .await
+                    .map_err(join_error)?;
+                Ok::<_, SyncError>((rel, d.and_then(|d| reuse::digest(&d.sha256))))
             })
-            .buffer_unordered(self.opts.hash_threads.max(1))
-            .try_collect()
-            .await?;
-        for (rel, d) in hashed {
-            if let Some(d) = d.filter(|d| wanted.contains_key(d.as_str())) {
-                ip.known.entry(d).or_insert(rel);
+            .buffer_unordered(self.opts.hash_threads.max(1));
+        while let Some(r) = hashed.next().await {
+            let (rel, d) = r?;
+            if let Some(d) = d.filter(|d| wanted.contains_key(d)) {
+                known.entry(d).or_insert(rel);
             }
         }
-        Ok(ip.known)
+        Ok(known)
     }
 
     /// Claim stage: creates the staging directory (a kept one is reused, see

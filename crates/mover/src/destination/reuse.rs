@@ -20,70 +20,72 @@ use crate::fs::local::{FileKind, create_new_nofollow, open_nofollow, remove_any}
 use crate::fs::scan::ScanEntry;
 use crate::manifest::{Entry, EntryKind};
 
+/// A SHA-256 as its 32 bytes: the index of wanted content holds a few dozen bytes
+/// per download, no string.
+pub type Digest = [u8; 32];
+
+/// The [`Digest`] of a hex SHA-256 (`None` when it is not one).
+pub fn digest(hex: &str) -> Option<Digest> {
+    let mut d = [0u8; 32];
+    hex::decode_to_slice(hex, &mut d).ok().map(|()| d)
+}
+
 /// What the pass wants: SHA-256 → size, of every file it would download (given
 /// the download entries).
 pub fn wanted(
     downloads: impl IntoIterator<Item = Result<(usize, Entry), SyncError>>,
-) -> Result<HashMap<String, u64>, SyncError> {
+) -> Result<HashMap<Digest, u64>, SyncError> {
     let mut out = HashMap::new();
     for r in downloads {
         let (_, e) = r?;
-        if let Some(s) = e.sha256 {
-            out.insert(s, e.size);
+        if let Some(d) = e.sha256.as_deref().and_then(digest) {
+            out.insert(d, e.size);
         }
     }
     Ok(out)
 }
 
-/// Where wanted content may be found locally.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct IndexPlan {
-    /// Wanted SHA-256 → a local path already known to hold it.
-    pub known: HashMap<String, String>,
-    /// Local files of a wanted size whose content is unknown: hash them, then index
-    /// those whose digest is wanted.
-    pub to_hash: Vec<String>,
-}
+/// Local paths already known to hold wanted content: SHA-256 → a local path.
+pub type Known = HashMap<Digest, String>;
 
 /// Pure: sorts the local regular files of a wanted size (merge-joined with the
 /// manifest) into known and unknown content. A path the manifest has, with the size
 /// and mtime the plan trusted (not to download, not to re-hash), holds the
 /// manifest's digest; a path the plan re-hashed holds the digest in `checked`
 /// (manifest index → SHA-256, needed only for wanted digests; a re-hashed path
-/// missing from it holds nothing wanted); any other file must be hashed.
+/// missing from it holds nothing wanted); any other file goes to `to_hash`, to be
+/// hashed and indexed if its digest is wanted.
 pub fn index_plan<M, L>(
     manifest: M,
     local: L,
     plan: &Plan,
-    checked: &HashMap<usize, String>,
-    wanted: &HashMap<String, u64>,
-) -> Result<IndexPlan, SyncError>
+    checked: &HashMap<usize, Digest>,
+    wanted: &HashMap<Digest, u64>,
+    mut to_hash: impl FnMut(String) -> Result<(), SyncError>,
+) -> Result<Known, SyncError>
 where
     M: IntoIterator<Item = Result<(usize, Entry), SyncError>>,
     L: IntoIterator<Item = Result<ScanEntry, SyncError>>,
 {
     let sizes: HashSet<u64> = wanted.values().copied().collect();
-    let mut out = IndexPlan::default();
+    let mut known = Known::new();
     join(manifest, local, |m, l| {
         let Some(l) = l.filter(|l| l.meta.kind == FileKind::File && sizes.contains(&l.meta.size))
         else {
             return Ok(());
         };
-        let digest = match m.filter(|(_, e)| e.kind == EntryKind::File) {
+        let found = match m.filter(|(_, e)| e.kind == EntryKind::File) {
             // Hashed already this pass: `checked` has it if it is wanted at all.
-            Some((i, _)) if plan.hash_checks.get(i) => checked.get(&i).cloned(),
-            Some((i, e)) if !plan.downloads.get(i) => e.sha256,
-            _ => {
-                out.to_hash.push(l.path);
-                return Ok(());
-            }
+            Some((i, _)) if plan.hash_checks.get(i) => checked.get(&i).copied(),
+            Some((i, e)) if !plan.downloads.get(i) => e.sha256.as_deref().and_then(digest),
+            _ => return to_hash(l.path),
         };
-        if let Some(d) = digest.filter(|d| wanted.contains_key(d.as_str())) {
-            out.known.entry(d).or_insert(l.path);
+        if let Some(d) = found.filter(|d| wanted.contains_key(d)) {
+            known.entry(d).or_insert(l.path);
         }
         Ok(())
     })?;
-    Ok(out)
+    Ok(known)
 }
 
 /// Outcome of [`copy_verified`].

@@ -54,21 +54,31 @@ fn pick<'a>(
         .map(Ok)
 }
 
+fn d(c: char) -> Digest {
+    digest(&sha(c)).unwrap()
+}
+
 fn run(
     entries: &[Entry],
     here: &[ScanEntry],
     plan: &Plan,
-    checked: &HashMap<usize, String>,
-    wanted: &HashMap<String, u64>,
-) -> IndexPlan {
-    index_plan(
+    checked: &HashMap<usize, Digest>,
+    wanted: &HashMap<Digest, u64>,
+) -> (Known, Vec<String>) {
+    let mut to_hash = Vec::new();
+    let known = index_plan(
         entries.iter().cloned().enumerate().map(Ok),
         here.iter().cloned().map(Ok),
         plan,
         checked,
         wanted,
+        |p| {
+            to_hash.push(p);
+            Ok(())
+        },
     )
-    .unwrap()
+    .unwrap();
+    (known, to_hash)
 }
 
 #[test]
@@ -95,18 +105,18 @@ fn index_plan_trusts_unchanged_paths_reuses_rehash_results_and_hashes_only_wante
         ..Plan::default()
     };
     let w = wanted(pick(&entries, &plan.downloads)).unwrap();
-    assert_eq!(w, HashMap::from([(sha('a'), 10), (sha('c'), 20)]));
-    let checked = HashMap::from([(2usize, sha('c'))]);
-    let ip = run(&entries, &here, &plan, &checked, &w);
+    assert_eq!(w, HashMap::from([(d('a'), 10), (d('c'), 20)]));
+    let checked = HashMap::from([(2usize, d('c'))]);
+    let (known, to_hash) = run(&entries, &here, &plan, &checked, &w);
     assert_eq!(
-        ip.known,
+        known,
         HashMap::from([
-            (sha('a'), "same".to_string()),
-            (sha('c'), "touched".to_string())
+            (d('a'), "same".to_string()),
+            (d('c'), "touched".to_string())
         ])
     );
     assert_eq!(
-        ip.to_hash,
+        to_hash,
         vec!["old-name".to_string()],
         "a re-hashed path holding nothing wanted is not read again"
     );
@@ -121,9 +131,9 @@ fn a_path_the_plan_downloads_is_hashed_not_trusted() {
         ..Plan::default()
     };
     let w = wanted(pick(&entries, &plan.downloads)).unwrap();
-    let ip = run(&entries, &here, &plan, &HashMap::new(), &w);
-    assert!(ip.known.is_empty());
-    assert_eq!(ip.to_hash, vec!["a".to_string(), "b".to_string()]);
+    let (known, to_hash) = run(&entries, &here, &plan, &HashMap::new(), &w);
+    assert!(known.is_empty());
+    assert_eq!(to_hash, vec!["a".to_string(), "b".to_string()]);
 }
 
 fn entry_for(content: &[u8]) -> Entry {
