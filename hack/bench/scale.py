@@ -1,9 +1,11 @@
 """Memory by file count for `make bench` (imported by run.py): for each count in
 BENCH_SCALE_FILES (comma-separated, default 20000; e.g. 200000,1000000; 0 skips the
 section) a tree of tiny files (0-100 bytes, 1,000 per directory) is synced by
-scribe-mover through four scenarios — first sync, `--checksum` sync, half of the
-files changed, restore into an empty dir (checked with diff -r) — and each one's
-peak RSS (GNU time %M) and wall seconds are reported. The goal: peak RSS at most
+scribe-mover through the source scenarios — first sync, `--checksum` sync, half of
+the files changed — and the destination's — restore into an empty dir, restore
+again with nothing changed, and (after half of the files changed once more on the
+source) restore over the previous copy, checked with diff -r — and each one's peak
+RSS (GNU time %M) and wall seconds are reported. The goal: peak RSS at most
 128 MiB whatever the count. BENCH_SCALE_REMOTE=local syncs to a `type = local`
 remote (a directory under the bench's temp dir) instead of garage: memory does
 not depend on the backend, and a million tiny objects take hours on garage here.
@@ -76,10 +78,13 @@ def run(r):
         time.sleep(2.5)  # racy-stat window, see the main table's notes
         prefix = f"scale-{n}"
         up = scribe.command("up", src, prefix)
+        down = scribe.command("down", dst, prefix)
         steps = [("first sync", up, None), ("--checksum sync", up + ["--checksum"], None),
                  ("half of the files changed", up, lambda: change_half(src, n, rng)),
-                 ("restore into an empty dir", scribe.command("down", dst, prefix),
-                  lambda: os.makedirs(dst))]
+                 ("restore into an empty dir", down, lambda: os.makedirs(dst)),
+                 ("restore again, nothing changed", down, None),
+                 ("half changed again (source)", up, lambda: change_half(src, n, rng)),
+                 ("restore over the previous copy", down, None)]
         for label, cmd, before in steps:
             if local:
                 cmd = local_remote(r, cmd, prefix)

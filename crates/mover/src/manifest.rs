@@ -2,16 +2,16 @@
 //! `<prefix>/.scribe/manifest.jsonl` (a header line, then one entry per line in
 //! byte order of path). Written last by the source, atomically (one put, or a
 //! multipart upload visible only once complete) — it is the commit point — and
-//! streamed both ways by the source (see [`stream`]); parsed as it arrives by the
-//! destination ([`read`]), which trusts nothing in it until [`Parser`] has validated
-//! every path.
+//! streamed both ways by the source (see [`stream`]), and read by the destination
+//! into a scratch file as it arrives (`destination::entries`), trusting nothing in
+//! it until every line was checked ([`stream::LineChecker`], [`TreeCheck`]).
+//! [`Manifest::parse`] checks a whole manifest held in memory the same way.
 
 use bytes::Bytes;
-use object_store::ObjectStoreExt;
 use serde::{Deserialize, Serialize};
 
 use crate::error::SyncError;
-use crate::fs::paths::{check_relative, manifest_key, path_cmp};
+use crate::fs::paths::{check_relative, path_cmp};
 use crate::store::remote::Remote;
 
 pub const FORMAT: &str = "scribe-manifest";
@@ -330,52 +330,6 @@ impl TreeCheck {
         }
         Ok(())
     }
-}
-
-/// Reads the manifest of a remote; `None` when there is none (first sync, or a
-/// bucket written by plain rclone). Returns the ETag with it.
-pub async fn read(remote: &Remote) -> Result<Option<(Manifest, Option<String>)>, SyncError> {
-    let key = manifest_key(&remote.prefix);
-    let got = match remote.store.get(&key).await {
-        Ok(g) => g,
-        Err(object_store::Error::NotFound { .. }) => return Ok(None),
-        Err(e) => return Err(SyncError::store("reading manifest", &key, e)),
-    };
-    let etag = got.meta.e_tag.clone();
-    // Parsed as it arrives: the body is never held whole next to its entries.
-    let mut body = got.into_stream();
-    let mut digest = stream::BodyDigest::default();
-    let mut parser = Parser::new(key.as_ref());
-    let mut buf: Vec<u8> = Vec::new();
-    let text = |raw: &[u8]| {
-        std::str::from_utf8(raw)
-            .map(|l| l.strip_suffix('\r').unwrap_or(l).to_string())
-            .map_err(|e| SyncError::ManifestInvalid {
-                key: key.to_string(),
-                line: 0,
-                reason: format!("not UTF-8: {e}"),
-            })
-    };
-    while let Some(chunk) = futures::StreamExt::next(&mut body).await {
-        let chunk = chunk.map_err(|e| SyncError::store("reading manifest", &key, e))?;
-        digest.update(&chunk);
-        buf.extend_from_slice(&chunk);
-        let mut start = 0;
-        while let Some(i) = buf[start..].iter().position(|b| *b == b'\n') {
-            parser.line(&text(&buf[start..start + i])?)?;
-            start += i + 1;
-        }
-        buf.drain(..start);
-    }
-    // Before the last (possibly cut) line and the count check: a short body is a
-    // transfer fault to retry, not an invalid manifest.
-    if !remote.upload.etag_is_not_md5 {
-        digest.check(key.as_ref(), etag.as_deref())?;
-    }
-    if !buf.is_empty() {
-        parser.line(&text(&buf)?)?;
-    }
-    Ok(Some((parser.finish()?, etag)))
 }
 
 /// The header line (with its newline) of a manifest of `entries` entries.

@@ -368,6 +368,107 @@ mod tests {
         assert_eq!(picked, [1, 3]);
     }
 
+    fn memory_remote() -> Remote {
+        Remote {
+            store: Arc::new(object_store::memory::InMemory::new()),
+            prefix: object_store::path::Path::from("pre"),
+            upload: crate::store::remote::UploadOptions::default(),
+            incomplete: None,
+            description: "test".into(),
+        }
+    }
+
+    async fn read(list: Vec<Entry>) -> Result<Option<Entries>, SyncError> {
+        let remote = memory_remote();
+        let m = crate::manifest::Manifest {
+            created_at: "2026-12-02T00:00:00Z".into(),
+            root: None,
+            entries: list,
+        };
+        crate::manifest::write(&remote, &m).await.unwrap();
+        Entries::read(&remote).await
+    }
+
+    fn link(path: &str, kind: EntryKind, target: &str) -> Entry {
+        let mut e = entry(path, kind, 0);
+        e.sha256 = None;
+        e.target = Some(target.into());
+        e
+    }
+
+    fn reason(r: Result<Option<Entries>, SyncError>) -> (usize, String) {
+        match r {
+            Err(SyncError::ManifestInvalid { line, reason, .. }) => (line, reason),
+            Err(e) => panic!("not an invalid manifest: {e}"),
+            Ok(_) => panic!("accepted"),
+        }
+    }
+
+    #[tokio::test]
+    async fn read_checks_the_tree_as_it_streams_and_hardlinks_at_the_end() {
+        assert!(
+            Entries::read(&memory_remote()).await.unwrap().is_none(),
+            "no manifest"
+        );
+        let ok = vec![
+            entry("a", EntryKind::File, 1),
+            entry("a-b", EntryKind::Dir, 0),
+            entry("a-b/c", EntryKind::Hardlink, 1),
+            entry("d", EntryKind::Dir, 0),
+            entry("d/e", EntryKind::File, 2),
+        ];
+        let mut ok = ok;
+        ok[2].target = Some("a".into());
+        let es = read(ok.clone()).await.unwrap().unwrap();
+        let back: Vec<Entry> = es.iter().unwrap().map(|r| r.unwrap().1).collect();
+        assert_eq!(back, ok);
+        assert_eq!((es.objects, es.object_bytes), (3, 4));
+
+        // Byte order puts "s-x" between the symlink "s" and "s/inside".
+        let below_link = vec![
+            link("s", EntryKind::Symlink, "/outside"),
+            entry("s-x", EntryKind::File, 1),
+            entry("s/inside", EntryKind::File, 1),
+        ];
+        let (line, why) = reason(read(below_link).await);
+        assert_eq!(line, 4, "header, s, s-x, then the offending line");
+        assert!(
+            why.contains("\"s/inside\" is inside \"s\", which is a symlink"),
+            "{why}"
+        );
+
+        let to_missing = vec![
+            entry("a", EntryKind::File, 1),
+            link("b", EntryKind::Hardlink, "a0"),
+        ];
+        let (line, why) = reason(read(to_missing).await);
+        assert_eq!(line, 3);
+        assert!(
+            why.contains("targets \"a0\", which is not an earlier file entry"),
+            "{why}"
+        );
+
+        let to_dir = vec![
+            entry("a", EntryKind::Dir, 0),
+            link("b", EntryKind::Hardlink, "a"),
+        ];
+        assert!(
+            reason(read(to_dir).await)
+                .1
+                .contains("not an earlier file entry")
+        );
+
+        let to_later = vec![
+            link("a", EntryKind::Hardlink, "b"),
+            entry("b", EntryKind::File, 1),
+        ];
+        assert!(
+            reason(read(to_later).await)
+                .1
+                .contains("not an earlier file entry")
+        );
+    }
+
     #[test]
     fn bits_set_clear_count_and_list() {
         let mut b = Bits::new(10);
