@@ -22,7 +22,7 @@ use object_store::ObjectStoreExt;
 
 use crate::error::SyncError;
 use crate::fs::paths::{check_relative, manifest_key, path_cmp};
-use crate::manifest::stream::{BodyDigest, LineChecker, scratch_file};
+use crate::manifest::stream::{BodyDigest, LineChecker, Lines, scratch_file};
 use crate::manifest::{Entry, EntryKind, RootMeta, TreeCheck};
 use crate::store::remote::Remote;
 
@@ -123,7 +123,7 @@ impl Entries {
         let mut out = Builder::new()?;
         let mut links: Vec<PendingLink> = Vec::new();
         let mut lines = 0usize;
-        let mut buf: Vec<u8> = Vec::new();
+        let mut split = Lines::default();
         let mut take = |raw: &[u8], checker: &mut LineChecker| -> Result<(), SyncError> {
             lines += 1;
             let Some(e) = checker.line(raw)? else {
@@ -155,21 +155,18 @@ impl Entries {
         while let Some(chunk) = body.next().await {
             let chunk = chunk.map_err(|e| SyncError::store("reading manifest", &key, e))?;
             digest.update(&chunk);
-            buf.extend_from_slice(&chunk);
-            let mut start = 0;
-            while let Some(i) = buf[start..].iter().position(|b| *b == b'\n') {
-                take(&buf[start..start + i], &mut checker)?;
-                start += i + 1;
+            split.feed(&chunk);
+            while let Some(line) = split.next_line() {
+                take(line, &mut checker)?;
             }
-            buf.drain(..start);
         }
         // Before the last (possibly cut) line and the count check: a short body is a
         // transfer fault to retry, not an invalid manifest.
         if !remote.upload.etag_is_not_md5 {
             digest.check(key.as_ref(), etag.as_deref())?;
         }
-        if !buf.is_empty() {
-            take(&buf, &mut checker)?;
+        if !split.rest().is_empty() {
+            take(split.rest(), &mut checker)?;
         }
         let root = checker.root().cloned();
         checker.finish()?;

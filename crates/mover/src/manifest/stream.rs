@@ -70,29 +70,25 @@ async fn read_into(
     let mut body = got.into_stream();
     let mut checker = LineChecker::new(key.as_ref());
     let mut digest = BodyDigest::default();
-    let mut buf: Vec<u8> = Vec::new();
+    let mut lines = Lines::default();
     while let Some(chunk) = body.next().await {
         let chunk = chunk.map_err(|e| SyncError::store("reading manifest", &key, e))?;
         digest.update(&chunk);
-        buf.extend_from_slice(&chunk);
-        let mut start = 0;
-        while let Some(i) = buf[start..].iter().position(|b| *b == b'\n') {
-            let line = &buf[start..start + i];
-            start += i + 1;
+        lines.feed(&chunk);
+        while let Some(line) = lines.next_line() {
             if let Some(e) = checker.line(line)?
                 && tx.send(Ok(e)).await.is_err()
             {
                 return Ok(()); // The reader stopped listening.
             }
         }
-        buf.drain(..start);
     }
     // Before the last (possibly cut) line and the count check: a short body is a
     // transfer fault to retry, not an invalid manifest.
     if !remote.upload.etag_is_not_md5 {
         digest.check(key.as_ref(), etag.as_deref())?;
     }
-    if let Some(e) = checker.line(&buf)? {
+    if let Some(e) = checker.line(lines.rest())? {
         let _ = tx.send(Ok(e)).await;
     }
     let header_root = checker.header.as_ref().and_then(|h| h.root.clone());
@@ -101,6 +97,35 @@ async fn read_into(
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner) = header_root;
     Ok(())
+}
+
+/// Splits a body arriving in chunks into lines (without their newline).
+#[derive(Debug, Default)]
+pub struct Lines {
+    buf: Vec<u8>,
+    start: usize,
+}
+
+impl Lines {
+    /// Adds the next chunk (the lines taken so far are dropped).
+    pub fn feed(&mut self, chunk: &[u8]) {
+        self.buf.drain(..self.start);
+        self.start = 0;
+        self.buf.extend_from_slice(chunk);
+    }
+
+    /// The next complete line, if one arrived.
+    pub fn next_line(&mut self) -> Option<&[u8]> {
+        let i = self.buf[self.start..].iter().position(|b| *b == b'\n')?;
+        let line = &self.buf[self.start..self.start + i];
+        self.start += i + 1;
+        Some(line)
+    }
+
+    /// What follows the last newline (the last line when the body has ended).
+    pub fn rest(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
 }
 
 /// MD5s of a manifest body as it arrives: whole, and per [`PART`] (how Scribe writes

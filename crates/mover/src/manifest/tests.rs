@@ -310,3 +310,17 @@ fn a_body_cut_short_does_not_match_its_etag_and_is_transient() {
         "an ETag that is no MD5 is not judged"
     );
 }
+
+#[test]
+fn lines_split_across_chunks_and_keep_the_unterminated_rest() {
+    let mut lines = stream::Lines::default();
+    let mut got: Vec<Vec<u8>> = Vec::new();
+    for chunk in [&b"ab"[..], b"c\nd", b"", b"\n\ne", b"f"] {
+        lines.feed(chunk);
+        while let Some(l) = lines.next_line() {
+            got.push(l.to_vec());
+        }
+    }
+    assert_eq!(got, [b"abc".to_vec(), b"d".to_vec(), Vec::new()]);
+    assert_eq!(lines.rest(), b"ef");
+}
