@@ -211,7 +211,9 @@ impl Pass<'_> {
         if n == 0 {
             return Ok(digests);
         }
-        let mut results = stream::iter(entries.selected(&p.hash_checks)?)
+        // Taken out while they are read, so the plan can take the downloads.
+        let checks = std::mem::take(&mut p.hash_checks);
+        let mut results = stream::iter(entries.selected(&checks)?)
             .map(|r| async move {
                 let (i, e) = r?;
                 let path = self.local.join(&e.path);
@@ -226,18 +228,15 @@ impl Pass<'_> {
                 Ok::<_, SyncError>((i, e.size, same, d.sha256))
             })
             .buffer_unordered(self.opts.hash_threads.max(1));
-        let mut changed: Vec<(usize, u64)> = Vec::new();
         while let Some(r) = results.next().await {
             let (i, size, same, sha) = r?;
             if !same {
-                changed.push((i, size));
+                p.download(i, size);
             }
             digests.push(&(i, sha))?;
         }
         drop(results);
-        for (i, size) in changed {
-            p.download(i, size);
-        }
+        p.hash_checks = checks;
         Ok(digests)
     }
 

@@ -1,5 +1,5 @@
 //! Walking a local tree in the manifest's order (path bytes), lazily: [`Walk`]
-//! yields one entry at a time, so the source never holds the whole tree. One
+//! yields one entry at a time, so neither direction holds the whole tree. One
 //! filesystem only, never following symlinks; second and later links of a hardlinked inode become
 //! hardlink entries naming the first path (in path order). Names no manifest can
 //! carry (not UTF-8, control characters such as newline or tab) and symlinks whose
@@ -55,6 +55,7 @@ pub struct ScanEntry {
 }
 
 /// A scanned tree, entries sorted by path bytes.
+#[cfg(test)]
 #[derive(Debug, Clone)]
 pub struct Scan {
     pub root: LocalMeta,
@@ -87,7 +88,9 @@ impl std::fmt::Display for Unsupported {
     }
 }
 
-/// Walks `root` into memory (blocking); the destination's view of its tree.
+/// Walks `root` into memory (blocking), for tests; the mover itself walks lazily
+/// ([`Walk`]) so no tree is held whole.
+#[cfg(test)]
 pub fn scan(root: &Path, group_hardlinks: bool) -> Result<Scan, SyncError> {
     let mut walk = Walk::new(root, group_hardlinks)?;
     let entries = walk.by_ref().collect::<Result<Vec<_>, _>>()?;
